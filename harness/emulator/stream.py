@@ -1,0 +1,259 @@
+"""Big-endian byte streams that always know their offset.
+
+:class:`StreamWriter` appends to memory and, given a sink, flushes to it in chunks so a
+large guest is never held whole. :class:`StreamReader` reads from bytes in memory or from
+anything with ``readinto``/``read``/``recv_into`` (a file, a pipe, a socket), buffering only
+what has not been consumed yet. A read past the end raises :class:`TruncatedInput`
+carrying the offset; :meth:`StreamReader.peek` never raises and may return fewer bytes.
+
+>>> w = StreamWriter()
+>>> w.u8(1); w.u16(0x0203); w.i32(-1)
+>>> w.getvalue().hex()
+'010203ffffffff'
+>>> r = StreamReader(w.getvalue())
+>>> r.peek(2), r.read_u8(), r.offset
+(b'\\x01\\x02', 1, 1)
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Protocol
+
+from .errors import TruncatedInput
+
+__all__ = ["StreamReader", "StreamWriter", "Sink"]
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_I8 = struct.Struct(">b")
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+
+
+class Sink(Protocol):
+    def write(self, data: Any, /) -> Any: ...
+
+
+class StreamWriter:
+    """Appends big-endian values; ``offset`` counts every byte written so far."""
+
+    __slots__ = ("_buf", "_sink", "_flushed", "_threshold")
+
+    def __init__(self, sink: Sink | None = None, *, flush_threshold: int = 1 << 20) -> None:
+        self._buf = bytearray()
+        self._sink = sink
+        self._flushed = 0
+        self._threshold = flush_threshold
+
+    @property
+    def offset(self) -> int:
+        return self._flushed + len(self._buf)
+
+    def u8(self, value: int) -> None:
+        self._buf.append(value)
+
+    def u16(self, value: int) -> None:
+        self._buf += _U16.pack(value)
+
+    def u32(self, value: int) -> None:
+        self._buf += _U32.pack(value)
+
+    def u64(self, value: int) -> None:
+        self._buf += _U64.pack(value)
+
+    def i8(self, value: int) -> None:
+        self._buf += _I8.pack(value)
+
+    def i16(self, value: int) -> None:
+        self._buf += _I16.pack(value)
+
+    def i32(self, value: int) -> None:
+        self._buf += _I32.pack(value)
+
+    def i64(self, value: int) -> None:
+        self._buf += _I64.pack(value)
+
+    def raw(self, data: bytes | bytearray | memoryview) -> None:
+        if self._sink is not None and len(data) >= self._threshold:
+            self.flush()
+            self._sink.write(data)
+            self._flushed += len(data)
+            return
+        self._buf += data
+        if self._sink is not None and len(self._buf) >= self._threshold:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand buffered bytes to the sink (no-op without one)."""
+        if self._sink is not None and self._buf:
+            self._sink.write(self._buf)
+            self._flushed += len(self._buf)
+            self._buf = bytearray()
+
+    def getvalue(self) -> bytes:
+        """Everything written, for a writer without a sink."""
+        if self._sink is not None:
+            raise ValueError("getvalue() on a writer that flushes to a sink")
+        return bytes(self._buf)
+
+
+class StreamReader:
+    """Reads big-endian values from memory or from a stream, tracking the offset.
+
+    Over bytes it reads in place; over a stream it keeps a buffer of unconsumed bytes
+    that grows only as far as the largest single read or peek.
+    """
+
+    __slots__ = ("_buf", "_pos", "_end", "_base", "_src", "_eof", "_chunk")
+
+    def __init__(self, source: Any, *, chunk_size: int = 1 << 16) -> None:
+        self._base = 0
+        self._pos = 0
+        self._chunk = chunk_size
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self._buf: Any = memoryview(source).cast("B")
+            self._end = len(self._buf)
+            self._src = None
+            self._eof = True
+        else:
+            self._buf = bytearray()
+            self._end = 0
+            self._src = source
+            self._eof = False
+
+    # -- position -------------------------------------------------------------------
+
+    @property
+    def offset(self) -> int:
+        """Bytes consumed since the start of the stream."""
+        return self._base + self._pos
+
+    def at_eof(self) -> bool:
+        return not self.peek(1)
+
+    # -- buffering ------------------------------------------------------------------
+
+    def _fill(self, n: int) -> bool:
+        """Make ``n`` unconsumed bytes available if the source has them."""
+        if self._src is None:
+            return self._end - self._pos >= n
+        if self._pos:
+            del self._buf[: self._pos]
+            self._base += self._pos
+            self._pos = 0
+            self._end = len(self._buf)
+        while self._end < n and not self._eof:
+            chunk = self._read_source(max(self._chunk, n - self._end))
+            if not chunk:
+                self._eof = True
+                break
+            self._buf += chunk
+            self._end = len(self._buf)
+        return self._end >= n
+
+    def _read_source(self, n: int) -> bytes:
+        src = self._src
+        if hasattr(src, "recv"):
+            return src.recv(n)
+        if hasattr(src, "read1"):
+            return src.read1(n)
+        return src.read(n)
+
+    def _need(self, n: int) -> int:
+        """Return the position of ``n`` available bytes, consuming them."""
+        pos = self._pos
+        if self._end - pos < n:
+            if not self._fill(n):
+                raise TruncatedInput(self.offset, n, self._end - self._pos)
+            pos = self._pos
+        self._pos = pos + n
+        return pos
+
+    # -- reads ----------------------------------------------------------------------
+
+    def read_u8(self) -> int:
+        pos = self._need(1)
+        return self._buf[pos]
+
+    def read_u16(self) -> int:
+        return _U16.unpack_from(self._buf, self._need(2))[0]
+
+    def read_u32(self) -> int:
+        return _U32.unpack_from(self._buf, self._need(4))[0]
+
+    def read_u64(self) -> int:
+        return _U64.unpack_from(self._buf, self._need(8))[0]
+
+    def read_i8(self) -> int:
+        return _I8.unpack_from(self._buf, self._need(1))[0]
+
+    def read_i16(self) -> int:
+        return _I16.unpack_from(self._buf, self._need(2))[0]
+
+    def read_i32(self) -> int:
+        return _I32.unpack_from(self._buf, self._need(4))[0]
+
+    def read_i64(self) -> int:
+        return _I64.unpack_from(self._buf, self._need(8))[0]
+
+    def unpack(self, fmt: struct.Struct) -> tuple[Any, ...]:
+        """Read ``fmt.size`` bytes and unpack them (arrays of integers in one call)."""
+        return fmt.unpack_from(self._buf, self._need(fmt.size))
+
+    def read_bytes(self, n: int) -> bytes:
+        if n < 0:
+            raise ValueError("negative length")
+        pos = self._need(n)
+        return bytes(self._buf[pos : pos + n])
+
+    def read_into(self, target: memoryview) -> None:
+        """Fill ``target`` completely: buffered bytes first, then straight from the source."""
+        n = len(target)
+        have = self._end - self._pos
+        if have >= n or self._src is None:
+            pos = self._need(n)
+            target[:] = self._buf[pos : pos + n]
+            return
+        target[:have] = self._buf[self._pos : self._end]
+        self._pos = self._end
+        done = have
+        src = self._src
+        readinto = getattr(src, "recv_into", None) or getattr(src, "readinto", None)
+        while done < n:
+            if readinto is not None:
+                got = readinto(target[done:])
+            else:
+                chunk = self._read_source(n - done)
+                got = len(chunk)
+                target[done : done + got] = chunk
+            if not got:
+                self._eof = True
+                self._base += done - have
+                raise TruncatedInput(self.offset, n - done, 0)
+            done += got
+        self._base += n - have
+
+    def skip(self, n: int) -> None:
+        self._need(n)
+
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` upcoming bytes without consuming them (fewer at end of input)."""
+        if self._end - self._pos < n:
+            self._fill(n)
+        return bytes(self._buf[self._pos : min(self._pos + n, self._end)])
+
+    def drain(self, limit: int | None = None) -> int:
+        """Consume and count what is left (up to ``limit`` bytes); returns the count."""
+        count = 0
+        while limit is None or count < limit:
+            want = self._chunk if limit is None else min(self._chunk, limit - count)
+            avail = self._end - self._pos
+            if avail == 0 and not self._fill(1):
+                break
+            take = min(want, self._end - self._pos)
+            self._pos += take
+            count += take
+        return count
