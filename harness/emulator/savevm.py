@@ -16,7 +16,7 @@ from typing import Any, Iterable, Protocol
 
 from .errors import LoadError, Reason
 from .stream import StreamReader, StreamWriter
-from .vmstate import Description, PeekPolicy, WireRules, load_state, save_state
+from .vmstate import Description, PeekPolicy, Tracer, WireRules, load_state, save_state
 
 __all__ = [
     "FILE_MAGIC",
@@ -50,9 +50,11 @@ class LiveStage(enum.IntEnum):
     END = 3
 
 
-def wire_rules_for(file_version: int, peek: PeekPolicy) -> WireRules:
+def wire_rules_for(
+    file_version: int, peek: PeekPolicy, tracer: Tracer | None = None
+) -> WireRules:
     """The rules a stream of ``file_version`` is written or read with."""
-    return WireRules(peek=peek, struct_sentinel=file_version in SENTINEL_FORMATS)
+    return WireRules(peek=peek, struct_sentinel=file_version in SENTINEL_FORMATS, tracer=tracer)
 
 
 class SectionHandler(Protocol):
@@ -222,6 +224,7 @@ def load_stream(
     peek: PeekPolicy,
     *,
     count_unread: bool = True,
+    tracer: Tracer | None = None,
 ) -> LoadReport:
     """Load a whole stream into ``handlers`` (QEMU's qemu_loadvm_state).
 
@@ -237,7 +240,9 @@ def load_stream(
     offset = r.offset
     version = r.read_u32()
     header.check(version, offset)
-    rules = wire_rules_for(version, peek)
+    rules = wire_rules_for(version, peek, tracer)
+    if tracer is not None:
+        tracer.mark("header", 0, r.offset, "", version)
     report = LoadReport(file_version=version)
     started: dict[int, tuple[Any, SectionRecord]] = {}
     seen: set[tuple[str, int]] = set()
@@ -246,6 +251,8 @@ def load_stream(
         offset = r.offset
         kind = r.read_u8()
         if kind == SectionType.EOF:
+            if tracer is not None:
+                tracer.mark("eof", offset, r.offset)
             break
         if kind in (SectionType.START, SectionType.FULL):
             section_id = r.read_u32()
@@ -285,11 +292,17 @@ def load_stream(
             raise LoadError(
                 Reason.UNKNOWN_SECTION_TYPE, f"unknown section type 0x{kind:02x}", offset=offset
             )
+        if tracer is not None:
+            tracer.mark("section", offset, r.offset, "", f"{record.kind} {record.idstr}")
+            tracer.enter(record.idstr)
         try:
             handler.load(r, record.version_id, rules)
         except LoadError as e:
             e.set_section(record.idstr)
             raise
+        finally:
+            if tracer is not None:
+                tracer.leave()
         record.end = r.offset
         report.sections.append(record)
 

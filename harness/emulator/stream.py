@@ -217,6 +217,7 @@ class StreamReader:
             pos = self._need(n)
             target[:] = self._buf[pos : pos + n]
             return
+        start = self.offset
         target[:have] = self._buf[self._pos : self._end]
         self._pos = self._end
         done = have
@@ -230,9 +231,11 @@ class StreamReader:
                 got = len(chunk)
                 target[done : done + got] = chunk
             if not got:
+                # As over bytes: nothing consumed, the partial bytes stay readable.
                 self._eof = True
-                self._base += done - have
-                raise TruncatedInput(self.offset, n - done, 0)
+                self._buf = bytearray(target[:done])
+                self._base, self._pos, self._end = start, 0, done
+                raise TruncatedInput(start, n, done)
             done += got
         self._base += n - have
 

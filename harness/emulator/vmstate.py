@@ -35,6 +35,8 @@ __all__ = [
     "SUBSECTION",
     "SUBSECTIONS_END",
     "Bool",
+    "TraceMark",
+    "Tracer",
     "Buffer",
     "Description",
     "Field",
@@ -78,10 +80,45 @@ class PeekPolicy(enum.Enum):
 
 @dataclass(frozen=True)
 class WireRules:
-    """What the reading (or writing) release does beyond the descriptions themselves."""
+    """What the reading (or writing) release does beyond the descriptions themselves.
+
+    ``tracer``, when set, is told where every element of a load starts and ends (the
+    analyzer and the report's annotated hex view are built on it).
+    """
 
     peek: PeekPolicy
     struct_sentinel: bool = False  # format 4: 0x06 after every embedded struct element
+    tracer: Tracer | None = field(default=None, compare=False)
+
+
+@dataclass
+class TraceMark:
+    kind: str  # section | field | struct | subsection | sentinel
+    offset: int
+    end: int
+    path: str
+    value: Any = None
+
+
+class Tracer:
+    """Collects :class:`TraceMark` records with full paths while a stream is loaded."""
+
+    def __init__(self) -> None:
+        self.marks: list[TraceMark] = []
+        self._prefix: list[str] = []
+
+    def enter(self, component: str) -> None:
+        self._prefix.append(component)
+
+    def leave(self) -> None:
+        self._prefix.pop()
+
+    def path(self, component: str = "") -> str:
+        parts = [*self._prefix, component] if component else self._prefix
+        return "/".join(parts)
+
+    def mark(self, kind: str, offset: int, end: int, component: str = "", value: Any = None):
+        self.marks.append(TraceMark(kind, offset, end, self.path(component), value))
 
 
 Hook = Callable[[Any], None]
@@ -188,13 +225,22 @@ class Field:
 
     def load(self, r: StreamReader, obj: Any, rules: WireRules) -> None:
         start = r.offset
+        tracer = rules.tracer
+        if tracer is not None:
+            tracer.enter(self.path)
         try:
             value = self._load(r, obj, rules)
             if self.check is not None and value is not None:
                 problem = self.check(obj, value)
                 if problem:
                     raise LoadError(Reason.INVALID_VALUE, problem, offset=start)
+            if tracer is not None:
+                tracer.leave()
+                tracer.mark(self.kind if self.kind == "struct" else "field", start, r.offset,
+                            self.path, value)
         except LoadError as e:
+            if tracer is not None:
+                tracer.leave()
             if e.offset is None:
                 e.offset = start
             e.add_path(self.path)
@@ -440,15 +486,24 @@ class StructArray(Field):
 
     def load(self, r: StreamReader, obj: Any, rules: WireRules) -> None:
         items = self.get(obj)
+        tracer = rules.tracer
         for i in range(self.count):
             start = r.offset
+            component = f"{self.path}[{i}]"
+            if tracer is not None:
+                tracer.enter(component)
             try:
                 _load_element(r, self.desc, items[i], rules)
             except LoadError as e:
                 if e.offset is None:
                     e.offset = start
-                e.add_path(f"{self.path}[{i}]")
+                e.add_path(component)
                 raise
+            finally:
+                if tracer is not None:
+                    tracer.leave()
+            if tracer is not None:
+                tracer.mark("struct", start, r.offset, component)
 
     def dump(self, obj: Any, prefix: str, out: dict[str, Any]) -> None:
         items = self.get(obj)
@@ -582,21 +637,26 @@ def load_state(
                 f"{desc.name} v{version} < v{desc.minimum_version_id}",
                 offset=start,
             )
-        desc.load_state_old(r, obj, version)
+        _run_hook(r, start, desc.load_state_old, r, obj, version)
         return
     if desc.pre_load is not None:
-        desc.pre_load(obj)
+        _run_hook(r, start, desc.pre_load, obj)
     for f in desc.fields:
         if f.present(obj, version):
             f.load(r, obj, rules)
     _load_subsections(r, desc, obj, rules)
     if desc.post_load is not None:
-        try:
-            desc.post_load(obj, version)
-        except LoadError as e:
-            if e.offset is None:
-                e.offset = r.offset
-            raise
+        _run_hook(r, r.offset, desc.post_load, obj, version)
+
+
+def _run_hook(r: StreamReader, offset: int, hook: Callable[..., Any], *args: Any) -> None:
+    """Run a hook; a LoadError it raises without an offset gets ``offset``."""
+    try:
+        hook(*args)
+    except LoadError as e:
+        if e.offset is None:
+            e.offset = offset
+        raise
 
 
 def _load_subsections(r: StreamReader, desc: Description, obj: Any, rules: WireRules) -> None:
@@ -619,6 +679,8 @@ def _load_subsections(r: StreamReader, desc: Description, obj: Any, rules: WireR
         r.read_u8()
         name = r.read_bytes(r.read_u8())
         version = r.read_u32() & 0xFF  # QEMU kept the subsection version in a u8
+        if rules.tracer is not None:
+            rules.tracer.mark("subsection", start, r.offset, "", name.decode("latin-1"))
         sub = desc.subsection(name)
         if sub is None:
             known = ", ".join(s.desc.name for s in desc.subsections) or "none"
@@ -637,16 +699,41 @@ def _save_element(w: StreamWriter, desc: Description, obj: Any, rules: WireRules
 
 
 def _load_element(r: StreamReader, desc: Description, obj: Any, rules: WireRules) -> None:
-    load_state(r, desc, obj, desc.version_id, rules)
-    if rules.struct_sentinel:
+    if not rules.struct_sentinel:
+        load_state(r, desc, obj, desc.version_id, rules)
+        return
+    try:
+        load_state(r, desc, obj, desc.version_id, rules)
+    except LoadError as child:
+        # The sentinel series reads the element's 0x06 before it looks at the child's
+        # result, so a failed child usually surfaces as a bad sentinel (-EINVAL).
+        if child.reason is Reason.TRUNCATED:
+            raise
         start = r.offset
         byte = r.read_u8()
-        if byte != SUBSECTIONS_END:
-            raise LoadError(
-                Reason.BAD_SENTINEL,
-                f"expected 0x06 after {desc.name}, found 0x{byte:02x}",
-                offset=start,
-            )
+        if byte == SUBSECTIONS_END:
+            raise
+        raise LoadError(
+            Reason.BAD_SENTINEL,
+            f"expected 0x06 after {desc.name}, found 0x{byte:02x} (the element had failed: "
+            f"{child.reason.text}{': ' + child.detail if child.detail else ''})",
+            offset=start,
+            field=child.field,  # keep where inside the element it went wrong
+        ) from child
+    _expect_sentinel(r, desc, rules)
+
+
+def _expect_sentinel(r: StreamReader, desc: Description, rules: WireRules) -> None:
+    start = r.offset
+    byte = r.read_u8()
+    if rules.tracer is not None:
+        rules.tracer.mark("sentinel", start, r.offset, "", byte)
+    if byte != SUBSECTIONS_END:
+        raise LoadError(
+            Reason.BAD_SENTINEL,
+            f"expected 0x06 after {desc.name}, found 0x{byte:02x}",
+            offset=start,
+        )
 
 
 def dump_state(desc: Description, obj: Any) -> dict[str, Any]:
