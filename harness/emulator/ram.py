@@ -1,0 +1,685 @@
+"""Guest RAM blocks and the live ``ram`` section (QEMU 0.13-1.0 arch_init.c).
+
+A :class:`GuestRam` is an ordered set of :class:`RamBlock` (``pc.ram``, ``pc.bios``,
+``pc.rom``, ``vga.vram`` on a pc). Each block is a ``bytearray`` with a dirty bitmap of
+one byte per 4 KiB page; guest writes go through :meth:`RamBlock.write` so that live
+migration knows what to resend. :class:`RamSection` is the live section handler ``ram``
+(instance 0, version 4) that :mod:`.savevm` drives: START sends the block list and every
+page, each PART the pages dirtied since the previous pass, END the rest, and every chunk
+ends with an EOS record.
+
+A record is a be64 ``offset | flags`` (flags in the low 12 bits, below the page mask)::
+
+    COMPRESS 0x02  + u8 fill          a uniform page (all bytes equal, usually zero)
+    MEM_SIZE 0x04  (START)            value = total bytes; per block u8 len, idstr, be64 len
+    PAGE     0x08  + 4096 raw bytes
+    EOS      0x10                     ends every START/PART/END chunk
+    CONTINUE 0x20                     same block as the previous record; without it the
+                                      be64 is followed by u8 len + block idstr (v4 only)
+
+Version 3 (QEMU 0.12) has no block names: MEM_SIZE carries only the total and a page's
+offset is its address in the concatenation of all blocks. Both are saved and loaded.
+
+As in QEMU, the "previous block" of CONTINUE lives across chunks: the saver forgets it at
+START only, so a PART may begin with a CONTINUE record referring to the last block of the
+previous chunk, and the loader remembers its last block between calls.
+
+Load errors (all :class:`LoadError`; ``offset`` is where the offending item starts):
+
+=========================================  ===========================  ===================
+what                                       reason                       offset of
+=========================================  ===========================  ===================
+unknown or obsolete flag bits, a record    ``BAD_RAM_FLAGS``            the record
+with no kind or two kinds, CONTINUE on a
+non-page record or in v3
+total size differs from the destination's  ``RAM_SIZE_MISMATCH``        the record
+block list longer than the total, a block  ``RAM_SIZE_MISMATCH``        the be64 length
+length differs
+unknown block name                         ``UNKNOWN_RAM_BLOCK``        the u8 name length
+block named twice in the list              ``INVALID_VALUE``            the u8 name length
+CONTINUE with no previous block            ``INVALID_VALUE``            the record
+page record before any MEM_SIZE            ``INVALID_VALUE``            the record
+page offset beyond its block (or v3 RAM)   ``LIMIT_EXCEEDED``           the record
+section version other than 3 or 4          ``VERSION_TOO_OLD``/``_NEW`` the first record
+=========================================  ===========================  ===================
+
+Offsets are page aligned by construction (the low 12 bits are the flags). A read past the
+end raises :class:`TruncatedInput` and nothing else.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import hashlib
+import random
+import struct
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from .errors import ConfigError, LoadError, Reason
+from .savevm import LiveStage
+from .stream import StreamReader, StreamWriter
+from .vmstate import WireRules
+
+__all__ = [
+    "BIOS_SIZE",
+    "FLAG_COMPRESS",
+    "FLAG_CONTINUE",
+    "FLAG_EOS",
+    "FLAG_MEM_SIZE",
+    "FLAG_PAGE",
+    "PAGE_SIZE",
+    "PC_BLOCKS",
+    "RAM",
+    "ROM_SIZE",
+    "VRAM_SIZE",
+    "GuestRam",
+    "GuestWorkload",
+    "RamBlock",
+    "RamDiff",
+    "RamSection",
+    "SaveStats",
+    "bios_image",
+    "compare_ram",
+    "fill_pattern",
+    "option_rom_image",
+    "pc_layout",
+]
+
+PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+FLAG_MASK = PAGE_SIZE - 1
+
+FLAG_FULL = 0x01  # obsolete (pre-0.13); refused
+FLAG_COMPRESS = 0x02
+FLAG_MEM_SIZE = 0x04
+FLAG_PAGE = 0x08
+FLAG_EOS = 0x10
+FLAG_CONTINUE = 0x20
+_KNOWN_FLAGS = FLAG_COMPRESS | FLAG_MEM_SIZE | FLAG_PAGE | FLAG_EOS | FLAG_CONTINUE
+
+BIOS_SIZE = 128 << 10
+ROM_SIZE = 128 << 10
+VRAM_SIZE = 8 << 20
+PC_BLOCKS = ("pc.ram", "pc.bios", "pc.rom", "vga.vram")
+
+_BE64 = struct.Struct(">Q")
+_BE64_U8 = struct.Struct(">QB")
+_ZERO_PAGE = bytes(PAGE_SIZE)
+_CHUNK_PAGES = 256  # pages per joined write (1 MiB of raw pages at most)
+
+
+@functools.cache
+def _uniform_page(fill: int) -> bytes:
+    return bytes((fill,)) * PAGE_SIZE
+
+
+# -- blocks ---------------------------------------------------------------------------
+
+
+class RamBlock:
+    """One RAM block: its bytes, and a dirty bitmap of one byte (0 or 1) per page."""
+
+    __slots__ = ("idstr", "name", "data", "view", "dirty", "npages")
+
+    def __init__(self, idstr: str, length: int) -> None:
+        if length <= 0 or length % PAGE_SIZE:
+            raise ConfigError(f"RAM block {idstr!r}: length {length} is not a positive "
+                              f"multiple of {PAGE_SIZE}")
+        name = idstr.encode("latin-1")
+        if not 0 < len(name) < 256:
+            raise ConfigError(f"RAM block name {idstr!r} must be 1..255 bytes")
+        self.idstr = idstr
+        self.name = name
+        self.data = bytearray(length)
+        self.view = memoryview(self.data)
+        self.npages = length >> PAGE_SHIFT
+        self.dirty = bytearray(self.npages)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"RamBlock({self.idstr!r}, {len(self.data)})"
+
+    # Guest access: every write marks the pages it touches.
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Guest write of ``data`` at ``offset``; marks the touched pages dirty."""
+        n = len(data)
+        self._check(offset, n)
+        self.view[offset : offset + n] = data
+        self.mark_dirty(offset, n)
+
+    def fill(self, offset: int, length: int, value: int) -> None:
+        """Guest memset; marks the touched pages dirty."""
+        self._check(offset, length)
+        if offset % PAGE_SIZE == 0 and length % PAGE_SIZE == 0:
+            page = _uniform_page(value & 0xFF)
+            view = self.view
+            for o in range(offset, offset + length, PAGE_SIZE):
+                view[o : o + PAGE_SIZE] = page
+        else:
+            self.view[offset : offset + length] = bytes((value & 0xFF,)) * length
+        self.mark_dirty(offset, length)
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._check(offset, length)
+        return bytes(self.view[offset : offset + length])
+
+    def page(self, index: int) -> bytes:
+        return self.read(index * PAGE_SIZE, PAGE_SIZE)
+
+    def _check(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > len(self.data):
+            raise ValueError(f"{self.idstr}: access [{offset}, +{length}) outside the block")
+
+    # Dirty bitmap, handled in bulk.
+
+    def mark_dirty(self, offset: int = 0, length: int | None = None) -> None:
+        """Mark the pages overlapping ``[offset, offset + length)`` (default: all)."""
+        if length is None:
+            length = len(self.data) - offset
+        if length <= 0:
+            return
+        first = offset >> PAGE_SHIFT
+        last = (offset + length - 1) >> PAGE_SHIFT
+        self.dirty[first : last + 1] = b"\x01" * (last + 1 - first)
+
+    def clear_dirty(self) -> None:
+        self.dirty[:] = bytes(self.npages)
+
+    def dirty_count(self) -> int:
+        return self.dirty.count(1)
+
+    def dirty_runs(self) -> Iterator[tuple[int, int]]:
+        """``(first, end)`` page index ranges of dirty pages, found with ``bytes.find``."""
+        dirty, n = self.dirty, self.npages
+        s = dirty.find(1)
+        while s >= 0:
+            e = dirty.find(0, s)
+            if e < 0:
+                e = n
+            yield s, e
+            s = dirty.find(1, e)
+
+
+class GuestRam:
+    """The RAM blocks of one machine, in registration order (which is the save order)."""
+
+    def __init__(self, layout: Iterable[tuple[str, int]]) -> None:
+        self.blocks: dict[str, RamBlock] = {}
+        for idstr, length in layout:
+            if idstr in self.blocks:
+                raise ConfigError(f"duplicate RAM block {idstr!r}")
+            self.blocks[idstr] = RamBlock(idstr, length)
+        if not self.blocks:
+            raise ConfigError("a machine needs at least one RAM block")
+
+    @classmethod
+    def pc(cls, ram_size: int) -> GuestRam:
+        """A pc machine: pc.ram, pc.bios, pc.rom, vga.vram, with firmware loaded."""
+        ram = cls(pc_layout(ram_size))
+        ram.blocks["pc.bios"].data[:] = bios_image()
+        ram.blocks["pc.rom"].data[:] = option_rom_image()
+        return ram
+
+    def __getitem__(self, idstr: str) -> RamBlock:
+        return self.blocks[idstr]
+
+    def __iter__(self) -> Iterator[RamBlock]:
+        return iter(self.blocks.values())
+
+    @property
+    def total_size(self) -> int:
+        return sum(len(b) for b in self.blocks.values())
+
+    def layout(self) -> list[tuple[str, int]]:
+        return [(b.idstr, len(b)) for b in self.blocks.values()]
+
+    def mark_all_dirty(self) -> None:
+        for b in self.blocks.values():
+            b.mark_dirty()
+
+    def clear_dirty(self) -> None:
+        for b in self.blocks.values():
+            b.clear_dirty()
+
+    def dirty_pages(self) -> int:
+        return sum(b.dirty_count() for b in self.blocks.values())
+
+    def digests(self) -> dict[str, str]:
+        """sha256 per block: a compact guest-visible fingerprint for state dumps."""
+        return {b.idstr: hashlib.sha256(b.data).hexdigest() for b in self.blocks.values()}
+
+
+def pc_layout(ram_size: int) -> list[tuple[str, int]]:
+    """The pc machine's blocks in registration order."""
+    if ram_size <= 0 or ram_size % PAGE_SIZE:
+        raise ConfigError(f"RAM size {ram_size} is not a positive multiple of {PAGE_SIZE}")
+    return list(zip(PC_BLOCKS, (ram_size, BIOS_SIZE, ROM_SIZE, VRAM_SIZE), strict=True))
+
+
+class RAM(GuestRam):
+    """A pc machine's RAM plus its live section handler: what a machine holds.
+
+    ``RAM(size)`` is ``GuestRam.pc(size)`` with ``handler`` (a :class:`RamSection`).
+    """
+
+    def __init__(self, ram_size: int) -> None:
+        super().__init__(pc_layout(ram_size))
+        self.blocks["pc.bios"].data[:] = bios_image()
+        self.blocks["pc.rom"].data[:] = option_rom_image()
+        self.handler = RamSection(self)
+
+    def digest(self) -> dict[str, str]:
+        return self.digests()
+
+
+@functools.cache
+def bios_image() -> bytes:
+    """128 KiB of deterministic BIOS-like content.
+
+    Code-like bytes (a SHAKE-128 stream), a signature string, runs of 0xff padding (sent
+    as non-zero COMPRESS pages) and the reset vector ``jmp f000:e05b`` at 0xffff0.
+    """
+    img = bytearray(b"\xff" * BIOS_SIZE)
+    code = hashlib.shake_128(b"migmatrix pc.bios").digest(96 << 10)
+    img[0 : len(code)] = code
+    sig = b"migmatrix BIOS (SeaBIOS-like) 0.13-1.0\x00"
+    img[0x1E000 : 0x1E000 + len(sig)] = sig
+    img[0x1FFF0:0x1FFF5] = b"\xea\x5b\xe0\x00\xf0"  # jmp far f000:e05b
+    img[0x1FFF5:0x1FFFD] = b"06/23/99"
+    return bytes(img)
+
+
+@functools.cache
+def option_rom_image() -> bytes:
+    """128 KiB option ROM area: a VGA ROM (55 aa, 32 KiB, checksum 0) then zeros."""
+    img = bytearray(ROM_SIZE)
+    rom = bytearray(hashlib.shake_128(b"migmatrix vgabios").digest(32 << 10))
+    rom[0:3] = b"\x55\xaa\x40"  # signature, length in 512-byte units
+    rom[-1] = 0
+    rom[-1] = (-sum(rom)) & 0xFF
+    img[0 : len(rom)] = rom
+    return bytes(img)
+
+
+# -- the live section -----------------------------------------------------------------
+
+
+@dataclass
+class SaveStats:
+    """What the saver sent, cumulatively and in the last chunk."""
+
+    pages: int = 0
+    uniform_pages: int = 0
+    bytes: int = 0
+    passes: int = 0
+    last_pages: int = 0
+
+
+class RamSection:
+    """The live ``ram`` section (instance 0) for one :class:`GuestRam`.
+
+    ``version_id`` is 4 (block names) or 3 (global offsets, QEMU 0.12); the loader
+    accepts both whatever it saves. The object keeps no reference to any stream.
+    """
+
+    live = True
+    idstr = "ram"
+    instance_id = 0
+
+    def __init__(self, ram: GuestRam, *, version_id: int = 4) -> None:
+        if version_id not in (3, 4):
+            raise ConfigError(f"ram section version {version_id}: only 3 and 4 exist")
+        self.ram = ram
+        self.version_id = version_id
+        self.stats = SaveStats()
+        self._save_last: RamBlock | None = None  # previous record's block (saver)
+        self._load_last: RamBlock | None = None  # previous record's block (loader)
+        self._sized = False  # a MEM_SIZE record was loaded
+        self._by_name = {b.name: b for b in ram}
+        starts, pos = [], 0
+        for b in ram:
+            starts.append(pos)
+            pos += len(b)
+        self._starts = starts  # v3: address of each block in the concatenation
+        self._blocks = list(ram)
+
+    # -- save ---------------------------------------------------------------------
+
+    def save_stage(self, w: StreamWriter, stage: LiveStage) -> None:
+        """Write one chunk: START (sizes + every page), PART or END (dirty pages)."""
+        start = w.offset
+        stats = self.stats
+        pages_before = stats.pages
+        if stage == LiveStage.START:
+            self._save_last = None
+            self.ram.mark_all_dirty()
+            w.u64(self.ram.total_size | FLAG_MEM_SIZE)
+            if self.version_id >= 4:
+                for b in self.ram:
+                    w.u8(len(b.name))
+                    w.raw(b.name)
+                    w.u64(len(b))
+        for b in self.ram:
+            for s, e in b.dirty_runs():
+                self._save_run(w, b, s, e)
+        w.u64(FLAG_EOS)
+        stats.passes += 1
+        stats.last_pages = stats.pages - pages_before
+        stats.bytes += w.offset - start
+
+    def _save_run(self, w: StreamWriter, block: RamBlock, first: int, end: int) -> None:
+        """Send pages ``[first, end)`` of ``block`` and clear their dirty bits.
+
+        The hot loop: one bytearray index pair screens out random pages, a memcmp
+        (``startswith``) against the cached zero page confirms zero pages, records are
+        packed with one struct call and joined per 1 MiB.
+        """
+        block.dirty[first:end] = bytes(end - first)
+        v4 = self.version_id >= 4
+        base = 0 if v4 else self._starts[self._blocks.index(block)]
+        cont = FLAG_CONTINUE if v4 else 0
+        data, view = block.data, block.view
+        startswith, count = data.startswith, data.count
+        pack, pack_u8 = _BE64.pack, _BE64_U8.pack
+        zero, last, size = _ZERO_PAGE, PAGE_SIZE - 1, PAGE_SIZE
+        fcomp, fpage = FLAG_COMPRESS | cont, FLAG_PAGE | cont
+        o = first << PAGE_SHIFT
+        stop = end << PAGE_SHIFT
+        uniform = 0
+        if v4 and self._save_last is not block:
+            # First record of this block since another block's: it carries the name.
+            b = data[o]
+            name = (bytes((len(block.name),)), block.name)
+            if b == data[o + last] and count(b, o, o + size) == size:
+                w.raw(b"".join((pack(o | FLAG_COMPRESS), *name, bytes((b,)))))
+                uniform += 1
+            else:
+                w.raw(b"".join((pack(o | FLAG_PAGE), *name, view[o : o + size])))
+            o += size
+        self._save_last = block
+        chunk = _CHUNK_PAGES << PAGE_SHIFT
+        while o < stop:
+            parts: list[bytes | memoryview] = []
+            ap = parts.append
+            for p in range(o, min(o + chunk, stop), size):
+                b = data[p]
+                if b == data[p + last] and (
+                    startswith(zero, p) if b == 0 else count(b, p, p + size) == size
+                ):
+                    ap(pack_u8((p + base) | fcomp, b))
+                    uniform += 1
+                else:
+                    ap(pack((p + base) | fpage))
+                    ap(view[p : p + size])
+            w.raw(b"".join(parts))
+            o += chunk
+        self.stats.pages += end - first
+        self.stats.uniform_pages += uniform
+
+    # -- load ---------------------------------------------------------------------
+
+    def load(self, r: StreamReader, version: int, rules: WireRules | None = None) -> None:
+        """Read one chunk, up to and including its EOS record, into the blocks."""
+        if version < 3:
+            raise LoadError(Reason.VERSION_TOO_OLD, f"ram version {version} < 3",
+                            offset=r.offset)
+        if version > 4:
+            raise LoadError(Reason.VERSION_TOO_NEW, f"ram version {version} > 4",
+                            offset=r.offset)
+        v4 = version == 4
+        read_u64, read_u8, read_into = r.read_u64, r.read_u8, r.read_into
+        size = PAGE_SIZE
+        while True:
+            at = r.offset
+            word = read_u64()
+            flags = word & FLAG_MASK
+            addr = word ^ flags
+            if flags & ~_KNOWN_FLAGS or not flags:
+                self._bad_flags(flags, at)
+            kind = flags & (FLAG_COMPRESS | FLAG_PAGE)
+            if kind:
+                if kind == FLAG_COMPRESS | FLAG_PAGE or flags & FLAG_MEM_SIZE:
+                    self._bad_flags(flags, at)
+                if not self._sized:
+                    raise LoadError(Reason.INVALID_VALUE, "page record before MEM_SIZE",
+                                    offset=at)
+                if v4:
+                    block = self._load_block(r, flags, at)
+                    if addr + size > len(block.data):
+                        raise LoadError(
+                            Reason.LIMIT_EXCEEDED,
+                            f"page offset 0x{addr:x} beyond the block ({len(block.data)} "
+                            "bytes)", offset=at, field=block.idstr,
+                        )
+                else:
+                    if flags & FLAG_CONTINUE:
+                        self._bad_flags(flags, at)
+                    block, addr = self._v3_locate(addr, at)
+                if kind == FLAG_COMPRESS:
+                    fill = read_u8()
+                    block.view[addr : addr + size] = (
+                        _ZERO_PAGE if fill == 0 else _uniform_page(fill)
+                    )
+                else:
+                    read_into(block.view[addr : addr + size])
+            elif flags & FLAG_MEM_SIZE:
+                if flags & FLAG_CONTINUE:
+                    self._bad_flags(flags, at)
+                self._load_mem_size(r, addr, at, v4)
+            elif flags & FLAG_CONTINUE:
+                self._bad_flags(flags, at)
+            if flags & FLAG_EOS:
+                return
+
+    @staticmethod
+    def _bad_flags(flags: int, at: int) -> None:
+        if flags & FLAG_FULL:
+            why = "obsolete FULL flag 0x01"
+        elif flags & ~_KNOWN_FLAGS:
+            why = f"unknown bits 0x{flags & ~_KNOWN_FLAGS:03x}"
+        elif not flags:
+            why = "no flag set"
+        else:
+            why = "invalid combination"
+        raise LoadError(Reason.BAD_RAM_FLAGS, f"flags 0x{flags:03x}: {why}", offset=at)
+
+    def _load_block(self, r: StreamReader, flags: int, at: int) -> RamBlock:
+        """The block of a v4 page record: the previous one (CONTINUE) or a named one."""
+        if flags & FLAG_CONTINUE:
+            block = self._load_last
+            if block is None:
+                raise LoadError(Reason.INVALID_VALUE, "CONTINUE with no previous block",
+                                offset=at)
+            return block
+        name_at = r.offset
+        name = r.read_bytes(r.read_u8())  # u8 length: at most 255 bytes
+        block = self._by_name.get(name)
+        if block is None:
+            raise LoadError(Reason.UNKNOWN_RAM_BLOCK,
+                            f"unknown RAM block {name.decode('latin-1')!r}", offset=name_at)
+        self._load_last = block
+        return block
+
+    def _v3_locate(self, addr: int, at: int) -> tuple[RamBlock, int]:
+        """v3: map an address in the concatenation of all blocks to (block, offset)."""
+        i = bisect.bisect_right(self._starts, addr) - 1
+        block = self._blocks[i]
+        off = addr - self._starts[i]
+        if off + PAGE_SIZE > len(block.data):
+            raise LoadError(Reason.LIMIT_EXCEEDED,
+                            f"page address 0x{addr:x} beyond RAM ({self.ram.total_size} bytes)",
+                            offset=at)
+        return block, off
+
+    def _load_mem_size(self, r: StreamReader, total: int, at: int, v4: bool) -> None:
+        """Check the total and (v4) the block list against this machine's blocks."""
+        mine = self.ram.total_size
+        if total != mine:
+            raise LoadError(Reason.RAM_SIZE_MISMATCH,
+                            f"stream RAM {total} bytes, destination {mine}", offset=at)
+        if v4:
+            left = total
+            seen: set[bytes] = set()
+            while left:
+                name_at = r.offset
+                name = r.read_bytes(r.read_u8())
+                len_at = r.offset
+                length = r.read_u64()
+                block = self._by_name.get(name)
+                text = name.decode("latin-1")
+                if block is None:
+                    raise LoadError(Reason.UNKNOWN_RAM_BLOCK,
+                                    f"unknown RAM block {text!r}", offset=name_at)
+                if name in seen:
+                    raise LoadError(Reason.INVALID_VALUE, f"RAM block {text!r} listed twice",
+                                    offset=name_at, field=text)
+                seen.add(name)
+                if length != len(block.data):
+                    raise LoadError(Reason.RAM_SIZE_MISMATCH,
+                                    f"block {text!r}: stream {length} bytes, destination "
+                                    f"{len(block.data)}", offset=len_at, field=text)
+                if length > left:  # unreachable while names are unique; kept as a guard
+                    raise LoadError(Reason.RAM_SIZE_MISMATCH,
+                                    f"block list exceeds the total {total}", offset=len_at)
+                left -= length
+        self._sized = True
+
+
+# -- guest workload and fill patterns -------------------------------------------------
+
+
+def fill_pattern(
+    ram: GuestRam | RamBlock,
+    rng: random.Random,
+    fraction_random: float = 0.5,
+    *,
+    block: str = "pc.ram",
+    max_run: int = 64,
+) -> int:
+    """Fill a block page by page: random bytes with probability ``fraction_random``, else
+    zeros. Random pages come in runs (as in a real guest) of at most ``max_run`` pages.
+    Returns the number of random pages. Marks the whole block dirty.
+    """
+    b = ram if isinstance(ram, RamBlock) else ram[block]
+    n = b.npages
+    view = b.view
+    view[:] = bytes(len(b.data))  # start from zero pages
+    random_pages = 0
+    i = 0
+    while i < n:
+        run = min(rng.randint(1, max_run), n - i)
+        if rng.random() < fraction_random:
+            o = i << PAGE_SHIFT
+            view[o : o + (run << PAGE_SHIFT)] = rng.randbytes(run << PAGE_SHIFT)
+            random_pages += run
+        i += run
+    b.mark_dirty()
+    return random_pages
+
+
+class GuestWorkload:
+    """A deterministic guest that dirties pages between live passes.
+
+    Each :meth:`step` writes ``pages`` pages chosen in ``blocks``: some get random bytes,
+    some a uniform non-zero fill, some are zeroed again, some get a small write inside the
+    page (a partly dirtied page). The same seed gives the same writes.
+    """
+
+    KINDS = ("random", "uniform", "zero", "poke")
+
+    def __init__(
+        self, seed: int, *, pages: int = 64, blocks: tuple[str, ...] = ("pc.ram", "vga.vram")
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.pages = pages
+        self.blocks = blocks
+        self.history: list[tuple[str, int, str]] = []
+
+    def step(self, ram: GuestRam) -> list[tuple[str, int, str]]:
+        """Dirty one batch of pages; returns ``(block, page index, kind)`` per write."""
+        rng = self.rng
+        names = [n for n in self.blocks if n in ram.blocks] or [next(iter(ram.blocks))]
+        done = []
+        for _ in range(self.pages):
+            b = ram[rng.choice(names)]
+            page = rng.randrange(b.npages)
+            o = page << PAGE_SHIFT
+            kind = rng.choices(self.KINDS, weights=(4, 2, 2, 2))[0]
+            if kind == "random":
+                b.write(o, rng.randbytes(PAGE_SIZE))
+            elif kind == "uniform":
+                b.fill(o, PAGE_SIZE, rng.randrange(1, 256))
+            elif kind == "zero":
+                b.fill(o, PAGE_SIZE, 0)
+            else:
+                n = rng.randint(1, 64)
+                b.write(o + rng.randrange(PAGE_SIZE - n + 1), rng.randbytes(n))
+            done.append((b.idstr, page, kind))
+        self.history.extend(done)
+        return done
+
+    def __call__(self, ram: GuestRam) -> list[tuple[str, int, str]]:
+        return self.step(ram)
+
+
+# -- comparison -----------------------------------------------------------------------
+
+
+@dataclass
+class RamDiff:
+    """The differences of one block: how many pages differ and the first few of them."""
+
+    block: str
+    count: int = 0
+    pages: list[int] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def path(self) -> str:
+        return f"ram/{self.block}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"path": self.path, "block": self.block, "count": self.count,
+                "pages": list(self.pages), "detail": self.detail}
+
+
+def compare_ram(a: GuestRam, b: GuestRam, *, limit: int = 16) -> list[RamDiff]:
+    """Compare two machines' RAM block by block; ``[]`` when identical.
+
+    Whole blocks are compared first (one memcmp), then 1 MiB slices, then the pages of
+    differing slices; at most ``limit`` page indices are listed per block.
+    """
+    diffs: list[RamDiff] = []
+    for name, ba in a.blocks.items():
+        bb = b.blocks.get(name)
+        if bb is None:
+            diffs.append(RamDiff(name, ba.npages, [], "missing on the second machine"))
+            continue
+        if len(ba.data) != len(bb.data):
+            diffs.append(RamDiff(name, max(ba.npages, bb.npages), [],
+                                 f"length {len(ba.data)} != {len(bb.data)}"))
+            continue
+        if ba.data == bb.data:
+            continue
+        d = RamDiff(name)
+        da, db = ba.data, bb.data
+        step = _CHUNK_PAGES << PAGE_SHIFT
+        for c in range(0, len(da), step):
+            ce = min(c + step, len(da))
+            if da[c:ce] == db[c:ce]:
+                continue
+            for o in range(c, ce, PAGE_SIZE):
+                if da[o : o + PAGE_SIZE] != db[o : o + PAGE_SIZE]:
+                    d.count += 1
+                    if len(d.pages) < limit:
+                        d.pages.append(o >> PAGE_SHIFT)
+        diffs.append(d)
+    for name, bb in b.blocks.items():
+        if name not in a.blocks:
+            diffs.append(RamDiff(name, bb.npages, [], "missing on the first machine"))
+    return diffs

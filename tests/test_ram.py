@@ -1,0 +1,340 @@
+"""The live ``ram`` section: golden bytes, live round trips, load errors, truncation."""
+
+from __future__ import annotations
+
+import io
+import random
+import socket
+import struct
+import threading
+
+import pytest
+
+from harness.emulator.errors import LoadError, Reason, TruncatedInput
+from harness.emulator.ram import (
+    BIOS_SIZE,
+    PAGE_SIZE,
+    GuestRam,
+    RAM,
+    GuestWorkload,
+    RamSection,
+    compare_ram,
+    fill_pattern,
+)
+from harness.emulator.savevm import HeaderPolicy, LiveStage, Saver, load_stream
+from harness.emulator.stream import StreamReader, StreamWriter
+from harness.emulator.vmstate import PeekPolicy
+
+Q = struct.Struct(">Q").pack
+COMPRESS, MEM_SIZE, PAGE, EOS, CONTINUE = 0x02, 0x04, 0x08, 0x10, 0x20
+DATA_PAGE = bytes(range(256)) * 16
+
+
+def tiny() -> GuestRam:
+    """Block "a" (3 pages: zero, data, zero) and block "b" (1 page of 0xff)."""
+    ram = GuestRam([("a", 3 * PAGE_SIZE), ("b", PAGE_SIZE)])
+    ram["a"].write(PAGE_SIZE, DATA_PAGE)
+    ram["b"].fill(0, PAGE_SIZE, 0xFF)
+    return ram
+
+
+def name(s: bytes) -> bytes:
+    return bytes((len(s),)) + s
+
+
+GOLDEN_START = b"".join([
+    Q(4 * PAGE_SIZE | MEM_SIZE), name(b"a"), Q(3 * PAGE_SIZE), name(b"b"), Q(PAGE_SIZE),
+    Q(0 | COMPRESS), name(b"a"), b"\x00",                  # COMPRESS, named block
+    Q(PAGE_SIZE | PAGE | CONTINUE), DATA_PAGE,             # PAGE, same block
+    Q(2 * PAGE_SIZE | COMPRESS | CONTINUE), b"\x00",       # COMPRESS with CONTINUE
+    Q(0 | COMPRESS), name(b"b"), b"\xff",                  # another block: named again
+    Q(EOS),
+])  # fmt: skip
+
+
+def save(ram: GuestRam, *stages: LiveStage, section: RamSection | None = None) -> bytes:
+    w = StreamWriter()
+    sec = section or RamSection(ram)
+    for stage in stages:
+        sec.save_stage(w, stage)
+    return w.getvalue()
+
+
+def load_chunks(dst: GuestRam, data: bytes, chunks: int, version: int = 4) -> StreamReader:
+    r = StreamReader(data)
+    sec = RamSection(dst)
+    for _ in range(chunks):
+        sec.load(r, version, None)
+    return r
+
+
+# -- golden bytes ---------------------------------------------------------------------
+
+
+def test_start_chunk_golden_bytes():
+    assert save(tiny(), LiveStage.START) == GOLDEN_START
+
+
+def test_part_with_nothing_dirty_is_just_eos():
+    ram = tiny()
+    sec = RamSection(ram)
+    save(ram, LiveStage.START, section=sec)
+    assert save(ram, LiveStage.PART, section=sec) == Q(EOS)
+
+
+def test_continue_carries_across_chunks_as_in_qemu():
+    # QEMU's last_block is reset at stage 1 only: after START ended in "b", a PART page
+    # of "b" is a CONTINUE record, and one of "a" names its block.
+    ram = tiny()
+    sec = RamSection(ram)
+    save(ram, LiveStage.START, section=sec)
+    ram["b"].write(5, b"x")
+    ram["a"].fill(0, PAGE_SIZE, 0x11)
+    page_b = bytearray(b"\xff" * PAGE_SIZE)
+    page_b[5] = ord("x")
+    assert save(ram, LiveStage.PART, section=sec) == b"".join([
+        Q(0 | COMPRESS), name(b"a"), b"\x11",
+        Q(0 | PAGE), name(b"b"), bytes(page_b),
+        Q(EOS),
+    ])  # fmt: skip
+    dst = tiny()
+    r = StreamReader(GOLDEN_START + Q(0 | COMPRESS | CONTINUE) + b"\x07" + Q(EOS))
+    d = RamSection(dst)
+    d.load(r, 4, None)
+    d.load(r, 4, None)
+    assert dst["b"].data == b"\x07" * PAGE_SIZE
+
+
+def test_version_3_golden_and_round_trip():
+    ram = tiny()
+    data = save(ram, LiveStage.START, section=RamSection(ram, version_id=3))
+    assert data == b"".join([
+        Q(4 * PAGE_SIZE | MEM_SIZE),
+        Q(0 | COMPRESS), b"\x00",
+        Q(PAGE_SIZE | PAGE), DATA_PAGE,
+        Q(2 * PAGE_SIZE | COMPRESS), b"\x00",
+        Q(3 * PAGE_SIZE | COMPRESS), b"\xff",                # global address in "b"
+        Q(EOS),
+    ])  # fmt: skip
+    dst = GuestRam([("a", 3 * PAGE_SIZE), ("b", PAGE_SIZE)])
+    load_chunks(dst, data, 1, version=3)
+    assert compare_ram(ram, dst) == []
+
+
+def test_pc_layout_and_firmware():
+    ram = GuestRam.pc(1 << 20)
+    assert ram.layout() == [
+        ("pc.ram", 1 << 20), ("pc.bios", 128 << 10), ("pc.rom", 128 << 10),
+        ("vga.vram", 8 << 20),
+    ]  # fmt: skip
+    bios = ram["pc.bios"].data
+    assert len(bios) == BIOS_SIZE and bios.count(0) < len(bios) // 2
+    assert bios[-16:-11] == b"\xea\x5b\xe0\x00\xf0"
+    rom = ram["pc.rom"].data
+    assert rom[:2] == b"\x55\xaa" and sum(rom[: 32 << 10]) % 256 == 0 and not any(rom[-4096:])
+    assert not any(ram["vga.vram"].data) and not any(ram["pc.ram"].data)
+    assert GuestRam.pc(1 << 20).digests() == ram.digests()
+    facade = RAM(1 << 20)
+    assert facade.handler.ram is facade and facade.digest() == ram.digests()
+    assert (facade.handler.idstr, facade.handler.instance_id, facade.handler.version_id,
+            facade.handler.live) == ("ram", 0, 4, True)
+
+
+# -- live migration -------------------------------------------------------------------
+
+
+def test_live_round_trip_with_workload():
+    src, dst = GuestRam.pc(2 << 20), GuestRam.pc(2 << 20)
+    fill_pattern(src, random.Random(1), 0.5)
+    for b in dst:  # the destination's own contents must all be overwritten
+        b.data[:] = b"\xaa" * len(b.data)
+    sec, guest, w = RamSection(src), GuestWorkload(42), StreamWriter()
+    sec.save_stage(w, LiveStage.START)
+    assert sec.stats.last_pages == src.total_size // PAGE_SIZE
+    for _ in range(2):
+        written = guest.step(src)
+        assert {k for _, _, k in written} == set(GuestWorkload.KINDS)
+        sec.save_stage(w, LiveStage.PART)
+        assert 0 < sec.stats.last_pages <= len(written)
+    guest.step(src)
+    sec.save_stage(w, LiveStage.END)
+    assert src.dirty_pages() == 0
+    r = load_chunks(dst, w.getvalue(), 4)
+    assert r.at_eof()
+    assert compare_ram(src, dst) == []
+
+
+def test_workload_is_deterministic():
+    a, b = GuestRam.pc(1 << 20), GuestRam.pc(1 << 20)
+    assert GuestWorkload(5).step(a) == GuestWorkload(5).step(b)
+    assert compare_ram(a, b) == []
+
+
+def test_dirty_tracking_in_bulk():
+    ram = GuestRam([("m", 16 * PAGE_SIZE)])
+    m = ram["m"]
+    m.write(PAGE_SIZE - 1, b"xy")  # straddles pages 0 and 1
+    m.fill(5 * PAGE_SIZE, 3 * PAGE_SIZE, 7)
+    assert list(m.dirty_runs()) == [(0, 2), (5, 8)]
+    assert ram.dirty_pages() == 5
+    with pytest.raises(ValueError):
+        m.write(16 * PAGE_SIZE - 1, b"ab")
+
+
+def test_compare_ram_reports_pages_and_counts():
+    a, b = tiny(), tiny()
+    assert compare_ram(a, b) == []
+    big_a = GuestRam([("m", 400 * PAGE_SIZE)])
+    big_b = GuestRam([("m", 400 * PAGE_SIZE)])
+    for p in range(0, 400, 10):
+        big_b["m"].write(p * PAGE_SIZE + 3, b"!")
+    (d,) = compare_ram(big_a, big_b, limit=4)
+    assert (d.block, d.count, d.pages) == ("m", 40, [0, 10, 20, 30])
+    other = GuestRam([("a", 3 * PAGE_SIZE), ("c", PAGE_SIZE)])
+    details = {x.block: x.detail for x in compare_ram(a, other)}
+    assert set(details) == {"a", "b", "c"} and "missing" in details["b"]
+
+
+# -- load errors ----------------------------------------------------------------------
+
+SIZES = Q(4 * PAGE_SIZE | MEM_SIZE) + name(b"a") + Q(3 * PAGE_SIZE) + name(b"b") + Q(PAGE_SIZE)
+
+
+def refuse(data: bytes, version: int = 4) -> LoadError:
+    with pytest.raises(LoadError) as info:
+        load_chunks(tiny(), data + Q(EOS), 1, version)
+    assert type(info.value) is LoadError
+    return info.value
+
+
+@pytest.mark.parametrize(
+    "data, reason, offset",
+    [
+        (Q(5 * PAGE_SIZE | MEM_SIZE), Reason.RAM_SIZE_MISMATCH, 0),
+        (Q(4 * PAGE_SIZE | MEM_SIZE) + name(b"zz") + Q(PAGE_SIZE), Reason.UNKNOWN_RAM_BLOCK, 8),
+        (Q(4 * PAGE_SIZE | MEM_SIZE) + name(b"a") + Q(2 * PAGE_SIZE), Reason.RAM_SIZE_MISMATCH,
+         10),
+        (Q(4 * PAGE_SIZE | MEM_SIZE) + name(b"a") + Q(3 * PAGE_SIZE) + name(b"a"),
+         Reason.INVALID_VALUE, 18),
+        (SIZES + Q(0 | COMPRESS) + name(b"nope") + b"\0", Reason.UNKNOWN_RAM_BLOCK, 36),
+        (SIZES + Q(3 * PAGE_SIZE | COMPRESS) + name(b"a") + b"\0", Reason.LIMIT_EXCEEDED, 28),
+        (SIZES + Q(1 << 40 | PAGE) + name(b"b"), Reason.LIMIT_EXCEEDED, 28),
+        (SIZES + Q(0 | COMPRESS | CONTINUE) + b"\0", Reason.INVALID_VALUE, 28),
+        (SIZES + Q(0x40 | COMPRESS) + name(b"a") + b"\0", Reason.BAD_RAM_FLAGS, 28),
+        (SIZES + Q(0x01), Reason.BAD_RAM_FLAGS, 28),
+        (SIZES + Q(0x800 | EOS), Reason.BAD_RAM_FLAGS, 28),
+        (SIZES + Q(0), Reason.BAD_RAM_FLAGS, 28),
+        (SIZES + Q(COMPRESS | PAGE) + name(b"a"), Reason.BAD_RAM_FLAGS, 28),
+        (SIZES + Q(MEM_SIZE | CONTINUE), Reason.BAD_RAM_FLAGS, 28),
+        (Q(0 | COMPRESS) + name(b"a") + b"\0", Reason.INVALID_VALUE, 0),
+    ],
+    ids=[
+        "total-size", "unknown-block-in-list", "block-length", "block-listed-twice",
+        "unknown-block-in-record", "offset-beyond-block", "offset-far-beyond",
+        "continue-without-block", "unknown-flag-bit", "obsolete-full-flag",
+        "unknown-high-flag", "no-flags", "compress-and-page", "continue-on-mem-size",
+        "page-before-mem-size",
+    ],
+)
+def test_load_errors(data, reason, offset):
+    e = refuse(data)
+    assert (e.reason, e.offset) == (reason, offset)
+
+
+def test_version_3_errors():
+    assert refuse(Q(8 * PAGE_SIZE | MEM_SIZE), version=3).reason is Reason.RAM_SIZE_MISMATCH
+    e = refuse(Q(4 * PAGE_SIZE | MEM_SIZE) + Q(4 * PAGE_SIZE | COMPRESS) + b"\0", version=3)
+    assert (e.reason, e.offset) == (Reason.LIMIT_EXCEEDED, 8)
+    e = refuse(Q(4 * PAGE_SIZE | MEM_SIZE) + Q(0 | COMPRESS | CONTINUE) + b"\0", version=3)
+    assert (e.reason, e.offset) == (Reason.BAD_RAM_FLAGS, 8)
+
+
+@pytest.mark.parametrize("version, reason", [(2, Reason.VERSION_TOO_OLD),
+                                             (5, Reason.VERSION_TOO_NEW)])
+def test_other_versions_refused(version, reason):
+    assert refuse(b"", version=version).reason is reason
+
+
+def test_page_records_need_mem_size_only_once():
+    # After START (MEM_SIZE) a PART chunk is pages only; a fresh loader refuses it.
+    dst = tiny()
+    part = Q(PAGE_SIZE | COMPRESS) + name(b"a") + b"\x09" + Q(EOS)
+    load_chunks(dst, GOLDEN_START + part, 2)
+    assert dst["a"].page(1) == b"\x09" * PAGE_SIZE
+    with pytest.raises(LoadError) as info:
+        load_chunks(tiny(), part, 1)
+    assert info.value.reason is Reason.INVALID_VALUE
+
+
+def test_error_reaches_load_stream_with_section():
+    handler = RamSection(tiny())
+    stream = struct.pack(">IIBIB", 0x5145564D, 3, 1, 0, 3) + b"ram" + struct.pack(">II", 0, 4)
+    stream += Q(9 * PAGE_SIZE | MEM_SIZE)
+    with pytest.raises(LoadError) as info:
+        load_stream(StreamReader(stream), [handler], HeaderPolicy(frozenset({3}), 3),
+                    PeekPolicy.PREFIX_MATCH)
+    assert (info.value.reason, info.value.section, info.value.offset) == (
+        Reason.RAM_SIZE_MISMATCH, "ram", len(stream) - 8)
+
+
+# -- truncation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["bytes", "file"])
+def test_truncation_at_every_offset(source):
+    for cut in range(len(GOLDEN_START)):
+        data = GOLDEN_START[:cut]
+        r = StreamReader(data if source == "bytes" else io.BufferedReader(io.BytesIO(data)),
+                         chunk_size=64)
+        with pytest.raises(TruncatedInput) as info:
+            RamSection(tiny()).load(r, 4, None)
+        assert info.value.reason is Reason.TRUNCATED
+        assert info.value.offset <= cut
+
+
+# -- streaming ------------------------------------------------------------------------
+
+
+class SocketSink:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def write(self, data) -> None:
+        self.sock.sendall(data)
+
+
+def test_streaming_round_trip_over_a_socket_pair():
+    src, dst = GuestRam.pc(4 << 20), GuestRam.pc(4 << 20)
+    fill_pattern(src, random.Random(3), 0.6)
+    guest = GuestWorkload(9, pages=32)
+    a, b = socket.socketpair()
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            w = StreamWriter(SocketSink(a), flush_threshold=64 << 10)
+            saver = Saver(w, [RamSection(src)], 3, PeekPolicy.PREFIX_MATCH)
+            saver.begin()
+            for _ in range(3):
+                guest.step(src)
+                saver.iterate()
+            guest.step(src)
+            saver.complete()
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+        finally:
+            a.shutdown(socket.SHUT_WR)
+
+    t = threading.Thread(target=send)
+    t.start()
+    try:
+        report = load_stream(StreamReader(b, chunk_size=8192), [RamSection(dst)],
+                             HeaderPolicy(frozenset({3}), 3), PeekPolicy.PREFIX_MATCH)
+    finally:
+        t.join()
+        a.close()
+        b.close()
+    assert not errors
+    assert [s.kind for s in report.sections] == ["START", "PART", "PART", "PART", "END"]
+    assert not report.half_loaded
+    assert compare_ram(src, dst) == []
