@@ -1,0 +1,170 @@
+"""Both endpoints as objects in this process: the fastest driver and the reference.
+
+The time limit is enforced with ``SIGALRM`` when the driver runs on the main thread of
+a Unix process (pytest and ``migmatrix run`` do); elsewhere it is only measured.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..emulator.errors import EmulatorError, LoadError
+from ..emulator.machine import Machine, compare_machines, jsonable
+from ..emulator.vmstate import Tracer
+from ..matrix import Cell
+from ..scenarios import apply_scenario, get_scenario
+from ..verdict import Outcome
+from . import Driver
+
+__all__ = ["InProcessDriver", "stream_window", "DIFF_LIMIT"]
+
+DIFF_LIMIT = 50  # diff entries kept per cell; the total is kept too
+WINDOW = 48  # bytes kept on each side of the offset of interest
+
+
+class CellTimeout(Exception):
+    pass
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable or seconds <= 0:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise CellTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def build_source(cell: Cell) -> tuple[Machine, bytes]:
+    """The source machine in the cell's scenario state, and the stream it writes."""
+    src = cell.source
+    machine = Machine(src.release, src.machine, src.ram_size)
+    scenario = apply_scenario(machine, cell.scenario, cell.seed)
+    stream = machine.save(passes=scenario.live_passes, workload=scenario.workload)
+    assert stream is not None
+    return machine, stream
+
+
+def stream_window(cell: Cell, stream: bytes, offset: int, label: str) -> dict[str, Any]:
+    """The bytes around ``offset`` with the writer's section and field boundaries marked.
+
+    The marks come from decoding the stream as the *source* release wrote it, so they show
+    what the bytes mean; the ``error`` mark shows where the destination stopped.
+    """
+    start = max(0, offset - WINDOW)
+    end = min(len(stream), offset + WINDOW)
+    tracer = Tracer()
+    try:
+        Machine.load(cell.source.release, cell.source.machine, stream,
+                     ram_size=cell.source.ram_size, tracer=tracer)
+    except EmulatorError:
+        pass  # the marks gathered so far are still right
+    marks = [
+        {"offset": m.offset, "end": m.end, "label": _mark_label(m), "kind": _mark_kind(m.kind)}
+        for m in tracer.marks
+        if m.end > start and m.offset < end and m.kind != "struct"
+    ]
+    marks.append({"offset": offset, "end": offset + 1, "label": label, "kind": "error"})
+    return {"start": start, "hex": stream[start:end].hex(), "marks": marks}
+
+
+def _mark_kind(kind: str) -> str:
+    return kind if kind in ("section", "field", "subsection", "sentinel") else "section"
+
+
+def _mark_label(mark: Any) -> str:
+    if mark.kind == "field":
+        value = jsonable(mark.value)
+        if isinstance(value, str) and len(value) > 16:
+            value = value[:16] + "..."
+        return f"{mark.path} = {value}"
+    if mark.kind == "subsection":
+        return f"subsection {mark.value!r} in {mark.path}"
+    if mark.kind == "sentinel":
+        return f"sentinel 0x{mark.value:02x} after {mark.path}"
+    if mark.kind == "section":
+        return f"section {mark.value}"
+    return f"{mark.kind} {mark.path}".strip()
+
+
+class InProcessDriver(Driver):
+    name = "inprocess"
+
+    def run_cell(self, cell: Cell) -> Outcome:
+        started = time.perf_counter()
+        outcome = Outcome()
+        try:
+            with _time_limit(cell.time_limit):
+                self._run(cell, outcome)
+        except CellTimeout:
+            outcome.timed_out = True
+            outcome.message = f"no outcome within {cell.time_limit:g} s"
+        outcome.duration_s = time.perf_counter() - started
+        return outcome
+
+    def _run(self, cell: Cell, outcome: Outcome) -> None:
+        get_scenario(cell.scenario)
+        try:
+            source, stream = build_source(cell)
+        except CellTimeout:
+            raise
+        except Exception as e:  # the cell could not be set up: not a verdict
+            outcome.harness_error = f"source: {type(e).__name__}: {e}"
+            outcome.message = outcome.harness_error
+            outcome.extra["traceback"] = traceback.format_exc()
+            return
+        outcome.stream_bytes = len(stream)
+        dst = cell.destination
+        try:
+            dest, report = Machine.load(dst.release, dst.machine, stream, ram_size=dst.ram_size)
+        except CellTimeout:
+            raise
+        except LoadError as e:
+            outcome.load_error = e.to_dict()
+            outcome.message = str(e)
+            if e.offset is not None:
+                outcome.window = stream_window(cell, stream, e.offset, e.reason.text)
+            return
+        except Exception as e:  # not a migration error: the destination crashed
+            outcome.crash = f"{type(e).__name__}: {e}"
+            outcome.message = f"destination crashed: {outcome.crash}"
+            outcome.extra["traceback"] = traceback.format_exc()
+            return
+        outcome.bytes_unread = report.bytes_unread
+        outcome.not_loaded = report.not_loaded
+        outcome.extra["sections_loaded"] = len(report.sections)
+        outcome.extra["bytes_consumed"] = report.bytes_consumed
+        diffs = compare_machines(source, dest)
+        outcome.diff_total = len(diffs)
+        outcome.diff = [
+            {"path": d.path, "source": jsonable(d.source), "destination": jsonable(d.destination)}
+            for d in diffs[:DIFF_LIMIT]
+        ]
+        if report.half_loaded:
+            eof_at = report.bytes_consumed - 1
+            outcome.extra["offset"] = eof_at
+            outcome.message = (
+                f"an EOF byte at offset {eof_at} ended the load with {report.bytes_unread} "
+                f"byte(s) unread; never loaded: {', '.join(report.not_loaded) or 'none'}"
+            )
+            outcome.window = stream_window(cell, stream, eof_at, "0x00 read as EOF")
+        elif diffs:
+            outcome.message = (
+                f"loaded without error but {len(diffs)} field(s) differ, first {diffs[0].path}"
+            )

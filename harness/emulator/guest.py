@@ -1,0 +1,158 @@
+"""What the guest does: named programs that drive the devices into a state.
+
+A program is the guest side of a scenario (the harness's catalogue in ``harness.scenarios``
+names them): it calls device operations as a guest driver would, deterministically for a
+seed, and may keep running while a live migration sends RAM (``workload``). The endpoint
+process runs them for ``x-guest-run``, the in-process driver calls them directly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError, LoadError
+from .ram import GuestWorkload, fill_pattern
+from .releases import RELEASES, Release
+from .vmstate import PeekPolicy
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+__all__ = ["PROGRAMS", "GuestProgram", "run_program"]
+
+
+@dataclass(frozen=True)
+class GuestProgram:
+    name: str
+    build: Callable[[Machine, random.Random], None]
+    live_passes: int = 0  # PART passes of RAM with the guest running between them
+    workload: Callable[[Machine, int], None] | None = field(default=None, compare=False)
+
+
+def _idle(m: Machine, rng: random.Random) -> None:
+    pass
+
+
+def _ide_pio(m: Machine, rng: random.Random) -> None:
+    m["ide"].start_pio_read(bus=0, unit=0)
+
+
+def _ide_dma(m: Machine, rng: random.Random) -> None:
+    m["ide"].start_dma(bus=0, unit=0)
+
+
+def _ide_bus_error(m: Machine, rng: random.Random) -> None:
+    m["ide"].fail_dma_for_retry(bus=0)
+
+
+def _ide_dma_capable(m: Machine, rng: random.Random) -> None:
+    m["ide"].set_dma_capable(bus=0, bits=0x60)
+
+
+def _atapi_media_event(m: Machine, rng: random.Random) -> None:
+    m["ide"].raise_media_event(bus=1, unit=0)
+
+
+def _fdc_media_changed(m: Machine, rng: random.Random) -> None:
+    m["fdc"].clear_media_changed(drive=0)
+
+
+def _cpu_async_pf(m: Machine, rng: random.Random) -> None:
+    m["cpu"].enable_async_pf()
+
+
+def _cpu_fpu_ip(m: Machine, rng: random.Random) -> None:
+    m["cpu"].execute_fpu()
+
+
+def _cpu_two(m: Machine, rng: random.Random) -> None:
+    _cpu_async_pf(m, rng)
+    _cpu_fpu_ip(m, rng)
+
+
+def _nic_hotplug(m: Machine, rng: random.Random) -> None:
+    m["rtl8139"].hotplug()
+
+
+def _collide_0x05(m: Machine, rng: random.Random) -> None:
+    # Parent data beginning with 0x05 right after an embedded struct, no subsection sent:
+    # xmm_regs[1] follows the embedded xmm_regs[0]; bus[0].cmd follows bmdma[1], whose
+    # description defines subsections on every release.
+    m["cpu"].set_xmm(1, 0x05 << 56 | 0x1122334455, 0x6677)
+    m["ide"].write_device_control(bus=0, value=0x05)
+
+
+def _misreading_release(source: Release) -> Release | None:
+    """A release that peeks only where defined and lacks ``ide_bus/error``."""
+    for release in RELEASES.values():
+        if release.peek is PeekPolicy.PEEK_IF_DEFINED and not release.has("ide_bus/error"):
+            return release
+    return None
+
+
+def _collide_eof(m: Machine, rng: random.Random) -> None:
+    """A pending bus error, with the state arranged so that a destination that reads
+    ``ide_bus/error`` as parent data meets a 0x00 where it expects a section type byte."""
+    ide = m["ide"]
+    ide.fail_dma_for_retry(bus=0)
+    reader = _misreading_release(m.release)
+    if reader is None:
+        return
+    for _ in range(64):
+        stream = m.save()
+        try:
+            _, report = type(m).load(reader, "pc", stream, ram_size=m.ram_size)
+        except LoadError:
+            report = None
+        if report is not None and report.bytes_unread > 0:
+            return
+        ide.randomize_registers(rng)  # a different, still valid register file; try again
+    raise RuntimeError("collide-eof: no state found that ends the misread on a 0x00")
+
+
+def _live_workload(m: Machine, pass_index: int) -> None:
+    GuestWorkload(1000 + pass_index, pages=48).step(m.ram)
+
+
+def _live_ram(m: Machine, rng: random.Random) -> None:
+    fill_pattern(m.ram, rng, 0.5)
+
+
+def _random(m: Machine, rng: random.Random) -> None:
+    m.randomize(rng)
+
+
+
+PROGRAMS: dict[str, GuestProgram] = {
+    p.name: p
+    for p in (
+        GuestProgram("idle", _idle),
+        GuestProgram("ide-pio", _ide_pio),
+        GuestProgram("ide-dma", _ide_dma),
+        GuestProgram("ide-bus-error", _ide_bus_error),
+        GuestProgram("ide-dma-capable", _ide_dma_capable),
+        GuestProgram("atapi-media-event", _atapi_media_event),
+        GuestProgram("fdc-media-changed", _fdc_media_changed),
+        GuestProgram("cpu-async-pf", _cpu_async_pf),
+        GuestProgram("cpu-fpu-ip", _cpu_fpu_ip),
+        GuestProgram("cpu-two-subsections", _cpu_two),
+        GuestProgram("nic-hotplug", _nic_hotplug),
+        GuestProgram("collide-0x05", _collide_0x05),
+        GuestProgram("collide-eof", _collide_eof),
+        GuestProgram("live-ram", _live_ram, live_passes=3, workload=_live_workload),
+        GuestProgram("random", _random),
+    )
+}
+
+
+def run_program(machine: Machine, name: str, seed: int = 0) -> GuestProgram:
+    """Run guest program ``name`` on ``machine`` (deterministic for ``seed``)."""
+    try:
+        program = PROGRAMS[name]
+    except KeyError:
+        raise ConfigError(f"unknown guest program {name!r} (known: {', '.join(PROGRAMS)})") from None
+    program.build(machine, random.Random(f"{name}:{seed}"))
+    return program

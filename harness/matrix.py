@@ -1,0 +1,324 @@
+"""Matrix files: endpoints x endpoints x scenarios -> cells, with their expectations.
+
+A matrix file (TOML) names its endpoints (``release/machine`` plus options), the
+scenarios (with seeds where they take one), ordered expectation rules over pairs with
+wildcards (the first rule that matches a cell sets its expected verdicts), and
+``known_issue`` notes on cells. See ``matrix/default.toml`` for a commented example.
+A malformed file raises :class:`MatrixError` naming the file, the key and what was
+expected.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .emulator.errors import ConfigError
+from .emulator.machine import DEFAULT_RAM_SIZE, parse_size
+from .emulator.releases import parse_endpoint
+from .scenarios import SCENARIOS
+from .shards import shard_of
+from .verdict import NEVER_ACCEPTABLE, Verdict
+
+__all__ = ["Cell", "Endpoint", "KnownIssue", "Matrix", "MatrixError", "Rule", "load_matrix"]
+
+DEFAULT_TIME_LIMIT = 60.0
+
+
+class MatrixError(Exception):
+    """A matrix file that cannot be used: which file, which key, what was expected."""
+
+    def __init__(self, path: str | Path, key: str, expected: str) -> None:
+        self.path, self.key, self.expected = str(path), key, expected
+        super().__init__(f"{path}: {key}: {expected}")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # "0.14/pc"
+    release: str
+    machine: str
+    ram_size: int = DEFAULT_RAM_SIZE
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.name,
+            "release": self.release,
+            "machine": self.machine,
+            "ram_size": self.ram_size,
+        }
+
+
+Patterns = tuple[str, ...]  # globs; a value matches when any of them does
+
+
+def _match(value: str, patterns: Patterns) -> bool:
+    return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def _show(patterns: Patterns) -> str:
+    return ",".join(patterns)
+
+
+@dataclass(frozen=True)
+class Rule:
+    index: int
+    source: Patterns
+    destination: Patterns
+    scenario: Patterns
+    verdicts: tuple[str, ...]
+    note: str = ""
+
+    def matches(self, source: str, destination: str, scenario: str) -> bool:
+        return (
+            _match(source, self.source)
+            and _match(destination, self.destination)
+            and _match(scenario, self.scenario)
+        )
+
+    def describe(self) -> str:
+        text = (
+            f"rule {self.index}: source={_show(self.source)} "
+            f"destination={_show(self.destination)} scenario={_show(self.scenario)} "
+            f"-> {'|'.join(self.verdicts)}"
+        )
+        return f"{text} ({self.note})" if self.note else text
+
+
+@dataclass(frozen=True)
+class KnownIssue:
+    source: Patterns
+    destination: Patterns
+    scenario: Patterns
+    text: str
+    link: str | None = None
+
+    def matches(self, source: str, destination: str, scenario: str) -> bool:
+        return (
+            _match(source, self.source)
+            and _match(destination, self.destination)
+            and _match(scenario, self.scenario)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "link": self.link}
+
+
+@dataclass(frozen=True)
+class Cell:
+    source: Endpoint
+    destination: Endpoint
+    scenario: str
+    seed: int
+    expected: tuple[str, ...]
+    rule: str
+    known_issue: KnownIssue | None = None
+    time_limit: float = DEFAULT_TIME_LIMIT
+
+    @property
+    def id(self) -> str:
+        tag = f"{self.scenario}:{self.seed}" if SCENARIOS[self.scenario].seeded else self.scenario
+        return f"{self.source.name}->{self.destination.name}[{tag}]"
+
+
+@dataclass
+class Matrix:
+    name: str
+    path: str
+    description: str
+    endpoints: list[Endpoint]
+    scenarios: list[tuple[str, tuple[int, ...]]]
+    rules: list[Rule]
+    known_issues: list[KnownIssue]
+    time_limit: float = DEFAULT_TIME_LIMIT
+    driver: str = "inprocess"
+    excluded: list[tuple[str, str]] = field(default_factory=list)
+
+    def cells(self, *, shard: tuple[int, int] | None = None) -> list[Cell]:
+        """Every cell, in a stable order; with ``shard=(i, n)`` the i-th of n slices."""
+        from .emulator.releases import get_release
+
+        out: list[Cell] = []
+        self.excluded = []
+        for src in self.endpoints:
+            src_release = get_release(src.release)
+            for dst in self.endpoints:
+                for scenario, seeds in self.scenarios:
+                    missing = SCENARIOS[scenario].missing_on(src_release)
+                    for seed in seeds:
+                        cell = self._cell(src, dst, scenario, seed)
+                        if missing:
+                            self.excluded.append(
+                                (cell.id, f"{src.release} cannot express it: "
+                                 f"no {', '.join(sorted(missing))}")
+                            )
+                            continue
+                        out.append(cell)
+        if shard is not None:
+            index, count = shard
+            out = [c for c in out if shard_of(c.id, count) == index]
+        return out
+
+    def _cell(self, src: Endpoint, dst: Endpoint, scenario: str, seed: int) -> Cell:
+        for rule in self.rules:
+            if rule.matches(src.name, dst.name, scenario):
+                expected, rule_text = rule.verdicts, rule.describe()
+                break
+        else:
+            expected, rule_text = ("pass",), "no rule matched: pass expected"
+        issue = next(
+            (k for k in self.known_issues if k.matches(src.name, dst.name, scenario)), None
+        )
+        return Cell(src, dst, scenario, seed, expected, rule_text, issue, self.time_limit)
+
+
+# -- loading ---------------------------------------------------------------------------
+
+
+def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path,
+         where: str, default: Any = ...) -> Any:
+    if key not in table:
+        if default is ...:
+            raise MatrixError(path, f"{where}{key}", "is required")
+        return default
+    value = table[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise MatrixError(path, f"{where}{key}", f"expected {names}, got {value!r}")
+    return value
+
+
+def _patterns(table: dict[str, Any], key: str, path: Path, where: str) -> Patterns:
+    value = table.get(key, "*")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise MatrixError(path, f"{where}{key}", "expected a glob or a non-empty list of globs")
+    return tuple(value)
+
+
+def _verdicts(value: Any, path: Path, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise MatrixError(path, key, "expected a verdict or a non-empty list of verdicts")
+    known = {v.value for v in Verdict}
+    for v in value:
+        if v not in known:
+            raise MatrixError(path, key, f"unknown verdict {v!r} (known: {', '.join(sorted(known))})")
+        if Verdict(v) in NEVER_ACCEPTABLE:
+            raise MatrixError(
+                path, key,
+                f"{v!r} is never acceptable; record the cell as a known_issue instead",
+            )
+    return tuple(value)
+
+
+def _check_keys(table: Any, known: set[str], path: Path, where: str) -> None:
+    if not isinstance(table, dict):
+        raise MatrixError(path, where.rstrip("."), "expected a table")
+    for key in table:
+        if key not in known:
+            raise MatrixError(path, f"{where}{key}", f"unknown key (known: {', '.join(sorted(known))})")
+
+
+def load_matrix(path: str | Path) -> Matrix:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise MatrixError(path, "(file)", "no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise MatrixError(path, "(syntax)", f"valid TOML ({e})") from None
+
+    known_top = {"name", "description", "defaults", "endpoint", "scenarios", "expect",
+                 "known_issue"}  # fmt: skip
+    for key in data:
+        if key not in known_top:
+            raise MatrixError(path, key, f"unknown key (known: {', '.join(sorted(known_top))})")
+
+    name = _get(data, "name", str, path, "", path.stem)
+    description = _get(data, "description", str, path, "", "")
+    defaults = _get(data, "defaults", dict, path, "", {})
+    time_limit = float(_get(defaults, "time_limit", (int, float), path, "defaults.", DEFAULT_TIME_LIMIT))
+    driver = _get(defaults, "driver", str, path, "defaults.", "inprocess")
+    default_ram = _get(defaults, "ram", (str, int), path, "defaults.", DEFAULT_RAM_SIZE)
+
+    endpoints: list[Endpoint] = []
+    raw_endpoints = _get(data, "endpoint", list, path, "")
+    if not raw_endpoints:
+        raise MatrixError(path, "endpoint", "at least one [[endpoint]]")
+    for i, ep in enumerate(raw_endpoints):
+        where = f"endpoint[{i}]."
+        if not isinstance(ep, dict):
+            raise MatrixError(path, f"endpoint[{i}]", "expected a table")
+        ep_name = _get(ep, "name", str, path, where)
+        try:
+            release, machine = parse_endpoint(ep_name)
+            ram = parse_size(_get(ep, "ram", (str, int), path, where, default_ram))
+        except ConfigError as e:
+            raise MatrixError(path, f"{where}name", str(e)) from None
+        extra = tuple(sorted((k, v) for k, v in ep.items() if k not in {"name", "ram"}))
+        endpoints.append(Endpoint(ep_name, release.name, ep_name.partition("/")[2], ram, extra))
+    names = [e.name for e in endpoints]
+    if len(set(names)) != len(names):
+        raise MatrixError(path, "endpoint", "endpoint names must be unique")
+
+    sc = _get(data, "scenarios", dict, path, "", {})
+    include = _get(sc, "include", list, path, "scenarios.", ["*"])
+    seeds_table = _get(sc, "seeds", dict, path, "scenarios.", {})
+    scenarios: list[tuple[str, tuple[int, ...]]] = []
+    for pattern in include:
+        matched = [s for s in SCENARIOS if fnmatch.fnmatchcase(s, str(pattern))]
+        if not matched:
+            raise MatrixError(
+                path, "scenarios.include", f"{pattern!r} matches no scenario "
+                f"(known: {', '.join(SCENARIOS)})",
+            )
+        for s in matched:
+            if s not in (n for n, _ in scenarios):
+                seeds = seeds_table.get(s, [0])
+                if not isinstance(seeds, list) or not all(isinstance(x, int) for x in seeds):
+                    raise MatrixError(path, f"scenarios.seeds.{s}", "expected a list of integers")
+                scenarios.append((s, tuple(seeds) if SCENARIOS[s].seeded else (0,)))
+    for s in seeds_table:
+        if s not in SCENARIOS:
+            raise MatrixError(path, f"scenarios.seeds.{s}", "an unknown scenario")
+
+    rules: list[Rule] = []
+    for i, raw in enumerate(_get(data, "expect", list, path, "", [])):
+        where = f"expect[{i}]."
+        _check_keys(raw, {"source", "destination", "scenario", "verdicts", "note"}, path, where)
+        rules.append(
+            Rule(
+                i + 1,
+                _patterns(raw, "source", path, where),
+                _patterns(raw, "destination", path, where),
+                _patterns(raw, "scenario", path, where),
+                _verdicts(raw.get("verdicts"), path, f"{where}verdicts"),
+                _get(raw, "note", str, path, where, ""),
+            )
+        )
+
+    issues: list[KnownIssue] = []
+    for i, raw in enumerate(_get(data, "known_issue", list, path, "", [])):
+        where = f"known_issue[{i}]."
+        _check_keys(raw, {"source", "destination", "scenario", "text", "link"}, path, where)
+        issue = KnownIssue(
+            _patterns(raw, "source", path, where),
+            _patterns(raw, "destination", path, where),
+            _patterns(raw, "scenario", path, where),
+            _get(raw, "text", str, path, where),
+            _get(raw, "link", str, path, where, None),
+        )
+        for pattern in issue.scenario:
+            if not any(fnmatch.fnmatchcase(s, pattern) for s in SCENARIOS):
+                raise MatrixError(path, f"{where}scenario", f"{pattern!r} matches no scenario")
+        issues.append(issue)
+
+    return Matrix(name, str(path), description, endpoints, scenarios, rules, issues,
+                  time_limit, driver)

@@ -1,0 +1,464 @@
+"""results.json: load and validate, summarise, shard, merge, and compare with a baseline.
+
+Everything here works on the plain JSON data (dicts and lists) that the runner writes, so
+that a saved results file can be merged or re-rendered by a later job without the matrix
+or the emulator. Errors name the file and the key, because the person reading them is
+usually looking at a CI log, not at the file.
+
+Error tree::
+
+    ResultsError (ValueError)      a results file or object does not match the schema,
+                                   or shards cannot be merged (different matrices)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "SCHEMA",
+    "VERDICTS",
+    "ResultsError",
+    "load_results",
+    "validate_results",
+    "summarize",
+    "cell_order_key",
+    "merge_results",
+    "diff_against_baseline",
+]
+
+SCHEMA = "migmatrix/results/1"
+
+#: Every verdict, in the order reports list them (good news first, harness trouble last).
+VERDICTS: tuple[str, ...] = (
+    "pass",
+    "rejected",
+    "corrupted",
+    "truncated",
+    "crashed",
+    "timeout",
+    "error",
+)
+
+#: Top-level keys every results object carries, and their JSON types.
+_REQUIRED_TOP: dict[str, type | tuple[type, ...]] = {
+    "schema": str,
+    "matrix": str,
+    "driver": str,
+    "started": str,
+    "cells": list,
+}
+#: Top-level keys that may be absent (an interrupted run) and their types when present.
+_OPTIONAL_TOP: dict[str, type | tuple[type, ...]] = {
+    "matrix_file": (str, type(None)),
+    "host": (str, type(None)),
+    "python": (str, type(None)),
+    "migmatrix_version": (str, type(None)),
+    "finished": (str, type(None)),
+    "duration_s": (int, float, type(None)),
+    "endpoints": list,
+    "scenarios": list,
+    "shard": (dict, type(None)),
+    "total_cells": (int, type(None)),
+    "summary": (dict, type(None)),
+}
+_REQUIRED_CELL: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "source": dict,
+    "destination": dict,
+    "scenario": str,
+    "verdict": str,
+    "expected": list,
+    "ok": bool,
+}
+_OPTIONAL_CELL: dict[str, type | tuple[type, ...]] = {
+    "seed": (int, type(None)),
+    "expected_rule": (str, type(None)),
+    "known_issue": (dict, type(None)),
+    "unexpected_pass": bool,
+    "detail": (dict, type(None)),
+    "stream_bytes": (int, type(None)),
+    "duration_s": (int, float, type(None)),
+    "commands": (dict, type(None)),
+}
+#: Fields every shard of one matrix must agree on.
+_MATRIX_FIELDS = ("schema", "matrix", "matrix_file", "driver", "endpoints", "scenarios",
+                  "total_cells")
+
+
+class ResultsError(ValueError):
+    """A results file or object does not match the schema, or shards do not belong together."""
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read and validate a results.json file; errors name the file and the offending key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultsError(
+            f"{path}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    validate_results(data, name=str(path))
+    return data
+
+
+def _type_names(types: type | tuple[type, ...]) -> str:
+    names = {
+        str: "string", int: "integer", float: "number", bool: "boolean", list: "list",
+        dict: "object", type(None): "null",
+    }
+    if not isinstance(types, tuple):
+        types = (types,)
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _check_type(value: Any, types: type | tuple[type, ...], where: str) -> None:
+    allowed = types if isinstance(types, tuple) else (types,)
+    # bool is an int in Python; a JSON true is never a valid count or offset.
+    if isinstance(value, bool) and bool not in allowed:
+        raise ResultsError(f"{where}: expected {_type_names(types)}, got boolean")
+    if not isinstance(value, allowed):
+        raise ResultsError(
+            f"{where}: expected {_type_names(types)}, got {type(value).__name__}"
+        )
+
+
+def validate_results(data: Any, name: str = "results") -> None:
+    """Check `data` against the results schema; raise ResultsError naming `name` and the key.
+
+    Only what the report needs is enforced: unknown keys are allowed (newer runners may
+    add some), optional keys may be missing (an interrupted run writes what it has).
+    """
+    if not isinstance(data, Mapping):
+        raise ResultsError(f"{name}: expected a JSON object at the top, got {type(data).__name__}")
+    for key, types in _REQUIRED_TOP.items():
+        if key not in data:
+            raise ResultsError(f"{name}: missing key {key!r}")
+        _check_type(data[key], types, f"{name}: {key}")
+    if data["schema"] != SCHEMA:
+        raise ResultsError(f"{name}: schema: expected {SCHEMA!r}, got {data['schema']!r}")
+    for key, types in _OPTIONAL_TOP.items():
+        if key in data:
+            _check_type(data[key], types, f"{name}: {key}")
+    shard = data.get("shard")
+    if shard is not None:
+        for key in ("index", "count"):
+            if not isinstance(shard.get(key), int) or isinstance(shard.get(key), bool):
+                raise ResultsError(f"{name}: shard.{key}: expected integer")
+        if not 1 <= shard["index"] <= shard["count"]:
+            raise ResultsError(
+                f"{name}: shard: index {shard['index']} not within 1..{shard['count']}"
+            )
+    for i, cell in enumerate(data["cells"]):
+        _validate_cell(cell, f"{name}: cells[{i}]")
+
+
+def _validate_cell(cell: Any, where: str) -> None:
+    if not isinstance(cell, Mapping):
+        raise ResultsError(f"{where}: expected object, got {type(cell).__name__}")
+    for key, types in _REQUIRED_CELL.items():
+        if key not in cell:
+            raise ResultsError(f"{where}: missing key {key!r}")
+        _check_type(cell[key], types, f"{where}.{key}")
+    where = f"{where} ({cell['id']})"
+    for key, types in _OPTIONAL_CELL.items():
+        if key in cell:
+            _check_type(cell[key], types, f"{where}.{key}")
+    if cell["verdict"] not in VERDICTS:
+        raise ResultsError(
+            f"{where}.verdict: {cell['verdict']!r} is not one of {', '.join(VERDICTS)}"
+        )
+    for j, verdict in enumerate(cell["expected"]):
+        if verdict not in VERDICTS:
+            raise ResultsError(
+                f"{where}.expected[{j}]: {verdict!r} is not one of {', '.join(VERDICTS)}"
+            )
+    for side in ("source", "destination"):
+        ep = cell[side]
+        if "endpoint" not in ep and not ("release" in ep and "machine" in ep):
+            raise ResultsError(f"{where}.{side}: needs 'endpoint' or 'release' and 'machine'")
+    ki = cell.get("known_issue")
+    if ki is not None and not isinstance(ki.get("text"), str):
+        raise ResultsError(f"{where}.known_issue.text: expected string")
+    detail = cell.get("detail")
+    if detail is not None:
+        _validate_detail(detail, f"{where}.detail")
+
+
+def _validate_detail(detail: Mapping[str, Any], where: str) -> None:
+    for key in ("offset", "diff_total", "bytes_unread"):
+        if key in detail and detail[key] is not None:
+            _check_type(detail[key], int, f"{where}.{key}")
+    if "diff" in detail:
+        _check_type(detail["diff"], list, f"{where}.diff")
+        for k, row in enumerate(detail["diff"]):
+            _check_type(row, dict, f"{where}.diff[{k}]")
+            if "path" not in row:
+                raise ResultsError(f"{where}.diff[{k}]: missing key 'path'")
+    window = detail.get("window")
+    if window is not None:
+        _check_type(window, dict, f"{where}.window")
+        _check_type(window.get("start"), int, f"{where}.window.start")
+        _check_type(window.get("hex"), str, f"{where}.window.hex")
+        try:
+            bytes.fromhex(window["hex"])
+        except ValueError as exc:
+            raise ResultsError(f"{where}.window.hex: not hexadecimal: {exc}") from exc
+        for k, mark in enumerate(window.get("marks") or []):
+            _check_type(mark, dict, f"{where}.window.marks[{k}]")
+            for key in ("offset", "end"):
+                _check_type(mark.get(key), int, f"{where}.window.marks[{k}].{key}")
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarize(cells: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The `summary` object of a results file, computed from its cells."""
+    by_verdict = dict.fromkeys(VERDICTS, 0)
+    total = ok = known = unexpected_pass = 0
+    for cell in cells:
+        total += 1
+        by_verdict[cell["verdict"]] = by_verdict.get(cell["verdict"], 0) + 1
+        ok += bool(cell["ok"])
+        known += cell.get("known_issue") is not None
+        unexpected_pass += bool(cell.get("unexpected_pass"))
+    return {
+        "total": total,
+        "ok": ok,
+        "unexpected": total - ok,
+        "known_issues": known,
+        "unexpected_passes": unexpected_pass,
+        "by_verdict": by_verdict,
+    }
+
+
+def endpoint_name(side: Mapping[str, Any]) -> str:
+    """`release/machine` of one side of a cell (older files lack the `endpoint` key)."""
+    if "endpoint" in side:
+        return str(side["endpoint"])
+    return f"{side.get('release')}/{side.get('machine')}"
+
+
+def cell_order_key(results: Mapping[str, Any]):
+    """A sort key putting cells in matrix order: source, destination, scenario, seed, id."""
+    endpoints = {e: i for i, e in enumerate(results.get("endpoints") or [])}
+    scenarios: dict[str, int] = {}
+    for i, s in enumerate(results.get("scenarios") or []):
+        scenarios.setdefault(str(s), i)
+        scenarios.setdefault(str(s).split(":", 1)[0], i)
+    big = 1 << 30
+
+    def key(cell: Mapping[str, Any]) -> tuple:
+        src = endpoint_name(cell["source"])
+        dst = endpoint_name(cell["destination"])
+        return (
+            endpoints.get(src, big), src,
+            endpoints.get(dst, big), dst,
+            scenarios.get(cell["scenario"], big), cell["scenario"],
+            cell.get("seed") or 0,
+            cell["id"],
+        )
+
+    return key
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def merge_results(
+    results_list: Sequence[Mapping[str, Any]],
+    names: Sequence[str] | None = None,
+    expected_ids: Iterable[str] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Merge shard results into one results object; return it and a list of problems.
+
+    Every shard must come from the same matrix (same matrix, driver, endpoints,
+    scenarios, total_cells), else ResultsError. Problems are plain dicts
+    `{"kind": "duplicate" | "missing" | "missing_shard" | "interrupted", "cell": id or
+    None, "message": str}`: a cell present in two shards (the first is kept), cells that
+    the matrix has but no shard reported (by id when `expected_ids` is given, else by
+    count against `total_cells`), shards never seen, shards that were interrupted. The
+    merged object also records them under `"merge"` so the report can show them.
+    """
+    if not results_list:
+        raise ResultsError("nothing to merge: no results given")
+    names = list(names) if names is not None else [
+        f"results #{i + 1}" for i in range(len(results_list))
+    ]
+    if len(names) != len(results_list):
+        raise ValueError("names must have one entry per results object")
+    for res, name in zip(results_list, names, strict=True):
+        validate_results(res, name=name)
+
+    first, first_name = results_list[0], names[0]
+    for res, name in zip(results_list[1:], names[1:], strict=True):
+        for key in _MATRIX_FIELDS:
+            if res.get(key) != first.get(key):
+                raise ResultsError(
+                    f"{name}: {key} {res.get(key)!r} differs from {first_name}'s "
+                    f"{first.get(key)!r}: shards must come from the same matrix"
+                )
+        a, b = res.get("shard"), first.get("shard")
+        if (a or {}).get("count") != (b or {}).get("count"):
+            raise ResultsError(
+                f"{name}: shard count {(a or {}).get('count')} differs from {first_name}'s "
+                f"{(b or {}).get('count')}"
+            )
+
+    problems: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    cells: list[dict[str, Any]] = []
+    for res, name in zip(results_list, names, strict=True):
+        if res.get("finished") is None:
+            problems.append({
+                "kind": "interrupted", "cell": None,
+                "message": f"{name}: run was interrupted (finished is null); its cells may be incomplete",
+            })
+        for cell in res["cells"]:
+            cid = cell["id"]
+            if cid in seen:
+                problems.append({
+                    "kind": "duplicate", "cell": cid,
+                    "message": f"duplicate cell {cid}: in {seen[cid]} and {name}; kept the first",
+                })
+                continue
+            seen[cid] = name
+            cells.append(copy.deepcopy(dict(cell)))
+
+    count = (first.get("shard") or {}).get("count")
+    if count:
+        present = {r["shard"]["index"] for r in results_list if r.get("shard")}
+        dup_shards = len(present) != len([r for r in results_list if r.get("shard")])
+        for index in range(1, count + 1):
+            if index not in present:
+                problems.append({
+                    "kind": "missing_shard", "cell": None,
+                    "message": f"shard {index}/{count} is missing",
+                })
+        if dup_shards:
+            problems.append({
+                "kind": "duplicate_shard", "cell": None,
+                "message": "the same shard index was given more than once",
+            })
+
+    if expected_ids is not None:
+        for cid in expected_ids:
+            if cid not in seen:
+                problems.append({
+                    "kind": "missing", "cell": cid, "message": f"missing cell {cid}",
+                })
+    else:
+        total = first.get("total_cells")
+        if isinstance(total, int) and total > len(cells):
+            problems.append({
+                "kind": "missing", "cell": None,
+                "message": f"{total - len(cells)} of {total} cells missing: the matrix has "
+                           f"{total} cells, the shards reported {len(cells)}",
+            })
+        elif isinstance(total, int) and total < len(cells):
+            problems.append({
+                "kind": "extra", "cell": None,
+                "message": f"the shards reported {len(cells)} distinct cells but the matrix "
+                           f"has {total}",
+            })
+
+    cells.sort(key=cell_order_key(first))
+    merged: dict[str, Any] = {k: copy.deepcopy(v) for k, v in first.items()
+                              if k not in ("cells", "summary", "merge")}
+    hosts = list(dict.fromkeys(str(r.get("host")) for r in results_list if r.get("host")))
+    merged["host"] = ", ".join(hosts) if hosts else first.get("host")
+    merged["started"] = min(str(r["started"]) for r in results_list)
+    finishes = [r.get("finished") for r in results_list]
+    merged["finished"] = None if None in finishes else max(str(f) for f in finishes)
+    durations = [float(r.get("duration_s") or 0.0) for r in results_list]
+    merged["duration_s"] = max(durations) if durations else 0.0
+    merged["shard"] = None
+    merged["cells"] = cells
+    merged["summary"] = summarize(cells)
+    merged["merge"] = {
+        "sources": names,
+        "shards": [r.get("shard") for r in results_list],
+        "problems": problems,
+    }
+    return merged, problems
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+def _brief(cell: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if cell is None:
+        return None
+    return {"verdict": cell["verdict"], "ok": bool(cell["ok"]),
+            "expected": list(cell["expected"])}
+
+
+def diff_against_baseline(
+    results: Mapping[str, Any], baseline: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Compare two runs cell by cell (matched by id).
+
+    Returns plain data: `changed` (verdict differs), `new_unexpected` (unexpected now, and
+    expected or absent in the baseline), `fixed` (unexpected in the baseline, met now),
+    `added` and `removed` (ids in only one run), each a list of `{"id", "scenario",
+    "source", "destination", "before", "after"}` where before/after are
+    `{"verdict", "ok", "expected"}` or None; and `baseline`, the baseline's run facts.
+    """
+    old = {c["id"]: c for c in baseline["cells"]}
+    new = {c["id"]: c for c in results["cells"]}
+    order = cell_order_key(results)
+
+    def entry(cid: str) -> dict[str, Any]:
+        cell = new.get(cid) or old[cid]
+        return {
+            "id": cid,
+            "scenario": cell["scenario"],
+            "source": endpoint_name(cell["source"]),
+            "destination": endpoint_name(cell["destination"]),
+            "before": _brief(old.get(cid)),
+            "after": _brief(new.get(cid)),
+        }
+
+    changed, new_unexpected, fixed, added = [], [], [], []
+    for cell in sorted(new.values(), key=order):
+        cid = cell["id"]
+        before = old.get(cid)
+        if before is None:
+            added.append(entry(cid))
+            if not cell["ok"]:
+                new_unexpected.append(entry(cid))
+            continue
+        if before["verdict"] != cell["verdict"]:
+            changed.append(entry(cid))
+        if not cell["ok"] and before["ok"]:
+            new_unexpected.append(entry(cid))
+        elif cell["ok"] and not before["ok"]:
+            fixed.append(entry(cid))
+    removed = [entry(cid) for cid in sorted(set(old) - set(new))]
+    return {
+        "baseline": {
+            "matrix": baseline.get("matrix"),
+            "started": baseline.get("started"),
+            "host": baseline.get("host"),
+            "migmatrix_version": baseline.get("migmatrix_version"),
+            "summary": summarize(baseline["cells"]),
+        },
+        "changed": changed,
+        "new_unexpected": new_unexpected,
+        "fixed": fixed,
+        "added": added,
+        "removed": removed,
+    }

@@ -1,0 +1,214 @@
+"""Run a matrix's cells with a driver and keep their results.
+
+Results are written as they come (``results.json`` is rewritten atomically at most a few
+times a second, with ``finished`` null until the run ends), so an interrupted run keeps
+every finished cell. One cell failing to run is an ``error`` cell; the run goes on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as _dt
+import fnmatch
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .drivers import get_driver
+from .matrix import Cell, Matrix
+from .report.results import SCHEMA, summarize
+from .verdict import Outcome, classify
+
+__all__ = ["cell_result", "run_cells", "select_cells", "ResultsFile"]
+
+
+
+def select_cells(cells: Iterable[Cell], patterns: list[str] | None) -> list[Cell]:
+    """Cells whose id matches every pattern (a glob if it has wildcards, else a substring)."""
+    if not patterns:
+        return list(cells)
+
+    def hit(cell_id: str, pattern: str) -> bool:
+        if any(ch in pattern for ch in "*?["):
+            return fnmatch.fnmatchcase(cell_id, pattern)
+        return pattern in cell_id
+
+    return [c for c in cells if all(hit(c.id, p) for p in patterns)]
+
+
+def commands(cell: Cell, matrix_path: str) -> dict[str, str]:
+    src, dst = cell.source, cell.destination
+    stream = "cell.mig"
+    seed = f" --seed {cell.seed}" if cell.seed else ""
+    return {
+        "save": (
+            f"migmatrix save --release {src.release} --machine {src.machine} "
+            f"--ram {src.ram_size} --scenario {cell.scenario}{seed} -o {stream}"
+        ),
+        "load": (
+            f"migmatrix load --release {dst.release} --machine {dst.machine} "
+            f"--ram {dst.ram_size} {stream} --dump-state"
+        ),
+        "run": f"migmatrix run --matrix {matrix_path} -k '{cell.id}'",
+    }
+
+
+def cell_result(cell: Cell, outcome: Outcome, matrix_path: str, driver: str) -> dict[str, Any]:
+    verdict = classify(outcome)
+    expected_hit = verdict.value in cell.expected
+    known = cell.known_issue is not None
+    error = outcome.load_error or {}
+    offset = error.get("offset", outcome.extra.get("offset"))
+    return {
+        "id": cell.id,
+        "source": cell.source.to_dict(),
+        "destination": cell.destination.to_dict(),
+        "scenario": cell.scenario,
+        "seed": cell.seed,
+        "driver": driver,
+        "verdict": verdict.value,
+        "expected": list(cell.expected),
+        "expected_rule": cell.rule,
+        "ok": expected_hit != known,
+        "known_issue": cell.known_issue.to_dict() if known else None,
+        "unexpected_pass": known and expected_hit,
+        "detail": {
+            "message": outcome.message,
+            "reason": error.get("reason"),
+            "errno": error.get("errno"),
+            "offset": offset,
+            "section": error.get("section"),
+            "field": error.get("field"),
+            "diff": outcome.diff,
+            "diff_total": outcome.diff_total,
+            "bytes_unread": outcome.bytes_unread,
+            "not_loaded": outcome.not_loaded,
+            "window": outcome.window,
+            **{k: v for k, v in outcome.extra.items() if k not in ("offset",)},
+        },
+        "stream_bytes": outcome.stream_bytes,
+        "duration_s": round(outcome.duration_s, 6),
+        "commands": commands(cell, matrix_path),
+    }
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+class ResultsFile:
+    """``results.json`` kept current while a run goes on (atomic rewrite, throttled)."""
+
+    def __init__(self, path: Path | None, header: dict[str, Any], *, every: float = 0.5):
+        self.path = path
+        self.header = header
+        self.cells: list[dict[str, Any]] = []
+        self.every = every
+        self._last = 0.0
+
+    def add(self, cell: dict[str, Any]) -> None:
+        self.cells.append(cell)
+        if self.path is not None and time.monotonic() - self._last >= self.every:
+            self.write()
+
+    def document(self, finished: bool = False) -> dict[str, Any]:
+        doc = dict(self.header)
+        doc["finished"] = _now() if finished else None
+        doc["cells"] = self.cells
+        doc["summary"] = summarize(self.cells)
+        return doc
+
+    def write(self, finished: bool = False) -> dict[str, Any]:
+        doc = self.document(finished)
+        if finished:
+            doc["duration_s"] = round(time.time() - self.header["_t0"], 3)
+        doc = {k: v for k, v in doc.items() if not k.startswith("_")}
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(doc, indent=1))
+            os.replace(tmp, self.path)
+        self._last = time.monotonic()
+        return doc
+
+
+def header(matrix: Matrix, driver: str, shard: tuple[int, int] | None,
+           total_cells: int) -> dict[str, Any]:
+    releases = sorted({e.release for e in matrix.endpoints})
+    return {
+        "schema": SCHEMA,
+        "matrix": matrix.name,
+        "matrix_file": matrix.path,
+        "description": matrix.description,
+        "driver": driver,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "migmatrix_version": __version__,
+        "releases": releases,
+        "endpoints": [e.name for e in matrix.endpoints],
+        "scenarios": [s for s, _ in matrix.scenarios],
+        "shard": {"index": shard[0], "count": shard[1]} if shard else None,
+        "total_cells": total_cells,
+        "excluded": [{"id": i, "reason": r} for i, r in matrix.excluded],
+        "started": _now(),
+        "_t0": time.time(),
+    }
+
+
+def _run_one(driver_name: str, cell: Cell, matrix_path: str) -> dict[str, Any]:
+    driver = _worker_driver(driver_name)
+    try:
+        outcome = driver.run_cell(cell)
+    except Exception as e:  # a driver bug must not stop the run
+        outcome = Outcome(harness_error=f"driver: {type(e).__name__}: {e}", message=str(e))
+    return cell_result(cell, outcome, matrix_path, driver_name)
+
+
+_DRIVERS: dict[str, Any] = {}
+
+
+def _worker_driver(name: str) -> Any:
+    if name not in _DRIVERS:
+        _DRIVERS[name] = get_driver(name)
+    return _DRIVERS[name]
+
+
+def run_cells(
+    cells: list[Cell],
+    results: ResultsFile,
+    *,
+    driver: str,
+    matrix_path: str,
+    jobs: int = 1,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Run ``cells`` (in parallel with ``jobs`` > 1), adding each result as it finishes."""
+    if jobs <= 1:
+        for cell in cells:
+            result = _run_one(driver, cell, matrix_path)
+            results.add(result)
+            if on_result:
+                on_result(result)
+        return
+    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+        futures = {pool.submit(_run_one, driver, c, matrix_path): c for c in cells}
+        for fut in concurrent.futures.as_completed(futures):
+            cell = futures[fut]
+            try:
+                result = fut.result()
+            except Exception as e:  # a worker died
+                outcome = Outcome(harness_error=f"worker: {type(e).__name__}: {e}", message=str(e))
+                result = cell_result(cell, outcome, matrix_path, driver)
+            results.add(result)
+            if on_result:
+                on_result(result)
+    order = {c.id: i for i, c in enumerate(cells)}
+    results.cells.sort(key=lambda r: order.get(r["id"], 0))

@@ -1,0 +1,130 @@
+"""The scenario catalogue: named guest states built from device operations.
+
+A scenario puts a source machine in a state a real guest can reach, deterministically for
+a seed. It declares the subsections its state needs (``requires``): a release that does
+not define them cannot express it (a 0.14 source cannot set state only 0.15 saves), and
+the matrix does not generate such cells. Names are part of the interface (matrix files,
+cell ids, ``--scenario``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .emulator.guest import PROGRAMS, GuestProgram, run_program
+from .emulator.machine import Machine
+from .emulator.releases import Release
+
+__all__ = ["SCENARIOS", "Scenario", "get_scenario", "apply_scenario"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A catalogue entry; ``program`` is the emulator's guest program that builds it."""
+
+    name: str
+    summary: str
+    exercises: str
+    requires: frozenset[str] = frozenset()
+    seeded: bool = False  # the seed changes the state (and is part of the cell id)
+
+    @property
+    def program(self) -> GuestProgram:
+        return PROGRAMS[self.name]
+
+    @property
+    def live_passes(self) -> int:
+        return self.program.live_passes
+
+    @property
+    def workload(self) -> Callable[[Machine, int], None] | None:
+        return self.program.workload
+
+    def expressible_on(self, release: Release) -> bool:
+        return self.requires <= release.subsections
+
+    def missing_on(self, release: Release) -> frozenset[str]:
+        return self.requires - release.subsections
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("idle", "freshly reset machine", "no subsection needed anywhere"),
+        Scenario(
+            "ide-pio", "a PIO read in flight on drive 0 of bus 0 (DRQ set)",
+            "ide_drive/pio_state (embedded)", frozenset({"ide_drive/pio_state"}),
+        ),
+        Scenario(
+            "ide-dma", "a bus-master DMA in flight on bus 0",
+            "ide bmdma_current (embedded)", frozenset({"ide bmdma_current"}),
+        ),
+        Scenario(
+            "ide-bus-error", "a failed DMA on bus 0 waiting for retry",
+            "ide_bus/error: embedded, unknown to 0.14 whose ide_bus defines no subsections",
+        ),
+        Scenario(
+            "ide-dma-capable", "the guest set the drive-DMA-capable bits (0x60) in bmdma status",
+            "ide bmdma/status on 0.15 and later",
+        ),
+        Scenario(
+            "atapi-media-event", "a CD-ROM on bus 1 with a new-media event pending",
+            "ide_drive/atapi/gesn_state",
+            frozenset({"ide_drive/atapi/gesn_state"}),
+        ),
+        Scenario(
+            "fdc-media-changed", "a floppy whose media-changed flag is clear",
+            "fdrive/media_changed, two struct levels deep, where defined",
+        ),
+        Scenario(
+            "cpu-async-pf", "the guest enabled async page faults",
+            "cpu/async_pf_msr (top level)", frozenset({"cpu/async_pf_msr"}),
+        ),
+        Scenario(
+            "cpu-fpu-ip", "the last FPU instruction pointer and opcode are set",
+            "cpu/fpop_ip_dp (top level)", frozenset({"cpu/fpop_ip_dp"}),
+        ),
+        Scenario(
+            "cpu-two-subsections", "async page faults and the FPU pointers together",
+            "two sibling subsections on one description",
+            frozenset({"cpu/async_pf_msr", "cpu/fpop_ip_dp"}),
+        ),
+        Scenario(
+            "nic-hotplug", "the NIC was hot-plugged after start",
+            "rtl8139/hotplug_ready (no fields)",
+            frozenset({"rtl8139/hotplug_ready"}),
+        ),
+        Scenario(
+            "collide-0x05", "parent data after an embedded struct begins with 0x05",
+            "the ambiguity itself: spurious rejection under always-peek and peek-if-defined",
+        ),
+        Scenario(
+            "collide-eof", "a misread subsection puts a 0x00 on a type-byte position",
+            "the half-loaded outcome (truncated)", frozenset({"ide_bus/error"}),
+        ),
+        Scenario(
+            "live-ram", "a workload keeps dirtying pages while RAM is sent in several passes",
+            "live migration: START, PARTs, END; RAM equality",
+        ),
+        Scenario(
+            "random", "every device in a seeded random but valid state",
+            "broad coverage; the seed is part of the cell id", seeded=True,
+        ),
+    )
+}
+
+
+def get_scenario(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise KeyError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})") from None
+
+
+def apply_scenario(machine: Machine, scenario: Scenario | str, seed: int = 0) -> Scenario:
+    """Put ``machine`` in the scenario's state (deterministic for ``seed``)."""
+    if isinstance(scenario, str):
+        scenario = get_scenario(scenario)
+    run_program(machine, scenario.name, seed)
+    return scenario

@@ -1,0 +1,429 @@
+"""The report package: results schema, HTML rendering and escaping, JUnit, shards, baseline."""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness.report import (
+    SCHEMA,
+    ResultsError,
+    build_junit,
+    diff_against_baseline,
+    load_results,
+    merge_results,
+    render_html,
+    summarize,
+    write_junit,
+    write_reports,
+)
+from harness.report.html import cell_anchor
+from harness.report.sample import HOSTILE, sample_results
+from harness.shards import shard_cells, shard_of
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def results():
+    return sample_results()
+
+
+@pytest.fixture
+def hostile():
+    return sample_results(hostile=True)
+
+
+def shard_run(full: dict, index: int, count: int) -> dict:
+    """What the runner writes for `--shard index/count` of the same matrix."""
+    res = copy.deepcopy(full)
+    res["cells"] = shard_cells(res["cells"], index, count)
+    res["shard"] = {"index": index, "count": count}
+    res["host"] = f"runner-{index}"
+    res["started"] = f"2024-05-14T09:3{index}:00+00:00"
+    res["finished"] = f"2024-05-14T09:3{index}:20+00:00"
+    res["duration_s"] = 20.0 + index
+    for cell in res["cells"]:
+        cell["duration_s"] = cell["duration_s"] + 0.001 * index
+    res["summary"] = summarize(res["cells"])
+    return res
+
+
+def without_timing(results: dict) -> dict:
+    """Results minus the fields that legitimately differ between runs."""
+    res = copy.deepcopy(results)
+    for key in ("host", "started", "finished", "duration_s", "shard", "merge"):
+        res.pop(key, None)
+    res["cells"] = sorted(res["cells"], key=lambda c: c["id"])
+    for cell in res["cells"]:
+        cell.pop("duration_s", None)
+    return res
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_sample_results_is_valid_and_has_every_verdict(results, tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    loaded = load_results(path)
+    assert loaded["schema"] == SCHEMA
+    assert len(loaded["cells"]) == 3 * 3 * 15
+    assert all(n > 0 for n in loaded["summary"]["by_verdict"].values())
+    assert loaded["summary"]["unexpected"] > 0 and loaded["summary"]["known_issues"] > 0
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r.pop("matrix"), "missing key 'matrix'"),
+        (lambda r: r.update(schema="migmatrix/results/0"), "schema: expected"),
+        (lambda r: r["cells"][3].update(verdict="exploded"), "cells[3] (0.14/pc->0.14/pc[ide-bus-error]).verdict: 'exploded' is not one of"),
+        (lambda r: r["cells"][0].pop("ok"), "cells[0]: missing key 'ok'"),
+        (lambda r: r["cells"][0].update(ok="yes"), "cells[0].ok: expected boolean"),
+        (lambda r: r["cells"][0]["detail"].update(offset=True), ".detail.offset: expected integer, got boolean"),
+        (lambda r: r.update(shard={"index": 4, "count": 3}), "shard: index 4 not within 1..3"),
+    ],
+)
+def test_load_results_names_file_and_key(results, tmp_path, mutate, message):
+    mutate(results)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(results))
+    with pytest.raises(ResultsError) as info:
+        load_results(path)
+    assert str(path) in str(info.value)
+    assert message in str(info.value)
+
+
+def test_load_results_rejects_non_json_and_missing_file(tmp_path):
+    bad = tmp_path / "r.json"
+    bad.write_text("{not json")
+    with pytest.raises(ResultsError, match=r"r\.json: not JSON"):
+        load_results(bad)
+    with pytest.raises(ResultsError, match="cannot read"):
+        load_results(tmp_path / "absent.json")
+
+
+def test_summarize_counts(results):
+    s = summarize(results["cells"])
+    assert s["total"] == len(results["cells"])
+    assert s["ok"] + s["unexpected"] == s["total"]
+    assert sum(s["by_verdict"].values()) == s["total"]
+    assert s["unexpected"] == sum(not c["ok"] for c in results["cells"])
+
+
+# --------------------------------------------------------------------------- html
+
+
+def test_render_html_is_self_contained(results):
+    page = render_html(results)
+    assert page.startswith("<!DOCTYPE html>")
+    # No external assets: no src= and no links or imports to other origins.
+    assert not re.search(r"""\ssrc\s*=""", page)
+    assert not re.search(r"""<link\b""", page)
+    assert "@import" not in page
+    assert not re.search(r"""href="(?!#)(?!https://example\.org/)""", page)
+    assert "default-src 'none'" in page
+
+
+def test_first_screen_says_counts_and_names_unexpected(results):
+    page = render_html(results)
+    head = page[: page.index('id="known"')]
+    s = results["summary"]
+    assert f"{s['unexpected']} unexpected" in head
+    assert f"<strong>{s['total']}</strong> cells" in head
+    for cell in results["cells"]:
+        if not cell["ok"]:
+            assert html.escape(cell["id"]) in head
+    assert "inprocess" in head and "ci-runner-7" in head and "2024-05-14T09:30:00" in head
+
+
+def test_every_cell_has_grid_entries_and_a_detail_anchor(results):
+    page = render_html(results)
+    for cell in results["cells"]:
+        cid = html.escape(cell["id"])
+        # one entry in a scenario grid and one in the pair x scenario grid
+        assert page.count(f'data-cell-id="{cid}"') == 2
+        assert f'id="{cell_anchor(cell["id"])}"' in page
+    assert page.count('<td class="cell') == len(results["cells"])
+
+
+def test_anchors_are_unique_and_fragment_safe(results):
+    anchors = {cell_anchor(c["id"]) for c in results["cells"]}
+    assert len(anchors) == len(results["cells"])
+    assert all(re.fullmatch(r"cell-[A-Za-z0-9-]+", a) for a in anchors)
+
+
+def test_detail_shows_offset_diff_hex_and_commands(results):
+    page = render_html(results)
+    cell = next(c for c in results["cells"] if c["id"] == "0.14/pc->new/pc-0.14[ide-bus-error]")
+    start = page.index(f'id="{cell_anchor(cell["id"])}"')
+    detail = page[start: page.index("</section>", start)]
+    offset = cell["detail"]["offset"]
+    assert f"byte {offset} (0x{offset:x})" in detail
+    assert "ide/bus[0]/error_status" in detail and "4 (0x4)" in detail and "0 (0x0)" in detail
+    assert 'class="b m-section m-subsection m-error start err"' in detail
+    assert "Unexpected: got corrupted, expected pass." in detail
+    assert html.escape(cell["expected_rule"]) in detail
+    assert html.escape(cell["commands"]["save"]) in detail
+
+
+def test_known_issues_listed_with_notes(results):
+    page = render_html(results)
+    known = page[page.index('id="known"'): page.index('id="filters"')]
+    for cell in results["cells"]:
+        if cell["known_issue"]:
+            assert html.escape(cell["known_issue"]["text"]) in known
+    assert "KI passed" in known  # the known issue that passed
+
+
+def test_interrupted_and_shard_banners(results):
+    results["finished"] = None
+    results["shard"] = {"index": 2, "count": 3}
+    results["total_cells"] = 400
+    page = render_html(results)
+    assert "Interrupted run" in page and "Shard 2/3" in page and "out of 400" in page
+
+
+def test_hostile_strings_are_escaped(hostile):
+    page = render_html(hostile)
+    for evil in HOSTILE:
+        assert evil not in page
+    assert "<script>alert" not in page
+    assert "<img" not in page
+    assert "onerror=alert(1)>" not in page
+    # Exactly one script element: ours.
+    assert len(re.findall(r"<script\b", page)) == 1
+    assert html.escape(HOSTILE[0]) in page
+    # The javascript: link is shown as text, never as an href.
+    assert 'href="javascript:' not in page.lower()
+
+
+def test_rendering_is_deterministic(results):
+    assert render_html(results) == render_html(copy.deepcopy(results))
+
+
+# --------------------------------------------------------------------------- junit
+
+
+def test_junit_structure(results, tmp_path):
+    path = write_junit(results, tmp_path / "junit.xml")
+    root = ET.parse(path).getroot()
+    assert root.tag == "testsuites"
+    suites = root.findall("testsuite")
+    assert len(suites) == 15
+    cases = root.iter("testcase")
+    by_name = {c.get("name"): c for c in cases}
+    assert set(by_name) == {c["id"] for c in results["cells"]}
+    for cell in results["cells"]:
+        case = by_name[cell["id"]]
+        assert case.get("classname") == (
+            f"{cell['source']['endpoint']}->{cell['destination']['endpoint']}")
+        if not cell["ok"]:
+            tag = "error" if cell["verdict"] == "error" else "failure"
+            el = case.find(tag)
+            assert el is not None and el.get("type") == cell["verdict"]
+            assert cell["detail"]["message"] in el.get("message")
+        elif cell["known_issue"] and cell["verdict"] not in cell["expected"]:
+            assert case.find("skipped").get("type") == "known_issue"
+        else:
+            assert case.find("failure") is None and case.find("skipped") is None
+    unexpected = sum(not c["ok"] for c in results["cells"])
+    assert int(root.get("failures")) + int(root.get("errors")) == unexpected
+    props = {p.get("name"): p.get("value") for p in suites[0].iter("property")}
+    assert props["matrix"] == "default" and props["driver"] == "inprocess"
+
+
+def test_junit_failure_carries_offset_and_command(results):
+    root = build_junit(results)
+    case = next(c for c in root.iter("testcase")
+                if c.get("name") == "0.14/pc->new/pc-0.14[ide-bus-error]")
+    failure = case.find("failure")
+    assert "offset" in failure.get("message")
+    assert "ide/bus[0]/error_status: source 4 destination 0" in failure.text
+    assert "migmatrix save" in failure.text
+
+
+def test_junit_escapes_hostile_and_control_characters(hostile, tmp_path):
+    hostile["cells"][0]["detail"]["message"] = "bad byte \x00\x07 here"
+    hostile["cells"][0]["ok"] = False
+    path = write_junit(hostile, tmp_path / "junit.xml")
+    text = path.read_text(encoding="utf-8")
+    root = ET.parse(path).getroot()  # still well-formed XML
+    assert "<script>" not in text
+    names = [c.get("name") for c in root.iter("testcase")]
+    assert any(HOSTILE[0] in n for n in names)
+    assert "\\x00\\x07" in text
+
+
+def test_write_reports_writes_three_files(results, tmp_path):
+    paths = write_reports(results, tmp_path / "out")
+    assert {p.name for p in paths.values()} == {"results.json", "junit.xml", "index.html"}
+    assert load_results(paths["results"])["cells"] == results["cells"]
+    paths = write_reports(results, tmp_path / "out2", results_json=False)
+    assert "results" not in paths and not (tmp_path / "out2" / "results.json").exists()
+
+
+def test_write_reports_validates_first(results, tmp_path):
+    del results["cells"][0]["verdict"]
+    with pytest.raises(ResultsError, match="missing key 'verdict'"):
+        write_reports(results, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def test_shard_of_is_stable():
+    # Fixed values: a change here would split CI jobs differently across versions.
+    assert [shard_of(f"cell{i}", 3) for i in range(6)] == [
+        shard_of(f"cell{i}", 3) for i in range(6)]
+    assert shard_of("0.14/pc->new/pc[idle]", 1) == 1
+    assert 1 <= shard_of("x", 7) <= 7
+
+
+def test_shards_partition_the_cells(results):
+    ids = [c["id"] for c in results["cells"]]
+    parts = [shard_cells(ids, i, 3) for i in (1, 2, 3)]
+    assert sorted(sum(parts, [])) == sorted(ids)
+    assert all(parts)  # 135 cells: every shard gets some
+    assert shard_cells(results["cells"], 2, 3) == [c for c in results["cells"] if c["id"] in parts[1]]
+
+
+@pytest.mark.parametrize(("index", "count"), [(0, 3), (4, 3), (1, 0)])
+def test_shard_cells_rejects_bad_index(index, count):
+    with pytest.raises(ValueError):
+        shard_cells([], index, count)
+
+
+def test_three_shards_merge_to_the_single_run(results):
+    shards = [shard_run(results, i, 3) for i in (3, 1, 2)]  # any order
+    merged, problems = merge_results(shards, names=["c.json", "a.json", "b.json"])
+    assert problems == []
+    assert without_timing(merged) == without_timing(results)
+    assert [c["id"] for c in merged["cells"]] == [c["id"] for c in results["cells"]]
+    assert merged["shard"] is None
+    assert merged["started"] == "2024-05-14T09:31:00+00:00"
+    assert merged["finished"] == "2024-05-14T09:33:20+00:00"
+    assert merged["summary"] == results["summary"]
+    junit = build_junit(merged)
+    assert len(list(junit.iter("testcase"))) == len(results["cells"])
+
+
+def test_merge_reports_duplicates_and_missing(results):
+    one, two, three = (shard_run(results, i, 3) for i in (1, 2, 3))
+    dup = copy.deepcopy(one["cells"][0])
+    two["cells"].append(dup)
+    merged, problems = merge_results([one, two], names=["one.json", "two.json"])
+    kinds = [p["kind"] for p in problems]
+    assert kinds.count("duplicate") == 1
+    assert any(p["cell"] == dup["id"] and "one.json" in p["message"] for p in problems)
+    assert "missing_shard" in kinds
+    missing = next(p for p in problems if p["kind"] == "missing")
+    assert f"{len(three['cells'])} of {len(results['cells'])} cells missing" in missing["message"]
+    assert len(merged["cells"]) == len(one["cells"]) + len(two["cells"]) - 1
+    assert merged["merge"]["problems"] == problems
+    assert "Merge problems" in render_html(merged)
+
+
+def test_merge_names_missing_ids_when_given(results):
+    one, two = (shard_run(results, i, 3) for i in (1, 2))
+    _, problems = merge_results([one, two], expected_ids=[c["id"] for c in results["cells"]])
+    missing = {p["cell"] for p in problems if p["kind"] == "missing"}
+    assert missing == {c["id"] for c in shard_cells(results["cells"], 3, 3)}
+
+
+def test_merge_refuses_shards_of_different_matrices(results):
+    one, two = shard_run(results, 1, 2), shard_run(results, 2, 2)
+    two["matrix"] = "history"
+    with pytest.raises(ResultsError, match="b.json: matrix 'history' differs"):
+        merge_results([one, two], names=["a.json", "b.json"])
+    two["matrix"] = "default"
+    two["total_cells"] = 10
+    with pytest.raises(ResultsError, match="total_cells"):
+        merge_results([one, two], names=["a.json", "b.json"])
+
+
+def test_merge_flags_interrupted_shard(results):
+    one, two = shard_run(results, 1, 2), shard_run(results, 2, 2)
+    two["finished"] = None
+    merged, problems = merge_results([one, two])
+    assert merged["finished"] is None
+    assert [p["kind"] for p in problems] == ["interrupted"]
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+def test_baseline_diff_categories(results):
+    baseline = copy.deepcopy(results)
+    by_id = {c["id"]: c for c in baseline["cells"]}
+    # fixed: the corrupted cell used to be... still corrupted; make another one fail before
+    fixed_id = "0.14/pc->0.14/pc[idle]"
+    by_id[fixed_id].update(verdict="crashed", ok=False)
+    # new unexpected: the crashed rtl8139 cell passed in the baseline
+    new_id = "new/pc-0.14->0.14/pc[rtl8139-rx]"
+    by_id[new_id].update(verdict="pass", ok=True)
+    # removed from baseline -> added now; and a baseline-only cell
+    added_id = "new/pc->new/pc[idle]"
+    baseline["cells"] = [c for c in baseline["cells"] if c["id"] != added_id]
+    gone = copy.deepcopy(by_id["0.14/pc->0.14/pc[ide-pio]"])
+    gone["id"] = "0.13/pc->0.14/pc[ide-pio]"
+    baseline["cells"].append(gone)
+
+    diff = diff_against_baseline(results, baseline)
+    ids = {k: [e["id"] for e in diff[k]] for k in ("changed", "new_unexpected", "fixed",
+                                                   "added", "removed")}
+    assert ids["fixed"] == [fixed_id]
+    assert ids["new_unexpected"] == [new_id]
+    assert set(ids["changed"]) == {fixed_id, new_id}
+    assert ids["added"] == [added_id]
+    assert ids["removed"] == [gone["id"]]
+    entry = diff["new_unexpected"][0]
+    assert entry["before"]["verdict"] == "pass" and entry["after"]["verdict"] == "crashed"
+
+    page = render_html(results, baseline=baseline)
+    top = page[: page.index('id="unexpected"')]
+    assert 'id="baseline"' in top
+    assert html.escape(new_id) in top and html.escape(fixed_id) in top
+
+
+def test_no_baseline_section_without_baseline(results):
+    assert 'id="baseline"' not in render_html(results)
+
+
+# --------------------------------------------------------------------------- CI examples
+
+
+@pytest.mark.parametrize("name", ["gitlab-ci.yml", "github-actions.yml"])
+def test_ci_examples_shard_and_merge(name):
+    text = (REPO / "ci" / name).read_text()
+    assert "migmatrix run --shard" in text
+    assert "migmatrix report --merge" in text
+    assert "junit" in text.lower()
+    try:
+        import yaml
+    except ImportError:
+        return
+    assert isinstance(yaml.safe_load(text), dict)
+
+
+def test_gitlab_example_uses_parallel_and_junit_artifact():
+    import importlib.util
+
+    text = (REPO / "ci" / "gitlab-ci.yml").read_text()
+    assert "parallel:" in text
+    assert "--shard ${CI_NODE_INDEX}/${CI_NODE_TOTAL}" in text
+    if importlib.util.find_spec("yaml"):
+        import yaml
+
+        doc = yaml.safe_load(text)
+        merge = next(j for j in doc.values() if isinstance(j, dict)
+                     and "report --merge" in " ".join(j.get("script", [])))
+        assert merge["artifacts"]["reports"]["junit"] == "reports/junit.xml"
