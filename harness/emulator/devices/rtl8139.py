@@ -1,0 +1,225 @@
+"""The RTL8139 NIC at 00:03.0 (vmsd "rtl8139" v4, min 3).
+
+Its layout is the same in every modelled release. It embeds two structs without
+subsections ("PCIDevice" and "tally_counters"), which matters only to the format-4
+sentinel, and has one top-level subsection, "rtl8139/hotplug_ready": no fields, sent
+after a hot-plug so that a release without it refuses the stream (0.13 lacks it).
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+from ..releases import Release
+from ..savevm import DeviceSection
+from ..vmstate import (
+    Buffer,
+    Description,
+    IntArray,
+    Struct,
+    Subsection,
+    Unused,
+    i32,
+    i64,
+    u8,
+    u16,
+    u32,
+    u64,
+)
+from . import Device, State
+from .pci import Bar, build_config_space, pci_device_field
+
+__all__ = ["IDSTR", "RTL8139", "rtl8139_description", "tally_counters_description"]
+
+IDSTR = "0000:00:03.0/rtl8139"
+DEFAULT_MAC = bytes.fromhex("525400123456")
+
+_TALLY = (
+    ("TxOk", u64), ("RxOk", u64), ("TxERR", u64), ("RxERR", u32), ("MissPkt", u16),
+    ("FAE", u16), ("Tx1Col", u32), ("TxMCol", u32), ("RxOkPhy", u64), ("RxOkBrd", u64),
+    ("TxAbt", u16), ("TxUndrn", u16),
+)  # fmt: skip
+_U8_REGS = ("Cfg9346", "Config0", "Config1", "Config3", "Config4", "Config5",
+            "clock_enabled", "bChipCmdState")  # fmt: skip
+_U16_REGS = ("MultiIntr", "BasicModeCtrl", "BasicModeStatus", "NWayAdvert", "NWayLPAR",
+             "NWayExpansion", "CpCmd")  # fmt: skip
+_RING_REGS = ("currTxDesc", "currCPlusRxDesc", "currCPlusTxDesc", "RxRingAddrLO", "RxRingAddrHI")
+
+
+@functools.cache
+def tally_counters_description() -> Description:
+    """ "tally_counters" v1: 60 bytes of statistics."""
+    return Description(
+        "tally_counters",
+        1,
+        [kind(n) for n, kind in _TALLY],
+        minimum_version_id=1,
+    )
+
+
+@functools.cache
+def _hotplug_ready_description() -> Description:
+    return Description("rtl8139/hotplug_ready", 1, [], minimum_version_id=1)
+
+
+@functools.cache
+def rtl8139_description(release: Release) -> Description:
+    """ "rtl8139" v4, min 3: 638 bytes, then hotplug_ready where the release has it."""
+    subs = []
+    if release.has("rtl8139/hotplug_ready"):
+        subs.append(Subsection(_hotplug_ready_description(), lambda n: bool(n.hotplugged)))
+    return Description(
+        "rtl8139",
+        4,
+        [
+            pci_device_field("dev"),
+            Buffer("phys", 6),
+            Buffer("mult", 8),
+            IntArray("TxStatus", 4, 4),
+            IntArray("TxAddr", 4, 4),
+            u32("RxBuf"),
+            u32("RxBufferSize"),
+            u32("RxBufPtr"),
+            u32("RxBufAddr"),
+            u16("IntrStatus"),
+            u16("IntrMask"),
+            u32("TxConfig"),
+            u32("RxConfig"),
+            u32("RxMissed"),
+            u16("CSCR"),
+            *(u8(n) for n in _U8_REGS),
+            *(u16(n) for n in _U16_REGS),
+            u8("TxThresh"),
+            Unused(4),
+            Buffer("conf.macaddr", 6),
+            i32("rtl8139_mmio_io_addr_dummy"),
+            *(u32(n) for n in _RING_REGS),
+            IntArray("eeprom.contents", 2, 64),
+            i32("eeprom.mode"),
+            u32("eeprom.tick"),
+            u8("eeprom.address"),
+            u16("eeprom.input"),
+            u16("eeprom.output"),
+            u8("eecs"),
+            u8("eesk"),
+            u8("eedi"),
+            u8("eedo"),
+            u32("TCTR"),
+            u32("TimerInt"),
+            i64("TCTR_base"),
+            Struct("tally_counters", tally_counters_description()),
+            u32("cplus_enabled", version_id=4),
+        ],
+        minimum_version_id=3,
+        subsections=tuple(subs),
+    )
+
+
+def _eeprom_image(mac: bytes) -> list[int]:
+    """The 93C46 contents: ids, then the station address in words 7-9."""
+    words = [0] * 64
+    words[0], words[1], words[2] = 0x8129, 0x10EC, 0x8139
+    words[3], words[4] = 0x10EC, 0x8139  # subsystem
+    words[5], words[6] = 0x4D10, 0xE1F7
+    for i in range(3):
+        words[7 + i] = mac[2 * i] | (mac[2 * i + 1] << 8)
+    return words
+
+
+class RTL8139(Device):
+    """The NIC. ``hotplugged`` (set by :meth:`hotplug`) makes hotplug_ready needed."""
+
+    key = "rtl8139"
+
+    def reset(self) -> None:
+        self.dev = build_config_space(
+            0x10EC, 0x8139, 0x0200, revision=0x20, interrupt_pin=1,
+            bars=[Bar(0, 0x100, io=True), Bar(1, 0x100)],
+        )  # fmt: skip
+        self.hotplugged = False
+        self.conf = State(macaddr=DEFAULT_MAC)
+        self.phys = DEFAULT_MAC
+        self.mult = bytes(8)
+        self.TxStatus = [0x2000] * 4  # TxHostOwns
+        self.TxAddr = [0] * 4
+        self.RxBuf = self.RxBufferSize = self.RxBufPtr = self.RxBufAddr = 0
+        self.IntrStatus = self.IntrMask = 0
+        self.TxConfig = 0x74800000  # hardware revision: RTL8139C+
+        self.RxConfig = self.RxMissed = 0
+        self.CSCR = 0x0C00  # link 100, heartbeat
+        for name in _U8_REGS:
+            setattr(self, name, 0)
+        self.Config1 = 0x0C
+        self.clock_enabled = 1
+        for name in _U16_REGS:
+            setattr(self, name, 0)
+        self.BasicModeCtrl = 0x1000  # autonegotiation
+        self.BasicModeStatus = 0x782D
+        self.NWayAdvert = self.NWayLPAR = 0x05E1
+        self.NWayExpansion = 0x0001
+        self.TxThresh = 0
+        self.rtl8139_mmio_io_addr_dummy = 0
+        for name in _RING_REGS:
+            setattr(self, name, 0)
+        self.eeprom = State(
+            contents=_eeprom_image(DEFAULT_MAC), mode=0, tick=0, address=0, input=0, output=0
+        )
+        self.eecs = self.eesk = self.eedi = self.eedo = 0
+        self.TCTR = self.TimerInt = 0
+        self.TCTR_base = 0
+        self.tally_counters = State(**{name: 0 for name, _ in _TALLY})
+        self.cplus_enabled = 0
+
+    def sections(self) -> list[DeviceSection]:
+        return [DeviceSection(IDSTR, 0, rtl8139_description(self.release), self)]
+
+    def hotplug(self) -> None:
+        """The NIC was added after the machine started (qdev_machine_modified())."""
+        self.hotplugged = True
+
+    def randomize(self, rng: random.Random) -> None:
+        """Random registers within their guest-visible ranges; a unicast station address.
+
+        A unicast address has bit 0 of its first byte clear, so the byte after the
+        embedded PCIDevice is never 0x05. A hot-plug is a machine event, left to
+        :meth:`hotplug`.
+        """
+        self.reset()
+        dev = self.dev
+        dev.write_config(0x10, rng.randrange(0xC000, 0x10000, 0x100), 4)
+        dev.write_config(0x14, rng.randrange(0xF000_0000, 0xFEBF_FF00, 0x100), 4)
+        dev.write_config(0x04, rng.choice((0x0, 0x3, 0x7, 0x407)), 2)
+        dev.write_config(0x3C, rng.choice((9, 10, 11)))
+        dev.set_irq(0, rng.randrange(2))
+        self.phys = bytes([rng.randrange(256) & 0xFE]) + rng.randbytes(5)
+        self.mult = rng.randbytes(8)
+        self.TxStatus = [rng.randrange(1 << 32) for _ in range(4)]
+        self.TxAddr = [rng.randrange(0, 1 << 32, 4) for _ in range(4)]
+        self.RxBuf = rng.randrange(0, 1 << 32, 4)
+        self.RxBufferSize = rng.choice((8192, 16384, 32768, 65536)) + 16
+        self.RxBufPtr = rng.randrange(self.RxBufferSize)
+        self.RxBufAddr = rng.randrange(self.RxBufferSize)
+        self.IntrStatus, self.IntrMask = rng.randrange(1 << 16), rng.randrange(1 << 16)
+        self.TxConfig = 0x74800000 | rng.randrange(1 << 20)
+        self.RxConfig, self.RxMissed = rng.randrange(1 << 32), rng.randrange(1 << 24)
+        self.CSCR = rng.randrange(1 << 16)
+        for name in _U8_REGS:
+            setattr(self, name, rng.randrange(256))
+        self.clock_enabled = rng.randrange(2)
+        for name in _U16_REGS:
+            setattr(self, name, rng.randrange(1 << 16))
+        self.TxThresh = rng.randrange(64)
+        for name in _RING_REGS:
+            setattr(self, name, rng.randrange(1 << 32))
+        self.eeprom.mode = rng.randrange(6)
+        self.eeprom.tick = rng.randrange(32)
+        self.eeprom.address = rng.randrange(64)
+        self.eeprom.input, self.eeprom.output = rng.randrange(1 << 16), rng.randrange(1 << 16)
+        self.eecs, self.eesk, self.eedi, self.eedo = (rng.randrange(2) for _ in range(4))
+        self.TCTR, self.TimerInt = rng.randrange(1 << 32), rng.randrange(1 << 32)
+        self.TCTR_base = rng.randrange(1 << 40)
+        for name, kind in _TALLY:
+            width = kind("x").size or 8
+            setattr(self.tally_counters, name, rng.randrange(1 << (8 * width - 4)))
+        self.cplus_enabled = rng.randrange(2)
