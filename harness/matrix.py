@@ -164,14 +164,20 @@ class Matrix:
         return out
 
     def _cell(self, src: Endpoint, dst: Endpoint, scenario: str, seed: int) -> Cell:
+        # A scenario pattern may also name one seed: "random:2".
+        tag = f"{scenario}:{seed}"
         for rule in self.rules:
-            if rule.matches(src.name, dst.name, scenario):
+            if rule.matches(src.name, dst.name, scenario) or rule.matches(src.name, dst.name, tag):
                 expected, rule_text = rule.verdicts, rule.describe()
                 break
         else:
             expected, rule_text = ("pass",), "no rule matched: pass expected"
         issue = next(
-            (k for k in self.known_issues if k.matches(src.name, dst.name, scenario)), None
+            (
+                k for k in self.known_issues
+                if k.matches(src.name, dst.name, scenario) or k.matches(src.name, dst.name, tag)
+            ),
+            None,
         )
         return Cell(src, dst, scenario, seed, expected, rule_text, issue, self.time_limit)
 
@@ -316,7 +322,7 @@ def load_matrix(path: str | Path) -> Matrix:
             _get(raw, "link", str, path, where, None),
         )
         for pattern in issue.scenario:
-            if not any(fnmatch.fnmatchcase(s, pattern) for s in SCENARIOS):
+            if not any(fnmatch.fnmatchcase(s, pattern.partition(":")[0]) for s in SCENARIOS):
                 raise MatrixError(path, f"{where}scenario", f"{pattern!r} matches no scenario")
         issues.append(issue)
 

@@ -180,12 +180,10 @@ class Machine:
     def state(self) -> dict[str, dict[str, Any]]:
         """Guest-visible device state: ``{section: {field path: value}}`` (RAM apart)."""
         out: dict[str, dict[str, Any]] = {}
-        for handler in self.handlers():
-            if handler.live:
-                continue
-            out[self.section_key(handler.idstr, handler.instance_id)] = dump_state(
-                handler.desc, handler.obj
-            )
+        for device in self.devices.values():
+            for section in device.sections():
+                fields = device.guest_view(section, dump_state(section.desc, section.obj))
+                out[self.section_key(section.idstr, section.instance_id)] = fields
         return out
 
     def state_json(self) -> dict[str, Any]:

@@ -54,8 +54,8 @@ import functools
 import hashlib
 import random
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 from .errors import ConfigError, LoadError, Reason
 from .savevm import LiveStage

@@ -12,8 +12,8 @@ table entry in the device module that gives that value its meaning).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from .errors import ConfigError
 from .vmstate import PeekPolicy

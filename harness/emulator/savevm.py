@@ -11,8 +11,9 @@ whatever has not been loaded yet. :class:`LoadReport` makes that half-loaded cas
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from .errors import LoadError, Reason
 from .stream import StreamReader, StreamWriter

@@ -25,8 +25,9 @@ from __future__ import annotations
 import enum
 import re
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .errors import LoadError, Reason, SaveError
 from .stream import StreamReader, StreamWriter

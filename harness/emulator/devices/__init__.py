@@ -49,3 +49,13 @@ class Device:
     def randomize(self, rng: random.Random) -> None:
         """Put the device in a random state the release can express and a guest can reach."""
         raise NotImplementedError
+
+    def guest_view(self, section: DeviceSection, fields: dict[str, Any]) -> dict[str, Any]:
+        """The guest-visible state of one of this device's sections.
+
+        ``fields`` is the section's saved state by field path. A device whose releases keep
+        the same guest state in different fields (a flag moved to another register, a
+        wire-only mirror) rewrites it here into one form, so that states compare across
+        releases by meaning rather than by layout.
+        """
+        return fields

@@ -22,7 +22,8 @@ import functools
 import math
 import random
 import struct
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from ..errors import ConfigError, SaveError
 from ..releases import Release
