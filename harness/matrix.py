@@ -262,6 +262,7 @@ def load_matrix(path: str | Path) -> Matrix:
         where = f"endpoint[{i}]."
         if not isinstance(ep, dict):
             raise MatrixError(path, f"endpoint[{i}]", "expected a table")
+        _check_keys(ep, {"name", "ram", "driver"}, path, where)
         ep_name = _get(ep, "name", str, path, where)
         try:
             release, machine = parse_endpoint(ep_name)

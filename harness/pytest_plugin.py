@@ -117,8 +117,31 @@ def _is_controller(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    if _is_controller(session.config):
-        session.config.stash[RESULTS_KEY] = {"matrix": None, "results": None}
+    config = session.config
+    if _is_controller(config):
+        out = config.getoption("--migmatrix-out")
+        config.stash[RESULTS_KEY] = {
+            "matrix": None, "results": None, "out": Path(out) if out else None,
+        }
+
+
+def _ensure_matrix(config: pytest.Config, state: dict[str, Any]) -> bool:
+    """The controller under xdist does not collect: load the matrix it was given."""
+    if state.get("matrix") is not None:
+        return True
+    from .cli import _parse_shard
+    from .matrix import load_matrix
+
+    for arg in config.args:
+        path = Path(arg.split("::")[0])
+        if _is_matrix_file(path):
+            matrix = load_matrix(path)
+            state["matrix"] = matrix
+            state["driver"] = config.getoption("--migmatrix-driver") or matrix.driver
+            state["shard"] = _parse_shard(config.getoption("--migmatrix-shard"))
+            state["total"] = len(matrix.cells())
+            return True
+    return False
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -126,67 +149,46 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     for name, value in report.user_properties:
         if name == _PROPERTY:
-            _controller_state_add(value)
+            _add_result(value)
 
 
-_CONTROLLER: dict[str, Any] = {}
+_SESSION: dict[str, Any] = {}
 
 
-def _controller_state_add(result: dict[str, Any]) -> None:
-    state = _CONTROLLER.get("state")
-    if state is None:
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> None:
+    _SESSION["config"] = session.config
+
+
+def _add_result(result: dict[str, Any]) -> None:
+    config = _SESSION.get("config")
+    if config is None or not _is_controller(config):
         return
-    results = state.get("results")
-    if results is None:
+    state = config.stash.get(RESULTS_KEY, None)
+    if state is None or not _ensure_matrix(config, state):
+        return
+    if state["results"] is None:
         from .runner import ResultsFile, header
 
         out = state["out"]
-        results = ResultsFile(
+        state["results"] = ResultsFile(
             out / "results.json" if out else None,
             header(state["matrix"], state["driver"], state["shard"], state["total"]),
         )
-        state["results"] = results
-    results.add(result)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_finish(session: pytest.Session) -> None:
-    config = session.config
-    if not _is_controller(config):
-        return
-    state = config.stash.get(RESULTS_KEY, None)
-    if state is None:
-        return
-    if state.get("matrix") is None:
-        # With xdist the controller does not collect: load the matrix it was given.
-        for arg in config.args:
-            path = Path(arg.split("::")[0])
-            if _is_matrix_file(path):
-                from .cli import _parse_shard
-                from .matrix import load_matrix
-
-                matrix = load_matrix(path)
-                state["matrix"] = matrix
-                state["driver"] = config.getoption("--migmatrix-driver") or matrix.driver
-                state["shard"] = _parse_shard(config.getoption("--migmatrix-shard"))
-                state["total"] = len(matrix.cells())
-                break
-    out = config.getoption("--migmatrix-out")
-    state["out"] = Path(out) if out else None
-    _CONTROLLER["state"] = state if state.get("matrix") is not None else None
+    state["results"].add(result)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if not _is_controller(config):
         return
-    state = _CONTROLLER.pop("state", None)
+    state = config.stash.get(RESULTS_KEY, None)
     if not state or state.get("results") is None or state.get("out") is None:
         return
     from .report import write_reports
 
     doc = state["results"].write(finished=True)
-    write_reports(doc, state["out"])
+    write_reports(doc, state["out"], results_json=False)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

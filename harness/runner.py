@@ -31,12 +31,13 @@ __all__ = ["cell_result", "run_cells", "select_cells", "ResultsFile"]
 
 
 def select_cells(cells: Iterable[Cell], patterns: list[str] | None) -> list[Cell]:
-    """Cells whose id matches every pattern (a glob if it has wildcards, else a substring)."""
+    """Cells whose id matches every pattern: a glob if it has ``*`` or ``?``, else a
+    substring (so ``new/pc->new/pc[`` selects one pair)."""
     if not patterns:
         return list(cells)
 
     def hit(cell_id: str, pattern: str) -> bool:
-        if any(ch in pattern for ch in "*?["):
+        if "*" in pattern or "?" in pattern:
             return fnmatch.fnmatchcase(cell_id, pattern)
         return pattern in cell_id
 

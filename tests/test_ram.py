@@ -14,8 +14,8 @@ from harness.emulator.errors import LoadError, Reason, TruncatedInput
 from harness.emulator.ram import (
     BIOS_SIZE,
     PAGE_SIZE,
-    GuestRam,
     RAM,
+    GuestRam,
     GuestWorkload,
     RamSection,
     compare_ram,

@@ -1,0 +1,189 @@
+"""Matrix files, expectations, known issues, and what the shipped matrices demonstrate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.matrix import MatrixError, load_matrix
+from harness.runner import ResultsFile, header, run_cells
+from harness.verdict import Outcome, Verdict, classify
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = ROOT / "matrix" / "default.toml"
+HISTORY = ROOT / "matrix" / "history.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "m.toml"
+    p.write_text(text)
+    return p
+
+
+MINIMAL = '[[endpoint]]\nname = "0.14/pc"\n'
+
+
+# -- loading -----------------------------------------------------------------------------
+
+
+def test_default_matrix_shape() -> None:
+    m = load_matrix(DEFAULT)
+    assert [e.name for e in m.endpoints] == ["0.14/pc", "new/pc-0.14", "new/pc"]
+    cells = m.cells()
+    # 9 pairs x 17 scenario instances (random x3), minus what 0.14 cannot express
+    assert len(cells) == 9 * 17 - 3 * 4
+    assert {c.id for c in m.excluded and cells} >= {"0.14/pc->new/pc-0.14[ide-bus-error]"}
+    assert "0.14/pc->0.14/pc[atapi-media-event]" in {i for i, _ in m.excluded}
+    ids = [c.id for c in cells]
+    assert len(set(ids)) == len(ids)
+    assert "new/pc->new/pc[random:2]" in ids
+
+
+def test_expectations_follow_releases_md() -> None:
+    cells = {c.id: c for c in load_matrix(DEFAULT).cells()}
+    for pair in ("0.14/pc->new/pc-0.14", "new/pc-0.14->0.14/pc", "new/pc->new/pc", "0.14/pc->0.14/pc"):
+        assert cells[f"{pair}[idle]"].expected == ("pass",), pair
+    for pair in ("new/pc->0.14/pc", "new/pc->new/pc-0.14", "0.14/pc->new/pc", "new/pc-0.14->new/pc"):
+        assert cells[f"{pair}[idle]"].expected == ("rejected",), pair
+    assert cells["new/pc->new/pc[idle]"].rule.startswith("rule 1:")
+
+
+def test_known_issues_attach_to_cells_and_may_name_a_seed(tmp_path: Path) -> None:
+    p = write(tmp_path, MINIMAL + '''
+[scenarios]
+include = ["random", "idle"]
+seeds = { random = [1, 2] }
+[[known_issue]]
+scenario = "random:2"
+text = "only seed 2"
+link = "https://example.invalid/1"
+''')
+    cells = {c.id: c for c in load_matrix(p).cells()}
+    assert cells["0.14/pc->0.14/pc[random:2]"].known_issue.text == "only seed 2"
+    assert cells["0.14/pc->0.14/pc[random:1]"].known_issue is None
+    assert cells["0.14/pc->0.14/pc[idle]"].known_issue is None
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        ("", "endpoint", "is required"),
+        ('[[endpoint]]\nname = "0.14"\n', "endpoint[0].name", "RELEASE/MACHINE"),
+        ('[[endpoint]]\nname = "9.9/pc"\n', "endpoint[0].name", "unknown release"),
+        ('[[endpoint]]\nname = "0.14/pc-1.0"\n', "endpoint[0].name", "no machine type"),
+        (MINIMAL + '[[endpoint]]\nname = "0.14/pc"\n', "endpoint", "unique"),
+        (MINIMAL + "[defaults]\ntime_limit = \"soon\"\n", "defaults.time_limit", "expected int or float"),
+        (MINIMAL + '[scenarios]\ninclude = ["nope"]\n', "scenarios.include", "matches no scenario"),
+        (MINIMAL + '[[expect]]\nverdicts = ["great"]\n', "expect[0].verdicts", "unknown verdict"),
+        (MINIMAL + '[[expect]]\nverdicts = ["corrupted"]\n', "expect[0].verdicts", "never acceptable"),
+        (MINIMAL + '[[expect]]\nverdict = ["pass"]\n', "expect[0].verdict", "unknown key"),
+        (MINIMAL + '[[known_issue]]\nscenario = "idle"\n', "known_issue[0].text", "is required"),
+        (MINIMAL + "bogus = 1\n", "endpoint[0].bogus", "unknown key"),
+        ('bogus = 1\n' + MINIMAL, "bogus", "unknown key"),
+        (MINIMAL + "[[endpoint\n", "(syntax)", "valid TOML"),
+    ],
+)
+def test_malformed_files_name_file_key_and_expectation(tmp_path: Path, text: str, key: str, expected: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(MatrixError) as e:
+        load_matrix(p).cells()
+    assert e.value.key == key and expected in e.value.expected and str(p) in str(e.value)
+
+
+def test_sharding_partitions_the_cells() -> None:
+    m = load_matrix(DEFAULT)
+    every = [c.id for c in m.cells()]
+    parts = [[c.id for c in m.cells(shard=(i, 3))] for i in (1, 2, 3)]
+    assert sorted(sum(parts, [])) == sorted(every) and all(parts)
+
+
+# -- verdicts ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outcome", "verdict"),
+    [
+        (Outcome(harness_error="setup"), Verdict.ERROR),
+        (Outcome(timed_out=True, load_error={"reason": "truncated"}), Verdict.TIMEOUT),
+        (Outcome(crash="KeyError"), Verdict.CRASHED),
+        (Outcome(load_error={"reason": "unknown_subsection"}), Verdict.REJECTED),
+        (Outcome(bytes_unread=10, diff=[{"path": "x"}]), Verdict.TRUNCATED),
+        (Outcome(not_loaded=["ide/0"]), Verdict.TRUNCATED),
+        (Outcome(diff_total=1), Verdict.CORRUPTED),
+        (Outcome(), Verdict.PASS),
+    ],
+)
+def test_classify(outcome: Outcome, verdict: Verdict) -> None:
+    assert classify(outcome) is verdict
+
+
+# -- the matrices demonstrate the seed's findings ---------------------------------------
+
+
+def run(path: Path, tmp_path: Path, k: str | None = None) -> dict[str, dict]:
+    m = load_matrix(path)
+    cells = [c for c in m.cells() if k is None or k in c.id]
+    results = ResultsFile(tmp_path / "results.json", header(m, "inprocess", None, len(cells)))
+    run_cells(cells, results, driver="inprocess", matrix_path=str(path))
+    doc = results.write(finished=True)
+    assert json.loads((tmp_path / "results.json").read_text())["finished"]
+    return {c["id"]: c for c in doc["cells"]}
+
+
+@pytest.fixture(scope="module")
+def default_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    return run(DEFAULT, tmp_path_factory.mktemp("default"))
+
+
+def test_default_matrix_is_green_with_its_findings_as_known_issues(default_results: dict) -> None:
+    bad = [i for i, c in default_results.items() if not c["ok"]]
+    assert bad == []
+    assert sum(c["known_issue"] is not None for c in default_results.values()) >= 10
+
+
+def test_sentinel_format_passes_the_ambiguity_scenarios(default_results: dict) -> None:
+    for s in ("ide-bus-error", "ide-dma-capable", "atapi-media-event", "fdc-media-changed",
+              "collide-0x05", "collide-eof", "ide-pio", "ide-dma", "nic-hotplug"):
+        assert default_results[f"new/pc->new/pc[{s}]"]["verdict"] == "pass", s
+
+
+def test_collide_0x05_is_a_spurious_rejection_on_a_supported_format_3_pair(default_results: dict) -> None:
+    cell = default_results["0.14/pc->0.14/pc[collide-0x05]"]
+    assert cell["verdict"] == "rejected" and cell["expected"] == ["pass"]
+    assert cell["detail"]["reason"] == "unknown_subsection" and cell["known_issue"]
+
+
+def test_ide_bus_error_into_014_is_never_a_pass(default_results: dict) -> None:
+    cell = default_results["new/pc-0.14->0.14/pc[ide-bus-error]"]
+    assert cell["verdict"] in ("corrupted", "truncated")
+    assert cell["detail"]["window"]["marks"]
+
+
+def test_two_cpu_subsections_show_the_sibling_failure(default_results: dict) -> None:
+    cell = default_results["new/pc->new/pc[cpu-two-subsections]"]
+    assert cell["verdict"] == "rejected" and "cpu/fpop_ip_dp" in cell["detail"]["message"]
+
+
+def test_crossing_formats_is_rejected(default_results: dict) -> None:
+    for i, c in default_results.items():
+        if ("new/pc->" in i) != ("->new/pc[" in i):
+            assert c["verdict"] == "rejected", i
+
+
+def test_corrupted_and_rejected_cells_keep_where_and_why(default_results: dict) -> None:
+    corrupted = default_results["0.14/pc->new/pc-0.14[ide-dma-capable]"]
+    assert corrupted["verdict"] == "corrupted"
+    assert corrupted["detail"]["diff"][0]["path"] == "0000:00:01.1/ide/bmdma[0]/status"
+    rejected = default_results["new/pc-0.14->0.14/pc[atapi-media-event]"]["detail"]
+    assert rejected["offset"] and rejected["section"] == "0000:00:01.1/ide"
+    assert rejected["field"] == "bus[1]/ifs[0]" and rejected["window"]["hex"]
+    assert all(c["duration_s"] > 0 and c["stream_bytes"] > 0 for c in default_results.values()
+               if c["verdict"] != "error")
+
+
+def test_history_matrix_shows_a_half_loaded_guest(tmp_path: Path) -> None:
+    cells = run(HISTORY, tmp_path, k="->0.14/pc[collide-eof]")
+    assert {c["verdict"] for c in cells.values()} >= {"truncated"}
+    assert all(c["ok"] for c in cells.values())

@@ -1,0 +1,104 @@
+"""The scenario catalogue: every scenario builds, deterministically, and the collide
+scenarios really put the bytes they name where they name them."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.emulator.guest import PROGRAMS
+from harness.emulator.machine import Machine
+from harness.emulator.releases import RELEASES
+from harness.emulator.vmstate import Tracer
+from harness.scenarios import SCENARIOS, apply_scenario
+
+RAM = "1M"
+
+
+def stream_of(release: str, machine: str, scenario: str, seed: int = 0) -> bytes:
+    m = Machine(release, machine, RAM)
+    s = apply_scenario(m, scenario, seed)
+    return m.save(passes=s.live_passes, workload=s.workload)
+
+
+def writer_marks(release: str, machine: str, stream: bytes) -> dict[str, object]:
+    tracer = Tracer()
+    Machine.load(release, machine, stream, ram_size=RAM, tracer=tracer)
+    return {m.path: m for m in tracer.marks if m.kind in ("field", "struct")}
+
+
+def test_the_catalogue_matches_releases_md() -> None:
+    assert list(SCENARIOS) == [
+        "idle", "ide-pio", "ide-dma", "ide-bus-error", "ide-dma-capable",
+        "atapi-media-event", "fdc-media-changed", "cpu-async-pf", "cpu-fpu-ip",
+        "cpu-two-subsections", "nic-hotplug", "collide-0x05", "collide-eof", "live-ram",
+        "random",
+    ]
+    assert set(PROGRAMS) == set(SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_every_scenario_is_deterministic_on_every_release_that_can_express_it(scenario: str) -> None:
+    for release in RELEASES.values():
+        if not SCENARIOS[scenario].expressible_on(release):
+            continue
+        machine = release.machines[0].name
+        assert stream_of(release.name, machine, scenario, 1) == stream_of(
+            release.name, machine, scenario, 1
+        )
+
+
+def test_scenarios_declare_what_a_release_cannot_express() -> None:
+    assert not SCENARIOS["atapi-media-event"].expressible_on(RELEASES["0.14"])
+    assert SCENARIOS["atapi-media-event"].expressible_on(RELEASES["0.15"])
+    assert SCENARIOS["cpu-async-pf"].missing_on(RELEASES["0.13"]) == {"cpu/async_pf_msr"}
+    assert SCENARIOS["ide-bus-error"].expressible_on(RELEASES["0.14"])  # retry flags inline
+
+
+@pytest.mark.parametrize(("release", "machine"), [("0.14", "pc"), ("new", "pc-0.14"), ("new", "pc")])
+def test_collide_0x05_puts_0x05_right_after_embedded_structs(release: str, machine: str) -> None:
+    stream = stream_of(release, machine, "collide-0x05")
+    # Decode as the writer meant it: the writer's own release may misread its stream, but
+    # 1.0's prefix heuristic reads these format-3 bytes right (format 4 is unambiguous).
+    fmt4 = stream[7] == 4
+    marks = writer_marks("new" if fmt4 else "1.0", "pc", stream)
+    # bus[0].cmd is the parent's next field after the embedded bmdma[1] ...
+    cmd = marks["0000:00:01.1/ide/bus[0]/cmd"]
+    assert stream[cmd.offset] == 0x05
+    # ... right after bmdma[1] (whose element ends with the 0x06 in format 4)
+    assert marks["0000:00:01.1/ide/bmdma[1]"].end == marks["0000:00:01.1/ide/bus[0]"].offset
+    assert (stream[cmd.offset - 1] == 0x06) == fmt4
+    # xmm_regs[1] begins with 0x05 right after the embedded xmm_regs[0]
+    xmm1 = marks["cpu/xmm_regs[1]"]
+    assert stream[xmm1.offset] == 0x05
+    assert marks["cpu/xmm_regs[0]"].end == xmm1.offset
+    # no subsection is sent there: the "length" byte is bus[0].unit (0 or 1)
+    assert stream[cmd.offset + 1] in (0, 1)
+
+
+def test_collide_eof_puts_0x00_on_the_misreader_s_type_byte_position() -> None:
+    stream = stream_of("new", "pc-0.14", "collide-eof")
+    _, report = Machine.load("0.14", "pc", stream, ram_size=RAM)
+    eof_at = report.bytes_consumed - 1
+    assert stream[eof_at] == 0x00 and report.bytes_unread > 0
+    # For the writer that byte is inside a field of the ide section, not a type byte.
+    tracer = Tracer()
+    Machine.load("new", "pc-0.14", stream, ram_size=RAM, tracer=tracer)
+    type_bytes = {m.offset for m in tracer.marks if m.kind in ("section", "eof")}
+    assert eof_at not in type_bytes
+    inside = [m for m in tracer.marks if m.kind == "field" and m.offset <= eof_at < m.end]
+    assert inside and inside[0].path.startswith("0000:00:01.1/ide/")
+
+
+def test_collide_eof_carries_the_bus_error_on_every_release_that_can_express_it() -> None:
+    for release in ("0.15", "new", "1.0"):
+        m = Machine(release, "pc", RAM)
+        apply_scenario(m, "collide-eof")
+        assert m["ide"].retry_flags(0) != 0
+
+
+def test_live_ram_sends_several_passes() -> None:
+    stream = stream_of("0.14", "pc", "live-ram")
+    tracer = Tracer()
+    Machine.load("0.14", "pc", stream, ram_size=RAM, tracer=tracer)
+    kinds = [m.value.split()[0] for m in tracer.marks if m.kind == "section" and "ram" in m.value]
+    assert kinds == ["START", "PART", "PART", "PART", "END"]
