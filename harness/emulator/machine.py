@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError, LoadError
+from .errors import ConfigError
 from .ram import RAM, compare_ram
 from .releases import MachineType, Release, get_release
 from .savevm import HeaderPolicy, LoadReport, Saver, load_stream
@@ -28,6 +28,7 @@ __all__ = [
     "Difference",
     "Machine",
     "compare_machines",
+    "jsonable",
     "parse_size",
 ]
 
@@ -161,7 +162,7 @@ class Machine:
     ) -> tuple[Machine, LoadReport]:
         """Load ``source`` (bytes or a readable stream) into a fresh machine.
 
-        Raises :class:`LoadError` when the stream is refused; the new machine is returned
+        Raises :class:`~.errors.LoadError` when the stream is refused; the new machine is returned
         only when the load completed (possibly half-loaded: see the report).
         """
         dest = cls(release, machine, ram_size)
@@ -226,5 +227,3 @@ def compare_machines(source: Machine, dest: Machine, *, ram_limit: int = 20) -> 
         ))
     return diffs
 
-
-__all__ += ["jsonable", "LoadError"]
