@@ -29,7 +29,6 @@ Errors: a stream that cannot be decoded is not an exception here: the analysis c
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import struct
@@ -44,7 +43,7 @@ from .emulator.machine import Machine, jsonable
 from .emulator.releases import RELEASES, Release
 from .emulator.savevm import FILE_MAGIC, HeaderPolicy, load_stream
 from .emulator.stream import StreamReader
-from .emulator.vmstate import TraceMark, Tracer
+from .emulator.vmstate import PeekPolicy, TraceMark, Tracer
 
 __all__ = [
     "ANALYSIS_SCHEMA",
@@ -538,6 +537,20 @@ def _marks_to_elements(marks: Iterable[TraceMark]) -> list[Element]:
     return out
 
 
+def meaning_peek(release: Release, file_version: int | None) -> PeekPolicy:
+    """How the analyzer reads subsections to recover what the *writer* meant.
+
+    The save side never peeks: a subsection after a description is always one of that
+    description's own. The writer's own loader may misread its own stream (always-peek:
+    sibling subsections in both formats, the cpu's ymmh_regs in format 3; peek-if-defined:
+    a 0x05 of parent data after a struct that defines subsections), so the analyzer reads
+    with 1.0's prefix match over the writer's descriptions: a 0x05 is a subsection only
+    when the name that follows belongs to that description. In format 4 the sentinels are
+    still checked.
+    """
+    return PeekPolicy.PREFIX_MATCH
+
+
 def decode_modelled(inp: Input, release: Release, machine: str | None = None,
                     *, analysis: Analysis | None = None) -> Analysis:
     """Decode with ``release``'s descriptions (the writer's reading of the bytes)."""
@@ -548,8 +561,9 @@ def decode_modelled(inp: Input, release: Release, machine: str | None = None,
     file_version = struct.unpack(">I", head[4:8])[0] if len(head) == 8 else None
     machine = _machine_for(release, file_version, machine)
     handlers, header, ram = _handlers(release, machine)
+    peek = meaning_peek(release, file_version)
     a.writer = {"release": release.name, "machine": machine,
-                "endpoint": f"{release.name}/{machine}", "peek": release.peek.value}
+                "endpoint": f"{release.name}/{machine}", "peek": peek.value}
     tracer = Tracer()
     current: dict[str, Any] = {}
 
@@ -575,7 +589,7 @@ def decode_modelled(inp: Input, release: Release, machine: str | None = None,
 
     probes = [_Probe(h, on_load) for h in handlers]
     try:
-        report = load_stream(r, probes, header, release.peek, tracer=tracer)
+        report = load_stream(r, probes, header, peek, tracer=tracer)
         close_section(report.bytes_consumed - 1)
         a.eof_offset = report.bytes_consumed - 1
         a.trailing_bytes = report.bytes_unread
@@ -747,6 +761,8 @@ class _QemuDecoder:
             self.el("error", e.offset or 0, e.offset or 0, e.field or "", None, str(e))
         a.bytes_read = r.offset
         a.ram = self.ram.summary()
+        order = {id(e): i for i, e in enumerate(a.elements)}
+        a.elements.sort(key=lambda e: (e.offset, -e.size, order[id(e)]))
 
     def _configuration(self, at: int) -> None:
         r = self.r
@@ -1242,4 +1258,3 @@ def configure_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 __all__ += ["decode_modelled", "decode_qemu", "find_vmdescription"]
-_ = io  # kept for typing of file objects in callers

@@ -261,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--merge", nargs="+", metavar="RESULTS", help="merge shard results")
     s.add_argument("--out", default="reports")
     s.set_defaults(func=_cmd_report)
+
+    from . import analyze, schema
+
+    analyze.configure_parser(sub)
+    schema.configure_parser(sub)
     return p
 
 

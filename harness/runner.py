@@ -24,6 +24,7 @@ from . import __version__
 from .drivers import get_driver
 from .matrix import Cell, Matrix
 from .report.results import SCHEMA, summarize
+from .schema import predict_cell
 from .verdict import Outcome, classify
 
 __all__ = ["cell_result", "run_cells", "select_cells", "ResultsFile"]
@@ -94,6 +95,7 @@ def cell_result(cell: Cell, outcome: Outcome, matrix_path: str, driver: str) -> 
             "window": outcome.window,
             **{k: v for k, v in outcome.extra.items() if k not in ("offset",)},
         },
+        "prediction": predict_cell(cell),
         "stream_bytes": outcome.stream_bytes,
         "duration_s": round(outcome.duration_s, 6),
         "commands": commands(cell, matrix_path),

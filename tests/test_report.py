@@ -427,3 +427,19 @@ def test_gitlab_example_uses_parallel_and_junit_artifact():
         merge = next(j for j in doc.values() if isinstance(j, dict)
                      and "report --merge" in " ".join(j.get("script", [])))
         assert merge["artifacts"]["reports"]["junit"] == "reports/junit.xml"
+
+
+def test_prediction_beside_each_cell_and_disagreements_highlighted(results):
+    res = copy.deepcopy(results)
+    agree, disagree = res["cells"][0], res["cells"][1]
+    agree["prediction"] = {"verdicts": [agree["verdict"]], "reason": "as the diff says"}
+    other = "pass" if disagree["verdict"] != "pass" else "rejected"
+    disagree["prediction"] = {"verdicts": [other], "reason": "nothing <b>misread</b> is sent"}
+    page = render_html(res)
+    assert "predicted " + agree["verdict"] in page
+    assert 'id="mispredicted"' in page and "Prediction disagreements (1 of 2 predicted)" in page
+    assert "≠ predicted" in page
+    assert "nothing &lt;b&gt;misread&lt;/b&gt; is sent" in page and "<b>misread" not in page
+    # Without predictions the report is unchanged: no section, no flags.
+    plain = render_html(results)
+    assert 'id="mispredicted"' not in plain and "≠ predicted" not in plain

@@ -177,6 +177,19 @@ def _hex_view(window: Mapping[str, Any], error_offset: int | None) -> dict[str, 
     }
 
 
+def _prediction_view(cell: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The static prediction (harness.schema.predict_cell) and whether the verdict is in it."""
+    p = cell.get("prediction")
+    if not isinstance(p, Mapping):
+        return None
+    verdicts = [str(v) for v in p.get("verdicts") or []]
+    if not verdicts:
+        return {"verdicts": [], "reason": str(p.get("reason") or ""), "agrees": True,
+                "known": False}
+    return {"verdicts": verdicts, "reason": str(p.get("reason") or ""),
+            "agrees": cell["verdict"] in verdicts, "known": True}
+
+
 def _cell_view(cell: Mapping[str, Any]) -> dict[str, Any]:
     d = cell.get("detail") or {}
     ki = cell.get("known_issue")
@@ -226,6 +239,7 @@ def _cell_view(cell: Mapping[str, Any]) -> dict[str, Any]:
         "duration_s": cell.get("duration_s"),
         "commands": [{"name": str(k), "command": str(v)}
                      for k, v in (cell.get("commands") or {}).items()],
+        "prediction": _prediction_view(cell),
     }
 
 
@@ -331,6 +345,8 @@ def build_view(
                             "meaning": VERDICT_MEANINGS[v]} for v in VERDICTS],
         "verdicts": list(VERDICTS),
         "unexpected": [c for c in cells if not c["ok"]],
+        "mispredicted": [c for c in cells if c["prediction"] and not c["prediction"]["agrees"]],
+        "predicted": sum(1 for c in cells if c["prediction"] and c["prediction"]["known"]),
         "known": [c for c in cells if c["known_issue"]],
         "baseline": diff,
         "merge_problems": [dict(p) for p in merge.get("problems") or []],

@@ -84,6 +84,7 @@ _OPTIONAL_CELL: dict[str, type | tuple[type, ...]] = {
     "stream_bytes": (int, type(None)),
     "duration_s": (int, float, type(None)),
     "commands": (dict, type(None)),
+    "prediction": (dict, type(None)),
 }
 #: Fields every shard of one matrix must agree on.
 _MATRIX_FIELDS = ("schema", "matrix", "matrix_file", "driver", "endpoints", "scenarios",

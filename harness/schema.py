@@ -1,0 +1,602 @@
+"""Schemas of modelled endpoints: dump, diff, and a prediction of each cell's verdicts.
+
+:func:`dump` is every section of a (release, machine) with its description tree (versions,
+fields with sizes, subsections, embedded structs inline), plus what decides how the
+endpoint reads a stream (peek policy, stream format, accepted file versions).
+
+:func:`diff` compares a source's schema with a destination's and returns one
+:class:`Problem` per incompatibility, with a severity:
+
+* ``error``: the migration always fails or may silently misparse (section missing,
+  version out of range, field layout changed, stream format refused, a subsection on an
+  embedded struct that the destination would read as parent data);
+* ``warning``: the destination refuses cleanly when the guest state sends something
+  (a subsection it does not know, and the always-peek hazards: sibling subsections and
+  subsections after a trailing embedded struct array, the cpu's ymmh_regs case);
+* ``info``: harmless (a renamed field with the same bytes, a changed variant).
+
+:func:`predict` turns the diff plus what a scenario actually sends (its subsections, and
+parent bytes 0x05 right after an embedded struct) into the set of verdicts a cell may
+have; :func:`predict_cell` does it for a matrix cell (the runner stores it as
+``prediction``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from .emulator.machine import Machine
+from .emulator.releases import RELEASES
+from .emulator.vmstate import Description, Struct, StructArray
+
+__all__ = [
+    "SCHEMA_DUMP",
+    "Prediction",
+    "Problem",
+    "configure_parser",
+    "diff",
+    "dump",
+    "load_schema",
+    "predict",
+    "predict_cell",
+    "scenario_facts",
+]
+
+SCHEMA_DUMP = "migmatrix/schema/1"
+SEVERITIES = ("error", "warning", "info")
+_MISPARSE = ("corrupted", "truncated", "rejected")
+
+
+# ---------------------------------------------------------------------------- dump
+
+
+def describe_tree(desc: Description) -> dict[str, Any]:
+    """``Description.describe()`` with embedded struct descriptions inline."""
+    out = desc.describe()
+    fields = []
+    for f, info in zip(desc.fields, out["fields"], strict=True):
+        if isinstance(f, (Struct, StructArray)):
+            info = {**info, "struct": describe_tree(f.desc), "embedded": True}
+        fields.append(info)
+    out["fields"] = fields
+    out["subsections"] = [describe_tree(s.desc) for s in desc.subsections]
+    out["size"] = _fixed_size(out)
+    return out
+
+
+def _fixed_size(tree: dict[str, Any]) -> int | None:
+    """Bytes of the fields at the description's own version, None if variable."""
+    total = 0
+    for f in _present(tree, tree["version_id"]):
+        if "struct" in f:
+            inner = f["struct"].get("size")
+            if inner is None:
+                return None
+            total += inner * int(f.get("count") or 1)
+        elif f.get("size") is None or f.get("conditional"):
+            return None
+        else:
+            total += int(f["size"])
+    return total
+
+
+def dump(release: str, machine: str = "pc") -> dict[str, Any]:
+    """The schema of ``release``/``machine`` as plain JSON-able data."""
+    m = Machine(release, machine, 4096 * 4)
+    rel = m.release
+    sections = []
+    for h in m.handlers():
+        entry: dict[str, Any] = {"idstr": h.idstr, "instance_id": h.instance_id,
+                                 "version_id": h.version_id, "live": bool(h.live)}
+        if getattr(h, "desc", None) is not None:
+            entry["description"] = describe_tree(h.desc)
+        sections.append(entry)
+    return {
+        "schema": SCHEMA_DUMP,
+        "release": rel.name,
+        "machine": m.machine_type.name,
+        "endpoint": f"{rel.name}/{machine}",
+        "peek": rel.peek.value,
+        "stream_format": m.stream_format,
+        "accepted_versions": sorted(rel.accepted_versions),
+        "format_per_machine": rel.format_per_machine,
+        "variants": dict(rel.variants),
+        "sections": sections,
+    }
+
+
+def load_schema(spec: str) -> dict[str, Any]:
+    """A schema from an endpoint ``R/M`` (or ``R``) or from a dump file."""
+    if os.path.exists(spec) or spec.endswith(".json"):
+        with open(spec, encoding="utf-8") as f:
+            data = json.load(f)
+        if data.get("schema") != SCHEMA_DUMP:
+            raise ValueError(f"{spec}: not a schema dump ({SCHEMA_DUMP})")
+        return data
+    release, _, machine = spec.partition("/")
+    return dump(release, machine or "pc")
+
+
+# ---------------------------------------------------------------------------- diff
+
+
+@dataclass(frozen=True)
+class Problem:
+    severity: str  # error | warning | info
+    kind: str
+    where: str
+    message: str
+    subsection: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"severity": self.severity, "kind": self.kind, "where": self.where,
+                "message": self.message, "subsection": self.subsection}
+
+    def line(self) -> str:
+        return f"{self.severity:<7} {self.kind:<22} {self.where}: {self.message}"
+
+
+def _present(tree: dict[str, Any], version: int) -> list[dict[str, Any]]:
+    """Fields read or written at ``version`` (conditional fields included)."""
+    return [f for f in tree["fields"]
+            if f.get("conditional") or int(f.get("version_id") or 0) <= version]
+
+
+def _layout(f: dict[str, Any]) -> tuple[Any, ...]:
+    if "struct" in f:
+        return ("struct", f["struct"]["name"], f.get("count"))
+    return (f.get("kind"), f.get("size"))
+
+
+def _fate(dst_level: dict[str, Any] | None, name: str, embedded: bool, dst: dict[str, Any],
+          after_struct_array: bool) -> tuple[str, str]:
+    """What the destination does with subsection ``name`` at a level: ``ok``,
+    ``refused`` (clean, ENOENT or an unknown type byte) or ``misparse`` (silent)."""
+    peek = dst["peek"]
+    sentinel = dst["stream_format"] == 4
+    known = [s["name"] for s in (dst_level or {}).get("subsections", [])]
+    level_name = (dst_level or {}).get("name", "?")
+    if peek == "always-peek" and after_struct_array and not sentinel:
+        return "refused", (f"the last field is an embedded struct array: under always-peek "
+                           f"its element's own (empty) subsection list is searched first "
+                           f"and {name!r} is not found (ENOENT)")
+    if name in known:
+        return "ok", ""
+    if peek == "peek-if-defined" and not known:
+        if embedded:
+            return "misparse", (f"{level_name} defines no subsections there and "
+                                f"peek-if-defined never looks: the subsection header is "
+                                f"read as the parent's next fields (silent misparse)")
+        return "refused", "read as an unknown section type 0x05 (EINVAL)"
+    if peek == "prefix-match" and not name.startswith(level_name):
+        if embedded:
+            return "misparse", (f"{name!r} does not start with {level_name!r}: prefix-match "
+                                f"leaves it to the parent as data (silent misparse)")
+        return "refused", "read as an unknown section type 0x05 (EINVAL)"
+    return "refused", (f"{level_name} defines {', '.join(known) or 'no subsections'}: "
+                       f"unknown name, clean refusal (ENOENT)")
+
+
+class _Differ:
+    def __init__(self, src: dict[str, Any], dst: dict[str, Any]) -> None:
+        self.src, self.dst = src, dst
+        self.problems: list[Problem] = []
+
+    def add(self, severity: str, kind: str, where: str, message: str,
+            subsection: str | None = None) -> None:
+        self.problems.append(Problem(severity, kind, where, message, subsection))
+
+    def run(self) -> list[Problem]:
+        src, dst = self.src, self.dst
+        fmt = src["stream_format"]
+        if fmt not in dst["accepted_versions"]:
+            self.add("error", "stream-format", "header",
+                     f"the source writes file version {fmt}; the destination accepts "
+                     f"{', '.join(map(str, dst['accepted_versions']))} (unsupported version)")
+        elif dst["format_per_machine"] and fmt != dst["stream_format"]:
+            self.add("error", "stream-format", "header",
+                     f"the source writes file version {fmt}; machine {dst['machine']} "
+                     f"requires {dst['stream_format']} (mismatching savevm format)")
+        for key in sorted(set(src.get("variants", {})) | set(dst.get("variants", {}))):
+            a, b = src.get("variants", {}).get(key), dst.get("variants", {}).get(key)
+            if a != b:
+                self.add("info", "variant", key, f"{a} -> {b}")
+        dst_secs = {(s["idstr"], s["instance_id"]): s for s in dst["sections"]}
+        src_keys = set()
+        for s in src["sections"]:
+            key = (s["idstr"], s["instance_id"])
+            src_keys.add(key)
+            where = s["idstr"] if not s["instance_id"] else f"{s['idstr']}@{s['instance_id']:#x}"
+            d = dst_secs.get(key)
+            if d is None:
+                self.add("error", "section-missing", where,
+                         "the destination has no such section or instance (unknown section)")
+                continue
+            if s["version_id"] > d["version_id"]:
+                self.add("error", "version-too-new", where,
+                         f"stream version {s['version_id']} > destination's {d['version_id']}")
+                continue
+            st, dt = s.get("description"), d.get("description")
+            if st is None or dt is None:
+                continue
+            if s["version_id"] < dt["minimum_version_id_old"]:
+                self.add("error", "version-too-old", where,
+                         f"stream version {s['version_id']} < destination's minimum "
+                         f"{dt['minimum_version_id_old']}")
+                continue
+            if s["version_id"] < dt["minimum_version_id"]:
+                self.add("info", "load-state-old", where,
+                         f"stream version {s['version_id']} < {dt['minimum_version_id']}: "
+                         "loaded by the old-version hook")
+            self.level(where, st, dt, s["version_id"], s["version_id"], embedded=False)
+        for key, d in dst_secs.items():
+            if key not in src_keys:
+                where = d["idstr"] if not d["instance_id"] else f"{d['idstr']}@{d['instance_id']:#x}"
+                self.add("error", "section-not-sent", where,
+                         "the source never sends it: the destination reports it not loaded "
+                         "(half-loaded)")
+        return self.problems
+
+    def level(self, where: str, st: dict[str, Any], dt: dict[str, Any], sv: int, dv: int,
+              *, embedded: bool, in_subsection: bool = False) -> None:
+        sf, df = _present(st, sv), _present(dt, dv)
+        self.fields(where, sf, df, in_subsection)
+        by_name = {f["name"]: f for f in df}
+        for f in sf:
+            g = by_name.get(f["name"])
+            if g is not None and "struct" in f and "struct" in g:
+                sub = f"{where}/{f['name'].replace('.', '/')}" + ("[]" if f.get("count") else "")
+                self.level(sub, f["struct"], g["struct"], f["struct"]["version_id"],
+                           g["struct"]["version_id"], embedded=True)
+        # Subsections the source may send at this level.
+        after_array = bool(df) and "struct" in df[-1] and bool(df[-1].get("count"))
+        src_subs = st.get("subsections", [])
+        dst_subs = {s["name"]: s for s in dt.get("subsections", [])}
+        for s in src_subs:
+            fate, why = _fate(dt, s["name"], embedded, self.dst, after_array and bool(sf)
+                              and "struct" in sf[-1] and bool(sf[-1].get("count")))
+            if fate == "misparse":
+                self.add("error", "subsection-misparse", where, f"{s['name']!r}: {why}",
+                         s["name"])
+            elif fate == "refused":
+                kind = ("subsection-after-array" if "embedded struct array" in why
+                        else "subsection-unknown")
+                self.add("warning", kind, where, f"{s['name']!r} (when sent): {why}",
+                         s["name"])
+            else:
+                d = dst_subs[s["name"]]
+                if s["version_id"] > d["version_id"]:
+                    self.add("warning", "subsection-version", where,
+                             f"{s['name']!r} v{s['version_id']} > destination's "
+                             f"v{d['version_id']} (when sent: refused)", s["name"])
+                else:
+                    self.level(f"{where}[{s['name']}]", s, d, s["version_id"], s["version_id"],
+                               embedded=embedded, in_subsection=True)
+        if self.dst["peek"] == "always-peek" and len(src_subs) >= 2:
+            names = ", ".join(s["name"] for s in src_subs)
+            self.add("warning", "subsection-siblings", where,
+                     f"{names}: when two are sent together, always-peek searches the first "
+                     f"one's (empty) list for the second: ENOENT")
+
+    def fields(self, where: str, sf: list[dict[str, Any]], df: list[dict[str, Any]],
+               in_subsection: bool) -> None:
+        when = " (when the subsection is sent)" if in_subsection else ""
+        if [_layout(f) for f in sf] == [_layout(f) for f in df]:
+            for a, b in zip(sf, df, strict=True):
+                if a["name"] != b["name"]:
+                    self.add("info", "field-renamed", f"{where}/{a['name']}",
+                             f"now {b['name']!r}; same position and size")
+            return
+        sn, dn = [f["name"] for f in sf], [f["name"] for f in df]
+        s_by, d_by = {f["name"]: f for f in sf}, {f["name"]: f for f in df}
+        for name in sn:
+            if name not in d_by:
+                self.add("error", "field-removed", f"{where}/{name}",
+                         f"the source sends it ({s_by[name].get('size')} bytes), the "
+                         f"destination does not read it{when}")
+        for name in dn:
+            if name not in s_by:
+                self.add("error", "field-added", f"{where}/{name}",
+                         f"the destination reads it ({d_by[name].get('size')} bytes), the "
+                         f"source never sends it{when}")
+        for name in sn:
+            if name in d_by and _layout(s_by[name]) != _layout(d_by[name]):
+                self.add("error", "field-resized", f"{where}/{name}",
+                         f"{_layout(s_by[name])} -> {_layout(d_by[name])}{when}")
+        common_s = [n for n in sn if n in d_by]
+        common_d = [n for n in dn if n in s_by]
+        if common_s != common_d:
+            self.add("error", "field-reordered", where,
+                     f"order {common_s} -> {common_d}{when}")
+
+
+def diff(src: dict[str, Any], dst: dict[str, Any]) -> list[Problem]:
+    """Every problem of migrating from schema ``src`` to schema ``dst``."""
+    return _Differ(src, dst).run()
+
+
+# ------------------------------------------------------------------------ predict
+
+
+@dataclass(frozen=True)
+class Prediction:
+    verdicts: frozenset[str]
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        order = ("pass", "rejected", "corrupted", "truncated")
+        return {"verdicts": [v for v in order if v in self.verdicts], "reason": self.reason}
+
+
+_INDEX = re.compile(r"\[\d+\]")
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_facts(release: str, machine: str, ram_size: int, scenario: str,
+                  seed: int) -> dict[str, Any]:
+    from .analyze import analyze
+    from .scenarios import apply_scenario
+
+    m = Machine(release, machine, ram_size)
+    sc = apply_scenario(m, scenario, seed)
+    stream = m.save(passes=sc.live_passes, workload=sc.workload)
+    assert stream is not None
+    a = analyze(stream, release=release, machine=machine)
+    marks = [x for x in getattr(a, "tracer_marks", []) if x.kind != "struct"]
+    structs = [x for x in getattr(a, "tracer_marks", []) if x.kind == "struct"]
+    subs = [{"offset": x.offset, "path": x.path, "name": x.value}
+            for x in marks if x.kind == "subsection"]
+    starts = {x.offset: x for x in marks}
+    collisions = []
+    for s in structs:
+        nxt = starts.get(s.end)
+        if nxt is not None and nxt.kind == "field" and stream[s.end:s.end + 1] == b"\x05":
+            collisions.append({"offset": s.end, "path": s.path,
+                               "next": stream[s.end:s.end + 64].hex()})
+    values = {x.path: x.value for x in marks if x.kind == "field" and isinstance(x.value, int)}
+    return {"subsections": subs, "collisions": collisions, "values": values}
+
+
+def scenario_facts(release: str, machine: str, scenario: str, seed: int = 0,
+                   ram_size: int = 8 << 20) -> dict[str, Any]:
+    """What the source's stream of a scenario holds that matters to a destination: the
+    subsections sent (offset, path, name) and parent bytes 0x05 right after an embedded
+    struct element (collisions). Computed by saving and analysing the stream (cached)."""
+    return _cached_facts(release, machine, ram_size, scenario, seed)
+
+
+def _level_of(schema: dict[str, Any], path: str) -> tuple[dict[str, Any] | None, bool, bool]:
+    """The description at a concrete stream path (``idstr/bus[0]/ifs[1]``), whether it is
+    embedded, and whether its last present field is an embedded struct array."""
+    for s in schema["sections"]:
+        idstr = s["idstr"]
+        if path != idstr and not path.startswith(idstr + "/"):
+            continue
+        tree = s.get("description")
+        if tree is None:
+            return None, False, False
+        rest = path[len(idstr) + 1:] if path != idstr else ""
+        embedded = False
+        while rest:
+            match = None
+            for f in tree["fields"]:
+                if "struct" not in f:
+                    continue
+                fp = f["name"].replace(".", "/")
+                pat = re.escape(fp) + (r"\[\d+\]" if f.get("count") else "")
+                m = re.match(pat + r"(/|$)", rest)
+                if m and (match is None or m.end() > match[2]):  # the longest name wins
+                    match = (f, rest[m.end():], m.end())
+            if match is None:
+                return None, embedded, False
+            tree, rest = match[0]["struct"], match[1]
+            embedded = True
+        pf = _present(tree, tree["version_id"])
+        after = bool(pf) and "struct" in pf[-1] and bool(pf[-1].get("count"))
+        return tree, embedded, after
+    return None, False, False
+
+
+def predict(src: dict[str, Any] | str, dst: dict[str, Any] | str,
+            facts: dict[str, Any] | None = None, *, subsections: Any = None,
+            ram_sizes: tuple[int, int] | None = None) -> Prediction:
+    """The verdicts a cell from ``src`` to ``dst`` may have.
+
+    ``facts`` is :func:`scenario_facts` (subsections sent and 0x05 collisions, with
+    offsets); without it, ``subsections`` (names, e.g. a scenario's ``requires``) are
+    placed wherever the source's schema defines them.
+    """
+    src = load_schema(src) if isinstance(src, str) else src
+    dst = load_schema(dst) if isinstance(dst, str) else dst
+    problems = diff(src, dst)
+    # Unconditional problems decide alone (format, sections, versions, field layout).
+    hard = [p for p in problems if p.severity == "error" and p.subsection is None
+            and "when the subsection" not in p.message]
+    if ram_sizes and ram_sizes[0] != ram_sizes[1]:
+        return Prediction(frozenset({"rejected"}), "RAM sizes differ: RAM size mismatch")
+    refusing = ("stream-format", "section-missing", "version-too-new", "version-too-old")
+    if any(p.kind in refusing for p in hard):
+        p = next(p for p in hard if p.kind in refusing)
+        return Prediction(frozenset({"rejected"}), f"{p.where}: {p.message}")
+    if any(p.kind == "section-not-sent" for p in hard):
+        p = next(p for p in hard if p.kind == "section-not-sent")
+        return Prediction(frozenset({"truncated"}), f"{p.where}: {p.message}")
+    if hard:
+        p = hard[0]
+        return Prediction(frozenset(_MISPARSE), f"{p.where}: {p.message} (desynchronised)")
+    events: list[tuple[int, str, str]] = []  # (offset, outcome, why)
+    if facts is None:
+        facts = {"subsections": _static_subsections(src, subsections or ()),
+                 "collisions": []}
+    by_parent: dict[str, list[dict[str, Any]]] = {}
+    for s in facts["subsections"]:
+        by_parent.setdefault(s["path"], []).append(s)
+    for path, subs in by_parent.items():
+        level, embedded, after = _level_of(dst, path)
+        for i, s in enumerate(subs):
+            if dst["peek"] == "always-peek" and i > 0:
+                events.append((s["offset"], "refused",
+                               f"{path}: {s['name']!r} is a sibling of {subs[0]['name']!r}: "
+                               f"always-peek searches the first one's empty list (ENOENT)"))
+                continue
+            fate, why = _fate(level, s["name"], embedded, dst, after)
+            if fate != "ok":
+                events.append((s["offset"], fate, f"{path}: {s['name']!r}: {why}"))
+                continue
+            known = {x["name"]: x for x in (level or {}).get("subsections", [])}
+            srcv = {x["name"]: x for x in (_level_of(src, path)[0] or {}).get(
+                "subsections", [])}.get(s["name"])
+            if srcv and srcv["version_id"] > known[s["name"]]["version_id"]:
+                events.append((s["offset"], "refused", f"{path}: {s['name']!r} too new"))
+    if dst["stream_format"] != 4:
+        for c in facts["collisions"]:
+            level, _, _ = _level_of(dst, c["path"])
+            names = [x["name"] for x in (level or {}).get("subsections", [])]
+            why = f"{c['path']}: the parent's next byte is 0x05"
+            if dst["peek"] == "always-peek":
+                events.append((c["offset"], "refused", why + ", taken as a subsection (ENOENT)"))
+            elif dst["peek"] == "peek-if-defined" and names:
+                events.append((c["offset"], "refused", why + f"; {level['name']} defines "
+                               "subsections, so it peeks (ENOENT)"))  # type: ignore[index]
+            elif dst["peek"] == "prefix-match" and level is not None:
+                raw = bytes.fromhex(c["next"])
+                prefix = level["name"].encode("latin-1")
+                if len(raw) >= 2 and raw[1] >= len(prefix) + 1 and raw[2:].startswith(prefix):
+                    events.append((c["offset"], "refused", why + " and the bytes match the "
+                                   "prefix heuristic (ENOENT)"))
+    for (key, a_val, b_val), (suffix, test, why) in _VARIANT_HAZARDS.items():
+        if src.get("variants", {}).get(key) == a_val and dst.get("variants", {}).get(key) == b_val:
+            hit = [p for p, v in (facts.get("values") or {}).items()
+                   if re.search(suffix, p) and test(v)]
+            if hit:
+                events.append((1 << 62, "meaning", f"{hit[0]}: {why}"))
+    if not events:
+        notes = [p for p in problems if p.severity == "warning"]
+        extra = f" ({len(notes)} warning(s) do not apply to this state)" if notes else ""
+        return Prediction(frozenset({"pass"}), "nothing the destination misreads is sent"
+                          + extra)
+    events.sort()
+    offset, fate, why = events[0]
+    if fate == "meaning":
+        return Prediction(frozenset({"pass", "corrupted"}), why)
+    if fate == "refused":
+        return Prediction(frozenset({"rejected"}), f"at offset {offset}: {why}")
+    return Prediction(frozenset(_MISPARSE), f"at offset {offset}: {why}")
+
+
+# Release variants whose meaning of the same bytes differs, and the source values that
+# make the difference visible: (variant, source value, destination value) ->
+# (field path pattern, test on the source's value, why).
+_VARIANT_HAZARDS: dict[tuple[str, str, str], tuple[str, Any, str]] = {
+    ("bmdma.status", "inline", "compat"): (
+        r"bmdma\[\d\]/status$", lambda v: bool(v & 0x60),
+        "status bits 0x60 set (DMA-capable, or a retry flag): the destination's post_load "
+        "takes them for retry flags RETRY_READ/RETRY_FLUSH and moves them to the bus "
+        "error status"),
+}
+
+
+def _static_subsections(src: dict[str, Any], names: Any) -> list[dict[str, Any]]:
+    """Subsections by name placed at every level of the source that defines them."""
+    wanted = set(names)
+    out: list[dict[str, Any]] = []
+
+    def walk(tree: dict[str, Any], path: str) -> None:
+        for f in _present(tree, tree["version_id"]):
+            if "struct" in f:
+                fp = f"{path}/{f['name'].replace('.', '/')}"
+                for i in range(int(f.get("count") or 0) or 1):
+                    walk(f["struct"], f"{fp}[{i}]" if f.get("count") else fp)
+        for s in tree.get("subsections", []):
+            if s["name"] in wanted:
+                out.append({"offset": len(out), "path": path, "name": s["name"]})
+
+    for s in src["sections"]:
+        if s.get("description"):
+            walk(s["description"], s["idstr"])
+    return out
+
+
+def _endpoint_parts(ep: Any) -> tuple[str, str, int]:
+    if isinstance(ep, dict):
+        return str(ep["release"]), str(ep["machine"]), int(ep.get("ram_size") or 8 << 20)
+    return ep.release, ep.machine, int(getattr(ep, "ram_size", 8 << 20))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_dump(release: str, machine: str) -> dict[str, Any]:
+    return dump(release, machine)
+
+
+def predict_cell(cell: Any) -> dict[str, Any]:
+    """``{"verdicts": [...], "reason": str}`` for a matrix cell (or a results cell)."""
+    get = (lambda k: cell[k]) if isinstance(cell, dict) else (lambda k: getattr(cell, k))
+    sr, sm, ss = _endpoint_parts(get("source"))
+    dr, dm, ds = _endpoint_parts(get("destination"))
+    try:
+        seed = get("seed") or 0
+        facts = scenario_facts(sr, sm, get("scenario"), int(seed), ss)
+        p = predict(_cached_dump(sr, sm), _cached_dump(dr, dm), facts, ram_sizes=(ss, ds))
+    except Exception as e:  # a prediction must never break a run
+        return {"verdicts": [], "reason": f"no prediction: {type(e).__name__}: {e}"}
+    return p.to_dict()
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    data = dump(args.release, args.machine)
+    text = json.dumps(data, indent=1)
+    if args.output and args.output != "-":
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    try:
+        src, dst = load_schema(args.src), load_schema(args.dst)
+    except (OSError, ValueError) as e:
+        print(f"migmatrix schema diff: {e}", file=sys.stderr)
+        return 255
+    problems = diff(src, dst)
+    shown = [p for p in problems if args.all or p.severity != "info"]
+    if args.json:
+        print(json.dumps({"source": src["endpoint"], "destination": dst["endpoint"],
+                          "problems": [p.to_dict() for p in problems]}, indent=1))
+    else:
+        for p in shown:
+            print(p.line())
+        counts = {s: sum(p.severity == s for p in problems) for s in SEVERITIES}
+        print(f"{src['endpoint']} -> {dst['endpoint']}: {counts['error']} error(s), "
+              f"{counts['warning']} warning(s), {counts['info']} info", file=sys.stderr)
+    return min(255, sum(p.severity == "error" for p in problems))
+
+
+def configure_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``schema dump`` and ``schema diff`` to the ``migmatrix`` subcommands."""
+    s = subparsers.add_parser("schema", help="dump or diff the device descriptions")
+    sub = s.add_subparsers(dest="schema_command", required=True)
+    d = sub.add_parser("dump", help="JSON of every description of an endpoint")
+    d.add_argument("--release", required=True, choices=list(RELEASES))
+    d.add_argument("--machine", default="pc")
+    d.add_argument("-o", "--output", help="file (default: stdout)")
+    d.set_defaults(func=_cmd_dump)
+    f = sub.add_parser("diff", help="problems of migrating SRC -> DST; exit = errors")
+    f.add_argument("src", help="endpoint R/M or a dump file")
+    f.add_argument("dst", help="endpoint R/M or a dump file")
+    f.add_argument("--json", action="store_true")
+    f.add_argument("--all", action="store_true", help="also show info lines")
+    f.set_defaults(func=_cmd_diff)
+    return s
+

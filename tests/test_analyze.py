@@ -1,0 +1,256 @@
+"""The stream analyzer: decodes every release's stream back to its state, with offsets;
+replays a destination's reading and finds where it parts from the writer's."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.analyze import Input, analyze, render_text
+from harness.emulator.machine import Machine
+from harness.emulator.releases import RELEASES
+from harness.scenarios import SCENARIOS, apply_scenario
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL_RAM = 1 << 20
+
+
+def saved(release: str, machine: str, scenario: str, seed: int = 0):
+    m = Machine(release, machine, SMALL_RAM)
+    sc = apply_scenario(m, scenario, seed)
+    return m, m.save(passes=sc.live_passes, workload=sc.workload)
+
+
+def endpoints():
+    for r in RELEASES.values():
+        for mt in r.machines:
+            yield r.name, mt.name
+
+
+
+CASES = [(r, m, s) for r, m in endpoints() for s in SCENARIOS
+         if SCENARIOS[s].expressible_on(RELEASES[r])]
+
+
+@pytest.mark.parametrize("release,machine,scenario", CASES,
+                         ids=[f"{r}/{m}-{s}" for r, m, s in CASES])
+def test_decodes_every_stream_back_to_the_saved_state(release, machine, scenario):
+    src, stream = saved(release, machine, scenario)
+    a = analyze(stream, release=release, machine=machine)
+    assert a.complete and not a.trailing_bytes, a.error
+    state = src.state()
+    decoded = a.state()
+    assert set(decoded) == set(state)
+    compared = 0
+    for section, fields in decoded.items():
+        for path, value in fields.items():
+            if path not in state[section]:
+                continue  # a field the description names apart from its device attribute
+            if RELEASES[release].variants.get("bmdma.status") == "inline" and path.endswith(
+                    "/status") and "bmdma" in path:
+                continue  # the wire carries status | retry flags, the device keeps them apart
+            assert state[section][path] == value, f"{section}/{path}"
+            compared += 1
+    assert compared >= 0.95 * sum(len(f) for f in decoded.values())
+    # Every element has a place in the stream, and they tile it in order.
+    leaves = [e for e in a.elements if e.kind not in ("struct",)]
+    for prev, cur in zip(leaves, leaves[1:], strict=False):
+        assert cur.offset >= prev.end, (prev, cur)
+    assert a.eof_offset == len(stream) - 1
+    ram = {b["name"]: b for b in a.ram["blocks"]}
+    assert sum(b["zero"] + b["fill"] + b["page"] for b in ram.values()) >= sum(
+        b.npages for b in src.ram)
+
+
+def test_writer_is_inferred_when_not_given():
+    _, stream = saved("0.15", "pc", "atapi-media-event")
+    a = analyze(stream)
+    assert a.complete
+    assert a.writer["inferred"]
+    assert "ide_drive/atapi/gesn_state" in RELEASES[a.writer["release"]].subsections
+    _, stream4 = saved("new", "pc", "idle")
+    assert analyze(stream4).writer["endpoint"] == "new/pc"
+
+
+def test_json_shape():
+    _, stream = saved("0.14", "pc", "ide-pio")
+    doc = json.loads(json.dumps(analyze(stream, release="0.14").to_dict()))
+    assert doc["schema"] == "migmatrix/analysis/1"
+    assert doc["complete"] is True and doc["error"] is None
+    kinds = {e["kind"] for e in doc["elements"]}
+    assert {"header", "section", "field", "struct", "subsection", "ram", "eof"} <= kinds
+    for e in doc["elements"]:
+        assert isinstance(e["offset"], int) and isinstance(e["size"], int)
+    sub = next(e for e in doc["elements"] if e["kind"] == "subsection")
+    assert sub["value"] == "ide_drive/pio_state" and sub["path"].endswith("ifs[0]")
+    assert {b["name"] for b in doc["ram"]["blocks"]} >= {"pc.ram", "pc.bios"}
+    assert all(set(s) >= {"idstr", "offset", "size", "section_id"} for s in doc["sections"])
+
+
+def test_truncated_stream_reports_the_offset():
+    _, stream = saved("0.14", "pc", "idle")
+    cut = len(stream) - 40
+    a = analyze(stream[:cut], release="0.14")
+    assert not a.complete
+    assert a.error["reason"] == "truncated" and a.error["offset"] <= cut
+    assert "stopped: truncated input" in render_text(a)
+
+
+def test_cli_reads_stdin_streaming(tmp_path):
+    _, stream = saved("0.15", "pc", "ide-bus-error")
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, argparse; from harness import analyze;"
+         "p=argparse.ArgumentParser(); s=p.add_subparsers(); analyze.configure_parser(s);"
+         "a=p.parse_args(sys.argv[1:]); sys.exit(a.func(a))", "analyze", "-", "--json"],
+        input=stream, capture_output=True, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["complete"] and doc["bytes"] == len(stream)
+
+
+class _Pipe(io.RawIOBase):
+    """A non-seekable source that hands out small pieces, as a pipe does."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        n = 4096 if n < 0 else min(n, 4096)
+        out = self.data[self.pos : self.pos + n]
+        self.pos += len(out)
+        return out
+
+
+def test_non_seekable_input_is_spooled_for_inference_and_replay():
+    _, stream = saved("0.15", "pc", "ide-bus-error")
+    inp = Input(_Pipe(stream))
+    assert not inp.seekable
+    a = analyze(inp, as_destination="0.14/pc")
+    assert a.complete and a.divergence["diverges"]
+
+
+def _sub_offset(a, name):
+    return next(e.offset for e in a.elements if e.kind == "subsection" and e.value == name)
+
+
+def test_as_destination_finds_the_misread_subsection_header():
+    """0.15 sends ide_bus/error after bus[0]; 0.14's ide_bus never peeks and takes the
+    0x05 for bus[1].cmd."""
+    _, stream = saved("0.15", "pc", "collide-eof")
+    a = analyze(stream, release="0.15", as_destination="0.14/pc")
+    d = a.divergence
+    at = _sub_offset(a, "ide_bus/error")
+    assert d["diverges"] and d["offset"] == at
+    assert d["writer"]["kind"] == "subsection" and d["writer"]["value"] == "ide_bus/error"
+    assert d["destination_reading"]["kind"] == "field"
+    assert d["destination_reading"]["path"].endswith("bus[1]/cmd")
+    assert d["destination_reading"]["value"] == 5
+    assert d["outcome"]["status"] == "half-loaded"
+    text = render_text(a)
+    assert "first divergence" in text and "ide_bus/error" in text
+
+
+def test_as_destination_collide_0x05_spurious_rejections():
+    """Parent data 0x05 after an embedded struct: 0.13 (always-peek) takes xmm_regs[1]
+    for a subsection; 0.14's bmdma (which defines subsections) takes bus[0].cmd for one."""
+    _, stream = saved("0.14", "pc", "collide-0x05")
+    a = analyze(stream, release="0.14", as_destination="0.13/pc")
+    d = a.divergence
+    xmm1 = next(e for e in a.elements if e.kind == "struct" and e.path == "cpu/xmm_regs[1]")
+    assert d["offset"] == xmm1.offset
+    assert d["writer"]["kind"] == "field" and d["destination_reading"]["kind"] == "subsection"
+    assert d["outcome"]["status"] == "rejected" and d["outcome"]["offset"] == xmm1.offset
+    b = analyze(stream, release="0.14", as_destination="0.14/pc")
+    cmd = next(e for e in b.elements if e.kind == "field"
+               and e.path.endswith("ide/bus[0]/cmd"))
+    assert b.divergence["offset"] == cmd.offset
+    assert b.divergence["outcome"]["reason"] == "unknown_subsection"
+    c = analyze(stream, release="0.14", as_destination="1.0/pc")
+    assert not c.divergence["diverges"] and c.divergence["outcome"]["status"] == "loaded"
+
+
+def test_as_destination_same_release_agrees():
+    _, stream = saved("0.15", "pc", "random", 1)
+    a = analyze(stream, release="0.15", as_destination="0.15/pc")
+    assert a.divergence["diverges"] is False
+
+
+def _qmp(sock_path: str):
+    s = socket.socket(socket.AF_UNIX)
+    for _ in range(100):
+        try:
+            s.connect(sock_path)
+            break
+        except OSError:
+            time.sleep(0.05)
+    f = s.makefile("rw")
+    json.loads(f.readline())
+
+    def cmd(name: str, args: dict | None = None) -> dict:
+        f.write(json.dumps({"execute": name, **({"arguments": args} if args else {})}) + "\n")
+        f.flush()
+        while True:
+            reply = json.loads(f.readline())
+            if "return" in reply or "error" in reply:
+                return reply
+
+    return s, cmd
+
+
+@pytest.fixture(scope="module")
+def qemu_stream(tmp_path_factory):
+    exe = shutil.which("qemu-system-x86_64")
+    if exe is None:
+        if os.environ.get("CI") == "true" and os.environ.get("MIGMATRIX_REQUIRE_QEMU") == "1":
+            pytest.fail("qemu-system-x86_64 is required (MIGMATRIX_REQUIRE_QEMU=1)")
+        pytest.skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
+    d = tmp_path_factory.mktemp("qemu")
+    sock, out = str(d / "qmp.sock"), d / "qemu.mig"
+    proc = subprocess.Popen([exe, "-M", "pc-i440fx-7.2", "-nodefaults", "-display", "none",
+                             "-S", "-m", "64", "-qmp", f"unix:{sock},server=on,wait=off"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        s, cmd = _qmp(sock)
+        cmd("qmp_capabilities")
+        assert "return" in cmd("migrate", {"uri": f"exec:cat > {out}"})
+        for _ in range(200):
+            status = cmd("query-migrate")["return"].get("status")
+            if status in ("completed", "failed"):
+                break
+            time.sleep(0.05)
+        assert status == "completed"
+        cmd("quit")
+        s.close()
+    finally:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return out
+
+
+def test_real_qemu_stream_decodes_through_its_vmdescription(qemu_stream):
+    a = analyze(str(qemu_stream))
+    assert a.format == "qemu" and a.complete, a.error
+    assert a.qemu["machine_type"] == "pc-i440fx-7.2" and a.qemu["section_footers"]
+    assert a.qemu["vmdescription"]["devices"] >= 20
+    kinds = {e.kind for e in a.elements}
+    assert {"configuration", "footer", "field", "ram", "eof", "vmdescription"} <= kinds
+    assert {b["name"] for b in a.ram["blocks"]} >= {"pc.ram", "pc.bios"}
+    assert a.bytes_read == qemu_stream.stat().st_size
+    with open(qemu_stream, "rb") as f:  # through a pipe, the description read last
+        b = analyze(Input(_Pipe(f.read())))
+    assert b.format == "qemu" and b.complete
+    assert len(b.elements) == len(a.elements)

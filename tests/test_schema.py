@@ -1,0 +1,128 @@
+"""Schema dump and diff: the known 0.14 -> 0.15 differences (devices.md), nothing spurious
+between a release and itself, and predictions that agree with the matrix's verdicts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.emulator.releases import RELEASES
+from harness.schema import diff, dump, predict, predict_cell, scenario_facts
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def problems(src: str, dst: str, severity: str | None = None):
+    ps = diff(dump(*src.split("/")), dump(*dst.split("/")))
+    return [p for p in ps if severity is None or p.severity == severity]
+
+
+def test_dump_has_every_section_with_embedded_descriptions():
+    d = dump("0.15", "pc")
+    assert d["peek"] == "peek-if-defined" and d["stream_format"] == 3
+    ide = next(s for s in d["sections"] if s["idstr"].endswith("/ide"))
+    bus = next(f for f in ide["description"]["fields"] if f["name"] == "bus")
+    assert bus["embedded"] and bus["count"] == 2 and bus["version_id"] == 1
+    assert [s["name"] for s in bus["struct"]["subsections"]] == ["ide_bus/error"]
+    pci = next(f for f in ide["description"]["fields"] if f["name"] == "dev")
+    assert pci["struct"]["size"] == 276  # PCIDevice: 4 + 256 + 16
+    json.dumps(d)
+
+
+def test_0_15_to_0_14_finds_the_documented_differences():
+    ps = problems("0.15/pc", "0.14/pc")
+    by_sub = {p.subsection: p for p in ps if p.subsection}
+    assert by_sub["ide_bus/error"].severity == "error"
+    assert by_sub["ide_bus/error"].kind == "subsection-misparse"
+    for name in ("ide bmdma/status", "ide_drive/atapi/gesn_state", "cpu/fpop_ip_dp"):
+        assert by_sub[name].severity == "warning" and by_sub[name].kind == "subsection-unknown"
+    renamed = [p for p in ps if p.kind == "field-renamed"]
+    assert len(renamed) == 1 and "migration_compat_status" in renamed[0].where
+    variants = {p.where for p in ps if p.kind == "variant"}
+    assert variants == {"bmdma.status", "pio_state.needed"}
+    assert sum(p.severity == "error" for p in ps) == 1
+
+
+def test_0_14_to_0_15_has_no_errors_or_warnings():
+    assert not [p for p in problems("0.14/pc", "0.15/pc") if p.severity != "info"]
+
+
+@pytest.mark.parametrize("endpoint", ["0.13/pc", "0.14/pc", "0.15/pc", "1.0/pc",
+                                      "1.0/pc-0.14"])
+def test_nothing_spurious_between_a_release_and_itself(endpoint):
+    assert problems(endpoint, endpoint) == []
+
+
+def test_always_peek_self_diff_names_only_the_documented_hazards():
+    kinds = {p.kind for p in problems("new/pc-0.14", "new/pc-0.14")}
+    assert kinds == {"subsection-siblings", "subsection-after-array"}
+    after = [p for p in problems("new/pc-0.14", "new/pc-0.14")
+             if p.kind == "subsection-after-array"]
+    assert {p.where for p in after} == {"cpu"}
+    # Format 4 closes ymmh_regs[15] with a sentinel: only the sibling hazard remains.
+    assert {p.kind for p in problems("new/pc", "new/pc")} == {"subsection-siblings"}
+
+
+def test_format_mismatch_and_embedded_misparse_two_levels_deep():
+    ps = problems("new/pc", "0.14/pc", "error")
+    assert {p.kind for p in ps} >= {"stream-format", "subsection-misparse"}
+    assert any(p.subsection == "fdrive/media_changed" and "drives[]" in p.where for p in ps)
+
+
+def test_cli_exit_status_counts_errors(tmp_path):
+    out = tmp_path / "015.json"
+    run = [sys.executable, "-c", "import sys, argparse; from harness import schema;"
+           "p=argparse.ArgumentParser(); s=p.add_subparsers(); schema.configure_parser(s);"
+           "a=p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"]
+    assert subprocess.run([*run, "schema", "dump", "--release", "0.15", "-o", str(out)],
+                          cwd=REPO, check=False).returncode == 0
+    res = subprocess.run([*run, "schema", "diff", str(out), "0.14/pc"], cwd=REPO,
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 1
+    lines = res.stdout.splitlines()
+    assert any(line.startswith("error") and "ide_bus/error" in line for line in lines)
+    same = subprocess.run([*run, "schema", "diff", "0.14/pc", "0.14/pc"], cwd=REPO,
+                          capture_output=True, text=True, check=False)
+    assert same.returncode == 0 and same.stdout == ""
+
+
+def test_predictions_from_facts():
+    facts = scenario_facts("0.15", "pc", "ide-bus-error")
+    assert "ide_bus/error" in [s["name"] for s in facts["subsections"]]
+    p = predict("0.15/pc", "0.14/pc", facts)
+    assert p.verdicts == {"corrupted", "truncated", "rejected"}
+    assert predict("0.15/pc", "1.0/pc", facts).verdicts == {"pass"}
+    collide = scenario_facts("0.14", "pc", "collide-0x05")
+    assert len(collide["collisions"]) == 2
+    assert predict("0.14/pc", "0.13/pc", collide).verdicts == {"rejected"}
+    assert predict("0.14/pc", "1.0/pc", collide).verdicts == {"pass"}
+    assert predict("new/pc", "0.15/pc", None).verdicts == {"rejected"}
+    static = predict("0.15/pc", "0.14/pc", None, subsections={"ide_drive/atapi/gesn_state"})
+    assert static.verdicts == {"rejected"}
+
+
+def test_predict_cell_agrees_with_the_default_matrix():
+    from harness.drivers import get_driver
+    from harness.matrix import load_matrix
+    from harness.verdict import classify
+
+    cells = load_matrix(REPO / "matrix" / "default.toml").cells()
+    driver = get_driver("inprocess")
+    wrong = []
+    for cell in cells:
+        p = predict_cell(cell)
+        assert p["verdicts"], p["reason"]
+        verdict = classify(driver.run_cell(cell)).value
+        if verdict not in p["verdicts"]:
+            wrong.append((cell.id, verdict, p))
+    assert wrong == []
+
+
+def test_every_release_is_dumpable():
+    for r in RELEASES.values():
+        for m in r.machines:
+            assert dump(r.name, m.name)["sections"]
