@@ -21,9 +21,12 @@ from harness.emulator.devices.fdc import (
 )
 from harness.emulator.errors import LoadError, Reason
 from harness.emulator.releases import Release, get_release
-from harness.emulator.savevm import HeaderPolicy, Saver, load_stream, wire_rules_for
-from harness.emulator.stream import StreamReader, StreamWriter
+from harness.emulator.savevm import wire_rules_for
+from harness.emulator.stream import StreamReader
 from harness.emulator.vmstate import dump_state
+
+from . import devtools
+from .devtools import payload, stream
 
 # Every release with each stream format it writes.
 RUNS = [("0.13", 3), ("0.14", 3), ("0.15", 3), ("new", 3), ("new", 4), ("1.0", 3)]
@@ -38,26 +41,8 @@ PAYLOAD_F3 = DRIVES_AT + 2 * 3  # 545 bytes
 # -- helpers ---------------------------------------------------------------------------
 
 
-def payload(dev: FDC, fmt: int) -> bytes:
-    w = StreamWriter()
-    for section in dev.sections():
-        section.save(w, wire_rules_for(fmt, dev.release.peek))
-    return w.getvalue()
-
-
-def stream(dev: FDC, fmt: int) -> bytes:
-    w = StreamWriter()
-    saver = Saver(w, dev.sections(), fmt, dev.release.peek)
-    saver.begin()
-    saver.complete()
-    return w.getvalue()
-
-
 def load(release: Release, fmt: int, data: bytes) -> FDC:
-    dev = FDC(release)
-    header = HeaderPolicy(release.accepted_versions, fmt, release.format_per_machine)
-    load_stream(StreamReader(data), dev.sections(), header, release.peek)
-    return dev
+    return devtools.load(FDC, release, fmt, data)
 
 
 def state(dev: FDC) -> dict:

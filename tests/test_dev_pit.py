@@ -11,9 +11,12 @@ import pytest
 from harness.emulator.devices.pit import PIT, pit_channel_description, pit_description
 from harness.emulator.errors import LoadError, Reason
 from harness.emulator.releases import Release, get_release
-from harness.emulator.savevm import HeaderPolicy, Saver, load_stream, wire_rules_for
-from harness.emulator.stream import StreamReader, StreamWriter
+from harness.emulator.savevm import wire_rules_for
+from harness.emulator.stream import StreamReader
 from harness.emulator.vmstate import dump_state
+
+from . import devtools
+from .devtools import payload, stream
 
 RUNS = [("0.13", 3), ("0.14", 3), ("0.15", 3), ("new", 3), ("new", 4), ("1.0", 3)]
 RUN_IDS = [f"{r}-f{f}" for r, f in RUNS]
@@ -25,26 +28,8 @@ HEADER = 8 + 1 + 4 + 1 + len(b"i8254") + 4  # up to the section version
 TIMER = 0x0A0B0C0D0E0F1011
 
 
-def payload(dev: PIT, fmt: int) -> bytes:
-    w = StreamWriter()
-    for section in dev.sections():
-        section.save(w, wire_rules_for(fmt, dev.release.peek))
-    return w.getvalue()
-
-
-def stream(dev: PIT, fmt: int) -> bytes:
-    w = StreamWriter()
-    saver = Saver(w, dev.sections(), fmt, dev.release.peek)
-    saver.begin()
-    saver.complete()
-    return w.getvalue()
-
-
 def load(release: Release, fmt: int, data: bytes) -> PIT:
-    dev = PIT(release)
-    header = HeaderPolicy(release.accepted_versions, fmt, release.format_per_machine)
-    load_stream(StreamReader(data), dev.sections(), header, release.peek)
-    return dev
+    return devtools.load(PIT, release, fmt, data)
 
 
 def state(dev: PIT) -> dict:

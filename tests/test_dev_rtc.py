@@ -10,9 +10,12 @@ import pytest
 from harness.emulator.devices.rtc import RTC, rtc_description
 from harness.emulator.errors import LoadError, Reason
 from harness.emulator.releases import Release, get_release
-from harness.emulator.savevm import HeaderPolicy, Saver, load_stream, wire_rules_for
-from harness.emulator.stream import StreamReader, StreamWriter
+from harness.emulator.savevm import wire_rules_for
+from harness.emulator.stream import StreamReader
 from harness.emulator.vmstate import dump_state
+
+from . import devtools
+from .devtools import payload, stream
 
 RUNS = [("0.13", 3), ("0.14", 3), ("0.15", 3), ("new", 3), ("new", 4), ("1.0", 3)]
 RUN_IDS = [f"{r}-f{f}" for r, f in RUNS]
@@ -21,26 +24,8 @@ V2_SIZE = 128 + 1 + 7 * 4 + 5 * 8 + 2 * 4  # 205
 V1_SIZE = V2_SIZE - 8
 
 
-def payload(dev: RTC, fmt: int) -> bytes:
-    w = StreamWriter()
-    for section in dev.sections():
-        section.save(w, wire_rules_for(fmt, dev.release.peek))
-    return w.getvalue()
-
-
-def stream(dev: RTC, fmt: int) -> bytes:
-    w = StreamWriter()
-    saver = Saver(w, dev.sections(), fmt, dev.release.peek)
-    saver.begin()
-    saver.complete()
-    return w.getvalue()
-
-
 def load(release: Release, fmt: int, data: bytes) -> RTC:
-    dev = RTC(release)
-    header = HeaderPolicy(release.accepted_versions, fmt, release.format_per_machine)
-    load_stream(StreamReader(data), dev.sections(), header, release.peek)
-    return dev
+    return devtools.load(RTC, release, fmt, data)
 
 
 def state(dev: RTC) -> dict:
