@@ -159,6 +159,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     matrix = _load_matrix(args.matrix)
     driver = args.driver or matrix.driver
+    if driver == "docker":
+        from .drivers.containers import engine_problem
+
+        problem = engine_problem()
+        if problem:
+            raise UsageError(problem)
     shard = _parse_shard(args.shard)
     total = len(matrix.cells())
     cells = select_cells(matrix.cells(shard=shard), args.k)
@@ -216,6 +222,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .drivers import DRIVERS
+
     p = argparse.ArgumentParser(prog="migmatrix", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"migmatrix {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -251,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             s.add_argument("--out", default="reports")
             s.add_argument("--jobs", type=int, default=1)
-            s.add_argument("--driver", default=None)
+            s.add_argument("--driver", default=None, choices=sorted(DRIVERS),
+                           help="inprocess (default), subprocess or docker")
             s.add_argument("-q", "--quiet", action="store_true")
         s.set_defaults(func=func)
 
@@ -262,10 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="reports")
     s.set_defaults(func=_cmd_report)
 
-    from . import analyze, schema
+    from . import analyze, hunt, schema, selftest
 
     analyze.configure_parser(sub)
     schema.configure_parser(sub)
+    selftest.configure_parser(sub)
+    hunt.configure_parser(sub)
     return p
 
 

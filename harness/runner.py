@@ -3,16 +3,25 @@
 Results are written as they come (``results.json`` is rewritten atomically at most a few
 times a second, with ``finished`` null until the run ends), so an interrupted run keeps
 every finished cell. One cell failing to run is an ``error`` cell; the run goes on.
+
+Faults of the run itself: when ``results.json`` cannot be written (a full disk, a
+read-only folder), the run stops at once with :class:`ResultsWriteError` (an ``OSError``
+naming the file and how many cells the last good write kept); the file on disk is that
+last good write, never a torn one. On SIGINT (``KeyboardInterrupt``) no further cell
+starts, parallel workers (which ignore SIGINT themselves) are not waited for, and the
+caller writes what finished.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import datetime as _dt
+import errno
 import fnmatch
 import json
 import os
 import platform
+import signal
 import socket
 import sys
 import time
@@ -27,7 +36,7 @@ from .report.results import SCHEMA, summarize
 from .schema import predict_cell
 from .verdict import Outcome, classify
 
-__all__ = ["cell_result", "run_cells", "select_cells", "ResultsFile"]
+__all__ = ["cell_result", "run_cells", "select_cells", "ResultsFile", "ResultsWriteError"]
 
 
 
@@ -106,6 +115,18 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
+class ResultsWriteError(OSError):
+    """``results.json`` could not be written; ``kept`` cells are in the last good file."""
+
+    def __init__(self, path: Path, cause: OSError, kept: int, total: int) -> None:
+        self.path, self.cause, self.kept, self.total = path, cause, kept, total
+        super().__init__(
+            cause.errno or errno.EIO,
+            f"cannot write {path}: {cause.strerror or cause}; the run stopped after "
+            f"{total} cell(s), {kept} of them kept in the last good {path.name}",
+        )
+
+
 class ResultsFile:
     """``results.json`` kept current while a run goes on (atomic rewrite, throttled)."""
 
@@ -115,6 +136,7 @@ class ResultsFile:
         self.cells: list[dict[str, Any]] = []
         self.every = every
         self._last = 0.0
+        self.kept = 0  # cells in the last results.json written successfully
 
     def add(self, cell: dict[str, Any]) -> None:
         self.cells.append(cell)
@@ -134,10 +156,18 @@ class ResultsFile:
             doc["duration_s"] = round(time.time() - self.header["_t0"], 3)
         doc = {k: v for k, v in doc.items() if not k.startswith("_")}
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(doc, indent=1))
-            os.replace(tmp, self.path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(json.dumps(doc, indent=1))
+                os.replace(tmp, self.path)
+            except OSError as e:
+                try:
+                    tmp.unlink(missing_ok=True)  # never leave a torn file behind
+                except OSError:
+                    pass
+                raise ResultsWriteError(self.path, e, self.kept, len(self.cells)) from e
+            self.kept = len(self.cells)
         self._last = time.monotonic()
         return doc
 
@@ -201,7 +231,9 @@ def run_cells(
             if on_result:
                 on_result(result)
         return
-    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+    order = {c.id: i for i, c in enumerate(cells)}
+    pool = concurrent.futures.ProcessPoolExecutor(jobs, initializer=_worker_init)
+    try:
         futures = {pool.submit(_run_one, driver, c, matrix_path): c for c in cells}
         for fut in concurrent.futures.as_completed(futures):
             cell = futures[fut]
@@ -213,5 +245,16 @@ def run_cells(
             results.add(result)
             if on_result:
                 on_result(result)
-    order = {c.id: i for i, c in enumerate(cells)}
+    except BaseException:
+        # Interrupted, or results.json cannot be written: start nothing more and do not
+        # wait for the whole queue; the cells already finished stay in ``results``.
+        pool.shutdown(wait=False, cancel_futures=True)
+        results.cells.sort(key=lambda r: order.get(r["id"], 0))
+        raise
+    pool.shutdown(wait=True)
     results.cells.sort(key=lambda r: order.get(r["id"], 0))
+
+
+def _worker_init() -> None:
+    """Workers leave SIGINT to the parent, which stops the run and keeps the results."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .emulator.guest import PROGRAMS, GuestProgram, run_program
+from .emulator.guest import FOUND, PROGRAMS, GuestProgram, run_program
 from .emulator.machine import Machine
 from .emulator.releases import Release
 
@@ -74,6 +74,11 @@ SCENARIOS: dict[str, Scenario] = {
             frozenset({"ide_drive/atapi/gesn_state"}),
         ),
         Scenario(
+            "atapi-two-subsections", "a PIO read in flight on the CD-ROM with a media event pending",
+            "two sibling subsections (pio_state, gesn_state) on one embedded drive",
+            frozenset({"ide_drive/pio_state", "ide_drive/atapi/gesn_state"}),
+        ),
+        Scenario(
             "fdc-media-changed", "a floppy whose media-changed flag is clear",
             "fdrive/media_changed, two struct levels deep, where defined",
         ),
@@ -111,8 +116,33 @@ SCENARIOS: dict[str, Scenario] = {
             "random", "every device in a seeded random but valid state",
             "broad coverage; the seed is part of the cell id", seeded=True,
         ),
+        Scenario(
+            "serial-configured", "a driver probed and set up COM1 (scratch, divisor, FIFOs)",
+            "every register of the embedded 16550A state, deterministically",
+        ),
+        Scenario(
+            "pit-half-written", "a PIT channel with only the low byte of its count written",
+            "pit channel state machines in distinct states (read_state != write_state)",
+        ),
     )
 }
+
+
+def _found_scenarios() -> dict[str, Scenario]:
+    """Findings saved by ``migmatrix hunt --save`` (replayed state recipes)."""
+    out = {}
+    for program, doc in FOUND.items():
+        out[program] = Scenario(
+            program,
+            str(doc.get("summary") or "a state found by migmatrix hunt"),
+            f"found by migmatrix hunt on {doc.get('source')} -> {doc.get('destination')}: "
+            f"{doc.get('verdict')}",
+            frozenset(str(r) for r in doc.get("requires", ()) or ()),  # type: ignore[attr-defined]
+        )
+    return out
+
+
+SCENARIOS.update(_found_scenarios())
 
 
 def get_scenario(name: str) -> Scenario:

@@ -27,11 +27,11 @@ def writer_marks(release: str, machine: str, stream: bytes) -> dict[str, object]
 
 
 def test_the_catalogue_matches_releases_md() -> None:
-    assert list(SCENARIOS) == [
+    assert [s for s in SCENARIOS if not s.startswith("found-")] == [
         "idle", "ide-pio", "ide-dma", "ide-bus-error", "ide-dma-capable",
-        "atapi-media-event", "fdc-media-changed", "cpu-async-pf", "cpu-fpu-ip",
+        "atapi-media-event", "atapi-two-subsections", "fdc-media-changed", "cpu-async-pf", "cpu-fpu-ip",
         "cpu-two-subsections", "nic-hotplug", "collide-0x05", "collide-eof", "live-ram",
-        "random",
+        "random", "serial-configured", "pit-half-written",
     ]
     assert set(PROGRAMS) == set(SCENARIOS)
 

@@ -36,6 +36,7 @@ class Reason(enum.Enum):
     UNKNOWN_SECTION_TYPE = ("unknown section type", "EINVAL")
     UNKNOWN_SECTION = ("unknown section", "EINVAL")
     UNKNOWN_SECTION_ID = ("unknown section id", "EINVAL")
+    DUPLICATE_SECTION = ("section sent twice", "EINVAL")
     VERSION_TOO_NEW = ("version too new", "EINVAL")
     VERSION_TOO_OLD = ("version too old", "EINVAL")
     UNKNOWN_SUBSECTION = ("unknown subsection", "ENOENT")

@@ -9,19 +9,21 @@ process runs them for ``x-guest-run``, the in-process driver calls them directly
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, LoadError
 from .ram import GuestWorkload, fill_pattern
+from .recipes import apply_ops, load_recipes
 from .releases import RELEASES, Release
 from .vmstate import PeekPolicy
 
 if TYPE_CHECKING:
     from .machine import Machine
 
-__all__ = ["PROGRAMS", "GuestProgram", "run_program"]
+__all__ = ["FOUND", "PROGRAMS", "GuestProgram", "run_program"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,13 @@ def _ide_bus_error(m: Machine, rng: random.Random) -> None:
 
 def _ide_dma_capable(m: Machine, rng: random.Random) -> None:
     m["ide"].set_dma_capable(bus=0, bits=0x60)
+
+
+def _atapi_read_during_media_event(m: Machine, rng: random.Random) -> None:
+    # A PIO read in flight on the CD-ROM while its new-media event is pending: pio_state
+    # and gesn_state, two sibling subsections on one embedded drive.
+    m["ide"].raise_media_event(bus=1, unit=0)
+    m["ide"].start_pio_read(bus=1, unit=0)
 
 
 def _atapi_media_event(m: Machine, rng: random.Random) -> None:
@@ -114,6 +123,26 @@ def _collide_eof(m: Machine, rng: random.Random) -> None:
     raise RuntimeError("collide-eof: no state found that ends the misread on a 0x00")
 
 
+def _serial_configured(m: Machine, rng: random.Random) -> None:
+    """A driver probes and sets up COM1: scratch test, 115200 8E1, FIFOs, RX interrupt."""
+    apply_ops(m, [
+        ("serial.write", {"register": "scr", "value": 0x5A}),
+        ("serial.write", {"register": "divider", "value": 1}),
+        ("serial.write", {"register": "lcr", "value": 0x1B}),
+        ("serial.write", {"register": "fcr", "value": 0xC7}),
+        ("serial.write", {"register": "ier", "value": 0x01}),
+        ("serial.write", {"register": "mcr", "value": 0x0B}),
+        ("serial.receive", {"byte": 0x41}),
+    ])  # fmt: skip
+
+
+def _pit_half_written(m: Machine, rng: random.Random) -> None:
+    """The speaker channel in lobyte/hibyte mode with only the low byte of a count written:
+    its write and read state machines are in different states."""
+    apply_ops(m, [("pit.program", {"channel": 2, "rw_mode": 3, "mode": 3, "count": 0x04A9,
+                                   "half_written": True})])
+
+
 def _live_workload(m: Machine, pass_index: int) -> None:
     GuestWorkload(1000 + pass_index, pages=48).step(m.ram)
 
@@ -136,6 +165,7 @@ PROGRAMS: dict[str, GuestProgram] = {
         GuestProgram("ide-bus-error", _ide_bus_error),
         GuestProgram("ide-dma-capable", _ide_dma_capable),
         GuestProgram("atapi-media-event", _atapi_media_event),
+        GuestProgram("atapi-two-subsections", _atapi_read_during_media_event),
         GuestProgram("fdc-media-changed", _fdc_media_changed),
         GuestProgram("cpu-async-pf", _cpu_async_pf),
         GuestProgram("cpu-fpu-ip", _cpu_fpu_ip),
@@ -145,8 +175,35 @@ PROGRAMS: dict[str, GuestProgram] = {
         GuestProgram("collide-eof", _collide_eof),
         GuestProgram("live-ram", _live_ram, live_passes=3, workload=_live_workload),
         GuestProgram("random", _random),
+        GuestProgram("serial-configured", _serial_configured),
+        GuestProgram("pit-half-written", _pit_half_written),
     )
 }
+
+
+def _recipe_program(ops: list[object]) -> Callable[[Machine, random.Random], None]:
+    def build(m: Machine, rng: random.Random) -> None:
+        apply_ops(m, ops)
+
+    return build
+
+
+def _register_found() -> dict[str, dict[str, object]]:
+    """Saved ``migmatrix hunt`` findings become programs ``found-<name>``."""
+    try:
+        recipes = load_recipes()
+    except ConfigError as e:  # a broken file must not take the core down with it
+        warnings.warn(f"found scenarios not loaded: {e}", stacklevel=2)
+        return {}
+    found = {}
+    for name, doc in recipes.items():
+        program = f"found-{name}"
+        PROGRAMS[program] = GuestProgram(program, _recipe_program(doc["ops"]))  # type: ignore[arg-type]
+        found[program] = doc
+    return found
+
+
+FOUND: dict[str, dict[str, object]] = _register_found()
 
 
 def run_program(machine: Machine, name: str, seed: int = 0) -> GuestProgram:

@@ -57,6 +57,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from . import faults as _faults
 from .errors import ConfigError, LoadError, Reason
 from .savevm import LiveStage
 from .stream import StreamReader, StreamWriter
@@ -150,6 +151,8 @@ class RamBlock:
         n = len(data)
         self._check(offset, n)
         self.view[offset : offset + n] = data
+        if n < PAGE_SIZE and not _faults.ram_marks_partial_writes():
+            return  # seeded bug "ram-not-resent"
         self.mark_dirty(offset, n)
 
     def fill(self, offset: int, length: int, value: int) -> None:

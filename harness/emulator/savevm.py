@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 FILE_MAGIC = 0x5145564D  # "QEVM"
+UNREAD_LIMIT = 1 << 30  # bytes after the EOF byte that a load counts (and consumes) at most
 SENTINEL_FORMATS = frozenset({4})  # file versions whose embedded structs end with 0x06
 
 
@@ -261,6 +262,14 @@ def load_stream(
             instance_id = r.read_u32()
             version_id = r.read_u32()
             handler = by_key.get((idstr, instance_id))
+            if (idstr, instance_id) in seen or section_id in started:
+                # No writer sends a section twice or reuses an id; a stream that does is
+                # hostile (it could make one handler load over and over).
+                raise LoadError(
+                    Reason.DUPLICATE_SECTION,
+                    f"{idstr!r} {instance_id} (section id {section_id}) started before",
+                    offset=offset, section=idstr,
+                )
             if handler is None:
                 raise LoadError(
                     Reason.UNKNOWN_SECTION,
@@ -309,7 +318,7 @@ def load_stream(
 
     report.bytes_consumed = r.offset
     if count_unread:
-        report.bytes_unread = r.drain()
+        report.bytes_unread = r.drain(UNREAD_LIMIT)
     report.not_loaded = [
         f"{h.idstr}/{h.instance_id}" for h in handlers if (h.idstr, h.instance_id) not in seen
     ]

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import faults as _faults
 from .errors import LoadError, Reason, SaveError
 from .stream import StreamReader, StreamWriter
 
@@ -602,6 +603,7 @@ class Description:
 
 def save_state(w: StreamWriter, desc: Description, obj: Any, rules: WireRules) -> None:
     """pre_save, the fields at the description's version, then each needed subsection."""
+    desc = _faults.patched(desc, "save")
     if desc.pre_save is not None:
         desc.pre_save(obj)
     version = desc.version_id
@@ -622,6 +624,7 @@ def load_state(
     r: StreamReader, desc: Description, obj: Any, version: int, rules: WireRules
 ) -> None:
     """Version checks, pre_load, fields, the release's subsection loader, post_load."""
+    desc = _faults.patched(desc, "load")
     start = r.offset
     if version > desc.version_id:
         raise LoadError(

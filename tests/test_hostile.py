@@ -1,0 +1,345 @@
+"""A catalogue of hand-made hostile streams: each must be refused quickly with its reason.
+
+QEMU shipped a whole class of CVEs where the destination trusted a length, a count or an
+index from the stream. Each builder below makes one such stream (from a valid stream of
+0.14/pc, or from scratch) and names the :class:`Reason` the core must refuse it with.
+A refusal is a :class:`LoadError`; anything else, or a load that takes more than a
+second, is a bug in the core.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import struct
+import time
+from collections.abc import Callable
+
+import pytest
+
+from harness.emulator.errors import LoadError, Reason
+from harness.emulator.machine import Machine
+from harness.emulator.ram import FLAG_COMPRESS, FLAG_CONTINUE, FLAG_EOS, FLAG_MEM_SIZE, FLAG_PAGE
+from harness.emulator.vmstate import Tracer
+from harness.fuzz import frame
+from harness.scenarios import apply_scenario
+
+RAM = 64 << 10
+REL, MACH = "0.14", "pc"
+BLOCKS = (("pc.ram", RAM), ("pc.bios", 128 << 10), ("pc.rom", 128 << 10), ("vga.vram", 8 << 20))
+TOTAL = sum(n for _, n in BLOCKS)
+FULL, START, PART, END = 4, 1, 2, 3
+
+
+@functools.cache
+def valid(scenario: str = "idle", release: str = REL, machine: str = MACH) -> bytes:
+    m = Machine(release, machine, RAM)
+    apply_scenario(m, scenario)
+    data = m.save()
+    assert data is not None
+    return data
+
+
+@functools.cache
+def marks(scenario: str = "idle", release: str = REL, machine: str = MACH) -> list:
+    tracer = Tracer()
+    Machine.load(release, machine, valid(scenario, release, machine), ram_size=RAM,
+                 tracer=tracer)
+    return tracer.marks
+
+
+def at(path_end: str, scenario: str = "idle", kind: str = "field", **ep: str) -> int:
+    """Offset of the first traced element whose path ends with ``path_end``."""
+    for m in marks(scenario, **ep):
+        if m.kind == kind and (m.path.endswith(path_end) or m.value == path_end):
+            return m.offset
+    raise LookupError(path_end)
+
+
+def patch(data: bytes, offset: int, new: bytes) -> bytes:
+    return data[:offset] + new + data[offset + len(new):]
+
+
+def mem_size(blocks=BLOCKS, total: int = TOTAL) -> bytes:
+    out = struct.pack(">Q", total | FLAG_MEM_SIZE)
+    for name, length in blocks:
+        out += bytes((len(name),)) + name.encode() + struct.pack(">Q", length)
+    return out
+
+
+def ram_start(payload: bytes, sid: int = 0) -> tuple:
+    return (START, sid, b"ram", 0, 4, payload)
+
+
+EOS = struct.pack(">Q", FLAG_EOS)
+
+# -- the catalogue: name -> (builder, expected reason) ---------------------------------
+
+Builder = Callable[[], bytes]
+CATALOGUE: dict[str, tuple[Builder, Reason]] = {}
+
+
+def hostile(reason: Reason) -> Callable[[Builder], Builder]:
+    def register(fn: Builder) -> Builder:
+        CATALOGUE[fn.__name__] = (fn, reason)
+        return fn
+
+    return register
+
+
+@hostile(Reason.TRUNCATED)
+def idstr_length_255_in_a_short_stream() -> bytes:
+    return frame(3, [], eof=False) + struct.pack(">BIB", FULL, 0, 255) + b"cpu_common"
+
+
+@hostile(Reason.RAM_SIZE_MISMATCH)
+def ram_total_2_pow_63() -> bytes:
+    return frame(3, [ram_start(struct.pack(">Q", (1 << 63) | FLAG_MEM_SIZE))])
+
+
+@hostile(Reason.RAM_SIZE_MISMATCH)
+def ram_block_length_2_pow_63() -> bytes:
+    blocks = (("pc.ram", 1 << 63), *BLOCKS[1:])
+    return frame(3, [ram_start(mem_size(blocks))])
+
+
+@hostile(Reason.UNKNOWN_RAM_BLOCK)
+def ram_block_name_255_bytes() -> bytes:
+    return frame(3, [ram_start(mem_size(((("x" * 255), RAM),)))])
+
+
+@hostile(Reason.INVALID_VALUE)
+def ram_block_listed_twice() -> bytes:
+    return frame(3, [ram_start(mem_size((BLOCKS[0], BLOCKS[0], *BLOCKS[1:])))])
+
+
+@hostile(Reason.LIMIT_EXCEEDED)
+def page_offset_past_the_block() -> bytes:
+    page = struct.pack(">Q", RAM | FLAG_COMPRESS) + b"\x06pc.ram" + b"\xaa"
+    return frame(3, [ram_start(mem_size() + page + EOS)])
+
+
+@hostile(Reason.LIMIT_EXCEEDED)
+def page_offset_2_pow_63() -> bytes:
+    page = struct.pack(">Q", (1 << 63) | FLAG_PAGE) + b"\x06pc.ram" + bytes(4096)
+    return frame(3, [ram_start(mem_size() + page + EOS)])
+
+
+@hostile(Reason.INVALID_VALUE)
+def page_before_mem_size() -> bytes:
+    page = struct.pack(">Q", FLAG_COMPRESS) + b"\x06pc.ram" + b"\x00"
+    return frame(3, [ram_start(page + EOS)])
+
+
+@hostile(Reason.INVALID_VALUE)
+def continue_without_a_previous_block() -> bytes:
+    page = struct.pack(">Q", FLAG_COMPRESS | FLAG_CONTINUE) + b"\x00"
+    return frame(3, [ram_start(mem_size() + page + EOS)])
+
+
+@hostile(Reason.BAD_RAM_FLAGS)
+def ram_record_with_every_flag() -> bytes:
+    return frame(3, [ram_start(mem_size() + struct.pack(">Q", 0xFFF))])
+
+
+@hostile(Reason.UNKNOWN_SECTION_ID)
+def part_before_start() -> bytes:
+    return frame(3, [(PART, 0, None, 0, 0, EOS)])
+
+
+@hostile(Reason.UNKNOWN_SECTION_ID)
+def end_of_a_section_never_started() -> bytes:
+    return frame(3, [ram_start(mem_size() + EOS), (END, 7, None, 0, 0, EOS)])
+
+
+@hostile(Reason.DUPLICATE_SECTION)
+def a_second_start_for_the_same_section() -> bytes:
+    return frame(3, [ram_start(mem_size() + EOS), ram_start(mem_size() + EOS, sid=1)])
+
+
+@hostile(Reason.DUPLICATE_SECTION)
+def a_start_reusing_a_section_id() -> bytes:
+    d = valid()
+    cpu = at("FULL cpu_common", kind="section")
+    return patch(d, cpu + 1, struct.pack(">I", 0))  # cpu_common claims ram's id 0
+
+
+@hostile(Reason.DUPLICATE_SECTION)
+def repeated_full_sections() -> bytes:
+    d = valid()
+    a, b = at("FULL i8259", kind="section"), at("FULL mc146818rtc", kind="section")
+    pic0 = d[a:b]  # both i8259 sections
+    return d[:b] + pic0 * 1000 + d[b:]
+
+
+@hostile(Reason.INVALID_VALUE)
+def pio_state_end_transfer_fn_idx_out_of_range() -> bytes:
+    d = valid("ide-pio")
+    return patch(d, at("ifs[0]/end_transfer_fn_idx", "ide-pio"), b"\x07")
+
+
+@hostile(Reason.INVALID_VALUE)
+def pio_state_end_transfer_fn_idx_255() -> bytes:
+    d = valid("ide-pio")
+    return patch(d, at("ifs[0]/end_transfer_fn_idx", "ide-pio"), b"\xff")
+
+
+@hostile(Reason.INVALID_VALUE)
+def pci_irq_state_7() -> bytes:
+    d = valid()
+    return patch(d, at("rtl8139/dev/irq_state"), struct.pack(">i", 7))
+
+
+@hostile(Reason.EQUAL_MISMATCH)
+def num_floppies_3() -> bytes:
+    d = valid()
+    return patch(d, at("fdc/state/num_floppies"), b"\x03")
+
+
+@hostile(Reason.VERSION_TOO_NEW)
+def subsection_version_300() -> bytes:
+    d = valid("ide-pio")
+    sub = at("ide_drive/pio_state", "ide-pio", kind="subsection")
+    n = d[sub + 1]
+    return patch(d, sub + 2 + n, struct.pack(">I", 300))  # kept in a u8: 44 > 1
+
+
+@hostile(Reason.TRUNCATED)
+def subsection_name_length_255_at_the_end() -> bytes:
+    d = valid("ide-pio")
+    sub = at("ide_drive/pio_state", "ide-pio", kind="subsection")
+    return d[:sub] + b"\x05\xff" + b"ide_drive/pio"
+
+
+@hostile(Reason.VERSION_TOO_NEW)
+def section_version_0xffffffff() -> bytes:
+    d = valid()
+    rtc = at("FULL mc146818rtc", kind="section")
+    return patch(d, rtc + 1 + 4 + 1 + len("mc146818rtc") + 4, b"\xff" * 4)
+
+
+@hostile(Reason.UNKNOWN_SECTION)
+def unknown_instance_of_a_known_section() -> bytes:
+    d = valid()
+    rtc = at("FULL mc146818rtc", kind="section")
+    return patch(d, rtc + 1 + 4 + 1 + len("mc146818rtc"), struct.pack(">I", 0xFFFFFFFF))
+
+
+@hostile(Reason.UNKNOWN_SECTION_TYPE)
+def ten_megabytes_of_garbage_after_a_valid_prefix() -> bytes:
+    d = valid()
+    rng = random.Random(8)
+    garbage = bytearray(rng.randbytes(10 << 20))
+    garbage[0] = 0xA5
+    return d[:-1] + bytes(garbage)  # the garbage replaces the EOF byte
+
+
+@hostile(Reason.UNKNOWN_SECTION_TYPE)
+def a_valid_prefix_repeated() -> bytes:
+    d = valid()[:-1]
+    return d * 3 + b"\x00"  # the second copy's magic "Q" (0x51) lands on a type byte
+
+
+@hostile(Reason.BAD_MAGIC)
+def a_valid_stream_shifted_by_one() -> bytes:
+    return b"\x00" + valid()
+
+
+@hostile(Reason.OBSOLETE_VERSION)
+def stream_version_2() -> bytes:
+    return frame(2, [])
+
+
+@hostile(Reason.UNSUPPORTED_VERSION)
+def stream_version_0xffffffff() -> bytes:
+    return frame(0xFFFFFFFF, [])
+
+
+@hostile(Reason.TRUNCATED)
+def empty_input() -> bytes:
+    return b""
+
+
+@hostile(Reason.TRUNCATED)
+def cut_inside_a_ram_page() -> bytes:
+    d = valid()
+    return d[: at("START ram", kind="section") + 200]
+
+
+@hostile(Reason.BAD_SENTINEL)
+def format_4_without_its_sentinel() -> bytes:
+    d = valid(release="new", machine="pc")
+    first = next(m.offset for m in marks(release="new", machine="pc") if m.kind == "sentinel")
+    return patch(d, first, b"\x05")
+
+
+def _endpoint(name: str) -> tuple[str, str]:
+    return ("new", "pc") if name == "format_4_without_its_sentinel" else (REL, MACH)
+
+
+@pytest.mark.parametrize("name", list(CATALOGUE))
+def test_a_hostile_stream_is_refused_quickly_with_its_reason(name: str) -> None:
+    build, reason = CATALOGUE[name]
+    data = build()
+    release, machine = _endpoint(name)
+    t0 = time.perf_counter()
+    with pytest.raises(LoadError) as info:
+        Machine.load(release, machine, data, ram_size=RAM)
+    elapsed = time.perf_counter() - t0
+    assert info.value.reason is reason, str(info.value)
+    assert info.value.offset is not None and 0 <= info.value.offset <= len(data)
+    assert elapsed < 1.0, f"{name}: {elapsed:.2f} s"
+
+
+def test_garbage_after_a_valid_eof_is_counted_not_parsed() -> None:
+    data = valid() + random.Random(1).randbytes(10 << 20)
+    t0 = time.perf_counter()
+    _, report = Machine.load(REL, MACH, data, ram_size=RAM)
+    assert report.bytes_unread == 10 << 20 and report.half_loaded
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_end_transfer_fn_idx_one_past_the_table_loads_as_in_2011() -> None:
+    # The releases check "idx > 6", not ">= 6": 6 passes and names no callback (faithful).
+    d = valid("ide-pio")
+    machine, _ = Machine.load(REL, MACH, patch(d, at("ifs[0]/end_transfer_fn_idx", "ide-pio"),
+                                                b"\x06"), ram_size=RAM)
+    assert machine["ide"].drive(0, 0).end_transfer_func is None
+
+
+def test_subsection_version_257_is_truncated_to_1_and_loads() -> None:
+    d = valid("ide-pio")
+    sub = at("ide_drive/pio_state", "ide-pio", kind="subsection")
+    Machine.load(REL, MACH, patch(d, sub + 2 + d[sub + 1], struct.pack(">I", 257)), ram_size=RAM)
+
+
+def test_many_empty_ram_parts_load_in_linear_time() -> None:
+    records = [ram_start(mem_size() + EOS)] + [(PART, 0, None, 0, 0, EOS)] * 20000
+    data = frame(3, records)
+    t0 = time.perf_counter()
+    _, report = Machine.load(REL, MACH, data, ram_size=RAM)
+    assert len(report.sections) == 20001
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_a_reading_source_that_never_ends_is_bounded_after_eof() -> None:
+    from harness.emulator import savevm
+
+    class Endless:
+        def __init__(self, data: bytes) -> None:
+            self.data, self.pos = data, 0
+
+        def read(self, n: int) -> bytes:
+            if self.pos < len(self.data):
+                chunk = self.data[self.pos : self.pos + n]
+                self.pos += len(chunk)
+                return chunk
+            return b"\xee" * n
+
+    old = savevm.UNREAD_LIMIT
+    savevm.UNREAD_LIMIT = 1 << 20
+    try:
+        _, report = Machine.load(REL, MACH, Endless(valid()), ram_size=RAM)
+    finally:
+        savevm.UNREAD_LIMIT = old
+    assert report.bytes_unread == 1 << 20

@@ -1,0 +1,84 @@
+"""``migmatrix hunt``: property-based search over device states for a pair of endpoints.
+
+From scratch, within a modest budget, it finds the two classic findings of the default
+matrix: the ide_bus/error misparse (new/pc-0.14 -> 0.14/pc, a half-loaded guest) and the
+collide-0x05 spurious rejection (0.14/pc -> 0.14/pc), each shrunk to one operation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import hunt as hunt_mod
+from harness.hunt import expected_verdicts, format_finding, hunt, run_recipe, save_finding
+from harness.verdict import Verdict, classify
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = str(ROOT / "matrix" / "default.toml")
+
+
+def test_it_finds_the_ide_bus_error_misparse_from_scratch() -> None:
+    findings = hunt("new/pc-0.14", "0.14/pc", budget=60, seed=0, matrix=DEFAULT,
+                    max_findings=1)
+    assert findings, "no finding"
+    f = findings[0]
+    assert f.verdict == "truncated"
+    assert f.ops == [["ide.dma_retry", {}]]  # shrunk to the one operation that matters
+    text = format_finding(f)
+    assert "migmatrix hunt new/pc-0.14 0.14/pc --replay" in text
+
+
+def test_it_finds_the_collide_0x05_rejection_from_scratch() -> None:
+    findings = hunt("0.14/pc", "0.14/pc", budget=300, seed=2, matrix=DEFAULT)
+    rejected = [f for f in findings if f.verdict == "rejected"]
+    assert rejected, [f.signature for f in findings]
+    f = rejected[0]
+    assert f.ops == [["ide.device_control", {"bus": 0, "value": 5}]]
+    assert f.signature[1] == "unknown_subsection"
+    assert f.expected == ("pass",)
+
+
+def test_a_rejection_the_rules_expect_is_not_a_finding() -> None:
+    assert expected_verdicts("new/pc", "0.14/pc", DEFAULT) == ("rejected",)
+    assert hunt("new/pc", "0.14/pc", budget=20, seed=0, matrix=DEFAULT) == []
+
+
+def test_a_saved_finding_replays_as_a_scenario(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    f = hunt("new/pc-0.14", "0.14/pc", budget=60, seed=0, matrix=DEFAULT, max_findings=1)[0]
+    path = save_finding(f, "bus-error", tmp_path)
+    doc = json.loads(path.read_text())
+    assert doc["ops"] == f.ops and doc["verdict"] == "truncated"
+    # The guest programs load saved recipes from MIGMATRIX_FOUND_DIR.
+    from harness.emulator import guest
+    from harness.emulator.recipes import FOUND_ENV, load_recipes
+
+    monkeypatch.setenv(FOUND_ENV, str(tmp_path))
+    assert "bus-error" in load_recipes()
+    monkeypatch.setattr(guest, "FOUND", {})
+    found = guest._register_found()
+    assert "found-bus-error" in found and "found-bus-error" in guest.PROGRAMS
+    try:
+        outcome = run_recipe("new/pc-0.14", "0.14/pc", doc["ops"])
+        assert classify(outcome) is Verdict.TRUNCATED
+    finally:
+        guest.PROGRAMS.pop("found-bus-error", None)
+
+
+def test_hunt_command_saves_and_replays(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    hunt_mod.configure_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["hunt", "new/pc-0.14", "0.14/pc", "--budget", "20", "--matrix",
+                              DEFAULT, "--save", "x", "--save-dir", str(tmp_path)])
+    assert args.func(args) == 1  # findings: exit 1
+    out = capsys.readouterr().out
+    assert "truncated on new/pc-0.14 -> 0.14/pc" in out
+    assert "migmatrix save --release new --machine pc-0.14 --scenario found-x" in out
+    args = parser.parse_args(["hunt", "new/pc-0.14", "0.14/pc", "--matrix", DEFAULT,
+                              "--replay", str(tmp_path / "x.json")])
+    assert args.func(args) == 1
+    assert "truncated (expected pass)" in capsys.readouterr().out
