@@ -3,7 +3,8 @@
 A driver runs one cell (source endpoint, destination endpoint, scenario, seed) and reports
 an :class:`~harness.verdict.Outcome`; it never decides the verdict. ``inprocess`` runs both
 endpoints as objects in this process (the default, and the fake the other drivers are
-checked against).
+checked against); ``subprocess`` and ``docker`` run each endpoint as a process (locally, or
+in a container) and drive it over QMP (:mod:`harness.drivers.qmp`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ __all__ = ["DRIVERS", "Driver", "get_driver"]
 
 DRIVERS = {
     "inprocess": "harness.drivers.inprocess:InProcessDriver",
+    "subprocess": "harness.drivers.processes:SubprocessDriver",
+    "docker": "harness.drivers.containers:DockerDriver",
 }
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -182,6 +184,7 @@ class QMPServer:
         self.commands: dict[str, Command] = {}
         self.clients: set[_Client] = set()
         self._servers: list[asyncio.base_events.Server] = []
+        self._paths: list[str] = []
 
     def register(self, command: Command) -> None:
         self.commands[command.name] = command
@@ -194,7 +197,10 @@ class QMPServer:
         spec = address.split(",", 1)[0]
         kind, _, rest = spec.partition(":")
         if kind == "unix" and rest:
+            if os.path.exists(rest) and stat.S_ISSOCK(os.stat(rest).st_mode):
+                os.unlink(rest)  # a stale socket of an earlier endpoint
             server = await asyncio.start_unix_server(self._serve, path=rest)
+            self._paths.append(rest)
             bound = f"unix:{rest}"
         elif kind == "tcp" and rest:
             host, _, port = rest.rpartition(":")
@@ -215,6 +221,11 @@ class QMPServer:
             server.close()
         for client in list(self.clients):
             client.writer.close()
+        for path in self._paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     # -- events ------------------------------------------------------------------------
 
@@ -249,8 +260,8 @@ class QMPServer:
                     if reply is not None:
                         client.send(reply)
                         await writer.drain()
-        except (ConnectionError, OSError):
-            pass
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            pass  # the client went away, or the endpoint is shutting down
         finally:
             self.clients.discard(client)
             writer.close()

@@ -121,10 +121,14 @@ class Outgoing:
         if self._sock is not None:
             try:
                 self._sock.shutdown(socket.SHUT_WR)
-                # Wait for the destination to close its end: it has read what it wanted.
+                # Wait for the destination to close its end. A reset means it closed with
+                # bytes of the stream unread: it did not take the whole stream.
                 self._sock.settimeout(60)
                 while self._sock.recv(4096):
                     pass
+            except ConnectionResetError as e:
+                raise OSError("the destination closed the connection before reading "
+                              "the whole stream") from e
             except OSError:
                 pass
             finally:

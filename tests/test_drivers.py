@@ -1,0 +1,118 @@
+"""The subprocess driver: same verdicts as the in-process reference, and failures of the
+endpoints (killed, stalled, unable to start) become crashed / timeout cells with the
+command line, exit code and log tail of each endpoint."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.drivers import DRIVERS, get_driver
+from harness.drivers.processes import SubprocessDriver
+from harness.matrix import Cell, Endpoint, load_matrix
+from harness.runner import ResultsFile, run_cells
+from harness.verdict import Verdict, classify
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = REPO / "matrix" / "default.toml"
+
+
+def _cell(src: str, dst: str, scenario: str = "idle", *, time_limit: float = 30) -> Cell:
+    def ep(name: str) -> Endpoint:
+        release, _, machine = name.partition("/")
+        return Endpoint(name, release, machine, 2 << 20)
+
+    return Cell(ep(src), ep(dst), scenario, 0, ("pass",), "test", None, time_limit)
+
+
+def run_matrix(driver: str, cells: list[Cell], jobs: int = 2) -> dict[str, dict]:
+    results = ResultsFile(None, {"_t0": time.time()})
+    run_cells(cells, results, driver=driver, matrix_path=str(DEFAULT), jobs=jobs)
+    return {r["id"]: r for r in results.cells}
+
+
+def test_the_qmp_drivers_are_registered() -> None:
+    assert DRIVERS["subprocess"].startswith("harness.drivers.processes:")
+    assert DRIVERS["docker"].startswith("harness.drivers.containers:")
+    assert isinstance(get_driver("subprocess"), SubprocessDriver)
+
+
+@pytest.mark.slow
+def test_the_default_matrix_gives_the_same_verdicts_in_processes_as_in_process() -> None:
+    cells = load_matrix(DEFAULT).cells()
+    reference = run_matrix("inprocess", cells, jobs=1)
+    observed = run_matrix("subprocess", cells, jobs=2)
+    assert set(observed) == set(reference)
+    differ = {i: (reference[i]["verdict"], observed[i]["verdict"], observed[i]["detail"]["message"])
+              for i in reference if reference[i]["verdict"] != observed[i]["verdict"]}
+    assert differ == {}
+    for cell_id, ref in reference.items():
+        got = observed[cell_id]
+        assert got["stream_bytes"] == ref["stream_bytes"], cell_id
+        detail, ref_detail = got["detail"], ref["detail"]
+        for key in ("reason", "offset", "section", "field", "bytes_unread", "not_loaded",
+                    "diff_total"):
+            assert detail[key] == ref_detail[key], (cell_id, key)
+        if ref_detail["window"] is not None:
+            assert detail["window"] == ref_detail["window"], cell_id
+        assert [d["path"] for d in detail["diff"]] == [d["path"] for d in ref_detail["diff"]]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_a_cell_over_either_transport(transport: str) -> None:
+    outcome = SubprocessDriver(transport=transport).run_cell(_cell("0.14/pc", "new/pc-0.14",
+                                                                   "live-ram"))
+    assert classify(outcome) is Verdict.PASS, outcome.message
+    assert outcome.stream_bytes > 1 << 20
+
+
+class KillingDriver(SubprocessDriver):
+    """Kills the destination mid-stream in cells of the ``live-ram`` scenario."""
+
+    def endpoint_args(self, cell: Cell, role: str) -> list[str]:
+        if role == "destination" and cell.scenario == "live-ram":
+            return ["--x-debug-kill-after", str(64 << 10)]
+        return []
+
+
+def test_killing_the_destination_mid_migration_is_a_crash_and_the_next_cell_runs() -> None:
+    driver = KillingDriver()
+    killed = driver.run_cell(_cell("new/pc", "new/pc", "live-ram"))
+    assert classify(killed) is Verdict.CRASHED, killed.message
+    assert "destination" in killed.crash and "SIGKILL" in killed.crash
+    dest = killed.extra["endpoints"]["destination"]
+    assert dest["exit_code"] == -9
+    assert "harness.emulator" in " ".join(dest["argv"])
+    assert "--x-debug-kill-after" in dest["argv"]
+    assert "log_tail" in dest and "source" in killed.extra["endpoints"]
+    following = driver.run_cell(_cell("new/pc", "new/pc", "idle"))
+    assert classify(following) is Verdict.PASS, following.message
+
+
+def test_a_stalled_destination_is_a_timeout_and_both_endpoints_are_stopped() -> None:
+    driver = SubprocessDriver(destination_args=["--x-debug-stall-incoming"])
+    started = time.monotonic()
+    outcome = driver.run_cell(_cell("new/pc", "new/pc", "idle", time_limit=2))
+    assert classify(outcome) is Verdict.TIMEOUT, outcome.message
+    assert time.monotonic() - started < 10
+    endpoints = outcome.extra["endpoints"]
+    assert endpoints["destination"]["exit_code"] is not None  # killed, not left behind
+    assert "no outcome within 2 s" in outcome.message
+
+
+def test_an_endpoint_that_cannot_start_is_a_crash_with_its_command_line_and_log() -> None:
+    outcome = SubprocessDriver().run_cell(_cell("new/pc", "0.14/bogus"))
+    assert classify(outcome) is Verdict.CRASHED
+    assert "destination failed to start: exited with status 1" in outcome.crash
+    dest = outcome.extra["endpoints"]["destination"]
+    assert dest["exit_code"] == 1
+    assert dest["argv"][dest["argv"].index("--machine") + 1] == "bogus"
+    assert "bogus" in dest["log_tail"]
+
+
+def test_a_guest_program_the_source_does_not_know_is_a_harness_error() -> None:
+    outcome = SubprocessDriver().run_cell(_cell("new/pc", "new/pc", "no-such-program"))
+    assert classify(outcome) is Verdict.ERROR
+    assert "unknown guest program" in outcome.harness_error
