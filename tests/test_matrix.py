@@ -9,8 +9,8 @@ import pytest
 
 from harness.emulator.releases import RELEASES
 from harness.matrix import MatrixError, load_matrix
-from harness.scenarios import SCENARIOS
 from harness.runner import ResultsFile, header, run_cells
+from harness.scenarios import SCENARIOS
 from harness.verdict import Outcome, Verdict, classify
 
 ROOT = Path(__file__).resolve().parent.parent
