@@ -192,3 +192,15 @@ def test_history_matrix_shows_a_half_loaded_guest(tmp_path: Path) -> None:
     cells = run(HISTORY, tmp_path, k="->0.14/pc[collide-eof]")
     assert {c["verdict"] for c in cells.values()} >= {"truncated"}
     assert all(c["ok"] for c in cells.values())
+
+
+def test_long_buffers_in_a_diff_are_cut_to_where_they_differ() -> None:
+    from harness.drivers import diff_entry
+
+    a = bytes(512)
+    b = bytes(100) + b"\x01" + bytes(411)
+    entry = diff_entry("ide/bus[0]/ifs[0]/identify_data", a, b)
+    assert entry["source"].startswith("512 bytes; from byte 100: 00")
+    assert entry["destination"].startswith("512 bytes; from byte 100: 01")
+    assert diff_entry("x", a.hex(), b.hex()) == entry | {"path": "x"}
+    assert diff_entry("y", 3, 5) == {"path": "y", "source": 3, "destination": 5}

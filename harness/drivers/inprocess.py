@@ -20,7 +20,7 @@ from ..emulator.vmstate import Tracer
 from ..matrix import Cell
 from ..scenarios import apply_scenario, get_scenario
 from ..verdict import Outcome
-from . import Driver
+from . import Driver, diff_entry
 
 __all__ = ["InProcessDriver", "stream_window", "DIFF_LIMIT"]
 
@@ -152,10 +152,7 @@ class InProcessDriver(Driver):
         outcome.extra["bytes_consumed"] = report.bytes_consumed
         diffs = compare_machines(source, dest)
         outcome.diff_total = len(diffs)
-        outcome.diff = [
-            {"path": d.path, "source": jsonable(d.source), "destination": jsonable(d.destination)}
-            for d in diffs[:DIFF_LIMIT]
-        ]
+        outcome.diff = [diff_entry(d.path, d.source, d.destination) for d in diffs[:DIFF_LIMIT]]
         if report.half_loaded:
             eof_at = report.bytes_consumed - 1
             outcome.extra["offset"] = eof_at

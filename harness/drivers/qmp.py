@@ -34,10 +34,9 @@ from typing import Any
 from qemu.qmp import EventListener, ExecuteError, QMPClient
 
 from ..emulator.errors import Reason
-from ..emulator.machine import jsonable
 from ..matrix import Cell, Endpoint
 from ..verdict import Outcome
-from . import Driver
+from . import Driver, diff_entry
 from .inprocess import DIFF_LIMIT, stream_window
 
 __all__ = [
@@ -402,7 +401,9 @@ class QMPDriver(Driver):
             if d["path"].startswith("ram/") and d["source"] is None:
                 d["source"] = await self._ram_pages(sq, dq, d["path"][4:])
         outcome.diff_total = len(diffs)
-        outcome.diff = [{k: jsonable(v) for k, v in d.items()} for d in diffs[:DIFF_LIMIT]]
+        outcome.diff = [
+            diff_entry(d["path"], d["source"], d["destination"]) for d in diffs[:DIFF_LIMIT]
+        ]
         if outcome.bytes_unread > 0 or outcome.not_loaded:
             eof_at = int(report.get("bytes_consumed", 1)) - 1
             outcome.extra["offset"] = eof_at
