@@ -40,6 +40,7 @@ from typing import Any, BinaryIO
 
 from .emulator.errors import ConfigError, EmulatorError, LoadError, Reason
 from .emulator.machine import Machine, jsonable
+from .emulator.ram import zero_records, zero_records_prefix
 from .emulator.releases import RELEASES, Release
 from .emulator.savevm import FILE_MAGIC, HeaderPolicy, load_stream
 from .emulator.stream import StreamReader
@@ -60,6 +61,7 @@ __all__ = [
 
 ANALYSIS_SCHEMA = "migmatrix/analysis/1"
 READ_CHUNK = 1 << 20
+_BE64 = struct.Struct(">Q")
 PAGE_SIZE = 4096
 
 # Section type bytes (wire-format.md 1 and 6).
@@ -384,6 +386,8 @@ class RamSummary:
         block = self.blocks.get(last) if last else None
         mem_size = None
         while True:
+            if block is not None:
+                records += self._skip_continued(r, block, last, counts)
             at = r.offset
             word = read_u64()
             records += 1
@@ -437,6 +441,61 @@ class RamSummary:
         tracer = getattr(rules, "tracer", None)
         if tracer is not None:
             tracer.mark("ram", start, r.offset, "", _ram_chunk_text(chunk))
+
+    def _skip_continued(self, r: StreamReader, block: dict[str, int], name: str | None,
+                        counts: dict[tuple[str, str], int]) -> int:
+        """Count and skip the buffered ``CONTINUE|ZERO`` and ``CONTINUE|PAGE`` records of
+        the current block (the bulk of any stream) without a per-record trip through the
+        general loop, which reads whatever else comes; returns the number of records.
+        A run of zero pages is matched against :func:`zero_records` in one memcmp."""
+        buf, pos, end = r.buffered()
+        start = pos
+        page = self.page_size
+        unpack, mask = _BE64.unpack_from, page - 1
+        f_zero, f_page = F_CONTINUE | F_ZERO, F_CONTINUE | F_PAGE
+        pattern = b""
+        npages = block["length"] // PAGE_SIZE if page == PAGE_SIZE else 0
+        zero = fill = pages = 0
+        with memoryview(buf) as mv:
+            while end - pos >= 9:
+                word = unpack(mv, pos)[0]
+                flags = word & mask
+                if flags == f_zero:
+                    if mv[pos + 8]:
+                        if not fill:  # keep the general loop's first-seen order of kinds
+                            counts.setdefault((name, "fill"), 0)  # type: ignore[arg-type]
+                        fill += 1
+                        pos += 9
+                        continue
+                    if not zero:
+                        counts.setdefault((name, "zero"), 0)  # type: ignore[arg-type]
+                    n = 1
+                    index = word >> 12
+                    if index + 1 < npages:
+                        if not pattern:
+                            pattern = zero_records(npages)
+                        n = zero_records_prefix(pattern, 9 * index, mv, pos,
+                                                min((end - pos) // 9, npages - index))
+                    zero += n
+                    pos += 9 * n
+                elif flags == f_page:
+                    if end - pos < 8 + page:
+                        break
+                    if not pages:
+                        counts.setdefault((name, "page"), 0)  # type: ignore[arg-type]
+                    pages += 1
+                    pos += 8 + page
+                else:
+                    break
+        if pos == start:
+            return 0
+        r.advance(pos - start)
+        for kind, n in (("zero", zero), ("fill", fill), ("page", pages)):
+            if n:
+                block[kind] += n
+                key = (name, kind)
+                counts[key] = counts.get(key, 0) + n  # type: ignore[index]
+        return zero + fill + pages
 
     def _mem_size(self, r: StreamReader, total: int, version: int) -> dict[str, Any]:
         self.total = total

@@ -7,6 +7,7 @@ not, or a stream was refused; 2 a usage or matrix-file error; 3 no cell ran.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -221,12 +222,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_FAIL if problems else EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .drivers import DRIVERS
+# Commands whose parser lives in their own module (``configure_parser``).
+_MODULE_COMMANDS = ("analyze", "schema", "selftest", "hunt")
 
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given one of :data:`_MODULE_COMMANDS`, a parser of that command
+    only, so that ``migmatrix analyze`` imports the analyzer and nothing else."""
     p = argparse.ArgumentParser(prog="migmatrix", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"migmatrix {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    if command in _MODULE_COMMANDS:
+        importlib.import_module(f".{command}", __package__).configure_parser(sub)
+        return p
+
+    from .drivers import DRIVERS
 
     s = sub.add_parser("releases", help="list releases, machine types, formats, peek policies")
     s.add_argument("--json", action="store_true")
@@ -282,13 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .emulator.errors import ConfigError, EmulatorError
-    from .matrix import MatrixError
 
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, MatrixError, ConfigError, KeyError) as e:
+    except (UsageError, ConfigError, KeyError) as e:
         print(f"migmatrix {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE
     except EmulatorError as e:
@@ -297,6 +307,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         print(f"migmatrix {args.command}: {e}", file=sys.stderr)
         return EXIT_FAIL
+    except Exception as e:
+        from .matrix import MatrixError  # imported only here: a cheap start for analyze
+
+        if not isinstance(e, MatrixError):
+            raise
+        print(f"migmatrix {args.command}: {e}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

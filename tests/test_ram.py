@@ -127,10 +127,10 @@ def test_pc_layout_and_firmware():
         ("pc.ram", 1 << 20), ("pc.bios", 128 << 10), ("pc.rom", 128 << 10),
         ("vga.vram", 8 << 20),
     ]  # fmt: skip
-    bios = ram["pc.bios"].data
+    bios = bytes(ram["pc.bios"].data)
     assert len(bios) == BIOS_SIZE and bios.count(0) < len(bios) // 2
     assert bios[-16:-11] == b"\xea\x5b\xe0\x00\xf0"
-    rom = ram["pc.rom"].data
+    rom = bytes(ram["pc.rom"].data)
     assert rom[:2] == b"\x55\xaa" and sum(rom[: 32 << 10]) % 256 == 0 and not any(rom[-4096:])
     assert not any(ram["vga.vram"].data) and not any(ram["pc.ram"].data)
     assert GuestRam.pc(1 << 20).digests() == ram.digests()

@@ -69,11 +69,11 @@ def stream_window(cell: Cell, stream: bytes, offset: int, label: str) -> dict[st
     """
     start = max(0, offset - WINDOW)
     end = min(len(stream), offset + WINDOW)
-    tracer = Tracer()
+    tracer = _WindowTracer(end)
     try:
         Machine.load(cell.source.release, cell.source.machine, stream,
                      ram_size=cell.source.ram_size, tracer=tracer)
-    except EmulatorError:
+    except (EmulatorError, _PastWindow):
         pass  # the marks gathered so far are still right
     marks = [
         {"offset": m.offset, "end": m.end, "label": _mark_label(m), "kind": _mark_kind(m.kind)}
@@ -82,6 +82,25 @@ def stream_window(cell: Cell, stream: bytes, offset: int, label: str) -> dict[st
     ]
     marks.append({"offset": offset, "end": offset + 1, "label": label, "kind": "error"})
     return {"start": start, "hex": stream[start:end].hex(), "marks": marks}
+
+
+class _PastWindow(Exception):
+    """Raised by :class:`_WindowTracer` to stop decoding past the window."""
+
+
+class _WindowTracer(Tracer):
+    """Stops the decode at the first section that starts at or after ``end``: every mark
+    that could overlap the window was made before it (a section's marks all follow its
+    own, and sections come in stream order)."""
+
+    def __init__(self, end: int) -> None:
+        super().__init__()
+        self.end = end
+
+    def mark(self, kind: str, offset: int, end: int, component: str = "", value: Any = None):
+        super().mark(kind, offset, end, component, value)
+        if kind == "section" and offset >= self.end:
+            raise _PastWindow()
 
 
 def _mark_kind(kind: str) -> str:

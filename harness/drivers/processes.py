@@ -4,14 +4,30 @@ Each endpoint is ``python -m harness.emulator`` with its QMP monitor on a unix s
 per-cell temporary directory and its stdout and stderr in a log file beside it. The
 destination listens on ``tcp:127.0.0.1:0`` (the kernel picks the port; ``query-migrate``
 tells it) unless ``transport="unix"``.
+
+Every cell gets fresh endpoint processes, but starting an interpreter and importing the
+endpoint costs more than the rest of a cell, so the launcher asks a fork server
+(:mod:`harness.emulator.endpoint.forkserver`, one per launcher and environment, started on
+first use) to fork them from a process that has imported everything already. When the
+server cannot be started, endpoints are started with ``python -m harness.emulator`` as
+before. ``forkserver=False`` always does that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import json
+import multiprocessing.util
 import os
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +60,9 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 class ProcessHandle(EndpointHandle):
-    def __init__(self, role: str, argv: list[str], proc: asyncio.subprocess.Process,
-                 qmp_path: str, log: Path) -> None:
+    """An endpoint process: an ``asyncio`` subprocess or a fork server's child."""
+
+    def __init__(self, role: str, argv: list[str], proc: Any, qmp_path: str, log: Path) -> None:
         self.role = role
         self.argv = argv
         self.proc = proc
@@ -57,13 +74,20 @@ class ProcessHandle(EndpointHandle):
         return self.qmp_path
 
     def exit_code(self) -> int | None:
+        if hasattr(self.proc, "poll"):
+            return self.proc.poll()
         return self.proc.returncode
 
     async def wait_exit(self) -> int:
+        if hasattr(self.proc, "poll"):
+            # A fork server's child: not a child of this process, so polled.
+            while (code := self.proc.poll()) is None:
+                await asyncio.sleep(0.005)
+            return code
         return await self.proc.wait()
 
     def kill(self) -> None:
-        if self.proc.returncode is None:
+        if self.exit_code() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
 
@@ -71,21 +95,87 @@ class ProcessHandle(EndpointHandle):
         return tail(self.log, lines)
 
 
-class LocalLauncher(Launcher):
-    """Endpoints as child processes of this one."""
+class _Forked:
+    """A child of the fork server, with the parts of :class:`subprocess.Popen` that
+    :class:`ProcessHandle` uses; its exit status arrives on the request's connection."""
 
-    def __init__(self, *, transport: str = "tcp", python: str = sys.executable) -> None:
+    def __init__(self, conn: socket.socket, pid: int) -> None:
+        self.conn = conn
+        self.pid = pid
+        self.returncode: int | None = None
+        self._buf = b""
+        self._eof = False
+        conn.setblocking(False)
+
+    def poll(self) -> int | None:
+        if self.returncode is not None:
+            return self.returncode
+        if not self._eof:
+            try:
+                data = self.conn.recv(4096)
+            except BlockingIOError:
+                return None
+            except OSError:
+                data = b""
+            if data:
+                self._buf += data
+                for line in self._buf.split(b"\n")[:-1]:
+                    msg = json.loads(line)
+                    if "exit" in msg:
+                        self.returncode = int(msg["exit"])
+                        self.conn.close()
+                return self.returncode
+            self._eof = True
+            self.conn.close()
+        try:  # the server is gone: all that is left to know is whether the child is
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            self.returncode = -signal.SIGKILL  # exit status unknown
+        except PermissionError:
+            pass
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
+            time.sleep(0.005)
+        return code
+
+
+class LocalLauncher(Launcher):
+    """Endpoints as child processes of this one, or of its fork server (module docstring)."""
+
+    def __init__(self, *, transport: str = "tcp", python: str = sys.executable,
+                 forkserver: bool = True) -> None:
         if transport not in ("tcp", "unix"):
             raise ValueError(f"transport {transport!r}: use tcp or unix")
         self.transport = transport
         self.python = python
+        self.forkserver = forkserver
         self.workdir: Path | None = None
+        self._server: subprocess.Popen[bytes] | None = None
+        self._server_dir: Path | None = None
+        self._server_env: tuple[tuple[str, str], ...] | None = None
+        self._atexit = False
 
     async def open_cell(self, cell: Cell, workdir: Path) -> None:
         self.workdir = workdir
 
     async def close_cell(self) -> None:
         self.workdir = None
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [PACKAGE_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
 
     async def launch(self, endpoint: Endpoint, role: str, *, incoming: bool,
                      extra_args: list[str]) -> EndpointHandle:
@@ -94,15 +184,96 @@ class LocalLauncher(Launcher):
         argv = endpoint_argv(endpoint, f"unix:{qmp}", incoming=incoming, python=self.python)
         argv += extra_args
         log = self.workdir / f"{role}.log"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [PACKAGE_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = self._env()
+        server = self._server_socket(env) if self.forkserver else None
+        if server is not None:
+            forked = self._fork(server, argv[3:], log)
+            if forked is not None:
+                return ProcessHandle(role, argv, forked, qmp, log)
         with open(log, "wb") as out:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                 cwd=self.workdir, start_new_session=True)
         return ProcessHandle(role, argv, proc, qmp, log)
+
+    # -- the fork server -------------------------------------------------------------
+
+    def _server_socket(self, env: dict[str, str]) -> str | None:
+        """The socket of a running fork server for ``env`` (started if need be)."""
+        key = tuple(sorted(env.items()))
+        if self._server is not None and (key != self._server_env or
+                                         self._server.poll() is not None):
+            self.stop_forkserver()
+        if self._server is None:
+            self._start_server(env, key)
+        if self._server is None or self._server_dir is None:
+            return None
+        return str(self._server_dir / "fork.sock")
+
+    def _start_server(self, env: dict[str, str], key: tuple[tuple[str, str], ...]) -> None:
+        folder = Path(tempfile.mkdtemp(prefix="mm-fork-"))
+        sock = folder / "fork.sock"
+        try:
+            with open(folder / "forkserver.log", "wb") as out:
+                proc = subprocess.Popen(
+                    [self.python, "-m", "harness.emulator.endpoint.forkserver", str(sock)],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, cwd=folder,
+                    start_new_session=True)
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+                proc.wait()
+                shutil.rmtree(folder, ignore_errors=True)
+                return  # endpoints are then started one by one
+            time.sleep(0.005)
+        self._server, self._server_dir, self._server_env = proc, folder, key
+        if not self._atexit:
+            atexit.register(self.stop_forkserver)
+            # Pool workers leave through multiprocessing's exit, which skips atexit.
+            multiprocessing.util.Finalize(self, self.stop_forkserver, exitpriority=10)
+            self._atexit = True
+
+    def _fork(self, server: str, args: list[str], log: Path) -> _Forked | None:
+        log.write_bytes(b"")
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.settimeout(10)
+            conn.connect(server)
+            conn.sendall(json.dumps({"argv": args, "log": str(log),
+                                     "cwd": str(self.workdir)}).encode() + b"\n")
+            reply = b""
+            while b"\n" not in reply:
+                data = conn.recv(4096)
+                if not data:
+                    raise ConnectionError("fork server closed the connection")
+                reply += data
+        except OSError:
+            conn.close()
+            self.stop_forkserver()
+            return None
+        line, rest = reply.split(b"\n", 1)
+        forked = _Forked(conn, int(json.loads(line)["pid"]))
+        forked._buf = rest
+        return forked
+
+    def stop_forkserver(self) -> None:
+        """Stop the fork server (its children are not touched)."""
+        proc, folder = self._server, self._server_dir
+        self._server = self._server_dir = self._server_env = None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def incoming_uri(self, destination: EndpointHandle) -> str:
         if self.transport == "unix":

@@ -291,11 +291,20 @@ class QMPDriver(Driver):
     async def _cell(self, cell: Cell, outcome: Outcome, workdir: Path,
                     handles: dict[str, EndpointHandle], clients: dict[str, QMPClient]) -> None:
         launch = self.launcher.launch
-        handles["destination"] = await launch(
-            cell.destination, "destination", incoming=True,
-            extra_args=self.endpoint_args(cell, "destination"))
-        handles["source"] = await launch(
-            cell.source, "source", incoming=False, extra_args=self.endpoint_args(cell, "source"))
+        # Both at once (a container takes a while to start); kept in this order whatever
+        # happens, so that one that started is cleaned up when the other failed.
+        started = await asyncio.gather(
+            launch(cell.destination, "destination", incoming=True,
+                   extra_args=self.endpoint_args(cell, "destination")),
+            launch(cell.source, "source", incoming=False,
+                   extra_args=self.endpoint_args(cell, "source")),
+            return_exceptions=True)
+        for role, result in zip(("destination", "source"), started, strict=True):
+            if isinstance(result, EndpointHandle):
+                handles[role] = result
+        for result in started:
+            if isinstance(result, BaseException):
+                raise result
         dst, src = handles["destination"], handles["source"]
         clients["destination"] = dq = await self._connect(dst)
         clients["source"] = sq = await self._connect(src)
@@ -388,8 +397,8 @@ class QMPDriver(Driver):
 
     async def _loaded(self, cell: Cell, outcome: Outcome, sq: QMPClient, dq: QMPClient,
                       stream: bytes) -> None:
-        src_state = await sq.execute("x-dump-state")
-        dst_state = await dq.execute("x-dump-state")
+        src_state, dst_state = await asyncio.gather(sq.execute("x-dump-state"),
+                                                    dq.execute("x-dump-state"))
         assert isinstance(src_state, dict) and isinstance(dst_state, dict)
         report = dst_state.get("load") or {}
         outcome.bytes_unread = int(report.get("bytes_unread", 0))

@@ -1,7 +1,8 @@
 """Guest RAM blocks and the live ``ram`` section (QEMU 0.13-1.0 arch_init.c).
 
 A :class:`GuestRam` is an ordered set of :class:`RamBlock` (``pc.ram``, ``pc.bios``,
-``pc.rom``, ``vga.vram`` on a pc). Each block is a ``bytearray`` with a dirty bitmap of
+``pc.rom``, ``vga.vram`` on a pc). Each block is anonymous memory (a writable
+``memoryview``, free until written) with a dirty bitmap of
 one byte per 4 KiB page; guest writes go through :meth:`RamBlock.write` so that live
 migration knows what to resend. :class:`RamSection` is the live section handler ``ram``
 (instance 0, version 4) that :mod:`.savevm` drives: START sends the block list and every
@@ -49,11 +50,14 @@ end raises :class:`TruncatedInput` and nothing else.
 
 from __future__ import annotations
 
+import array
 import bisect
 import functools
 import hashlib
+import mmap
 import random
 import struct
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -86,6 +90,8 @@ __all__ = [
     "fill_pattern",
     "option_rom_image",
     "pc_layout",
+    "zero_records",
+    "zero_records_prefix",
 ]
 
 PAGE_SIZE = 4096
@@ -109,6 +115,12 @@ _BE64 = struct.Struct(">Q")
 _BE64_U8 = struct.Struct(">QB")
 _ZERO_PAGE = bytes(PAGE_SIZE)
 _CHUNK_PAGES = 256  # pages per joined write (1 MiB of raw pages at most)
+_HUGE_PAGE = 2 << 20
+_HUGE_LIMIT = 64 << 20  # largest block given huge pages (a test guest, a VGA's memory)
+_MADV_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", None)
+_ZERO_CHUNK = bytes(_CHUNK_PAGES << PAGE_SHIFT)  # compared against in one memcmp
+_FLAGS_CZ = FLAG_CONTINUE | FLAG_COMPRESS  # a uniform page of the previous record's block
+_FLAGS_CP = FLAG_CONTINUE | FLAG_PAGE  # a raw page of the previous record's block
 
 
 @functools.cache
@@ -116,11 +128,92 @@ def _uniform_page(fill: int) -> bytes:
     return bytes((fill,)) * PAGE_SIZE
 
 
+@functools.lru_cache(maxsize=16)
+def zero_records(npages: int) -> bytes:
+    """The v4 records ``CONTINUE|COMPRESS`` + fill 0 for pages ``0 .. npages-1`` of a block.
+
+    Nine bytes per page: be64 ``offset | 0x22`` then ``00``. A run of zero pages is a
+    slice of this, so the saver writes it and the loader checks it in one operation.
+
+    >>> zero_records(2).hex(" ", 9)
+    '000000000000002200 000000000000102200'
+    """
+    offsets = memoryview(_be64_offsets(npages)).cast("B")
+    out = bytearray(9 * npages)
+    for k in range(8):
+        out[k::9] = offsets[k::8]
+    out[7::9] = bytes((_FLAGS_CZ,)) * npages  # offsets are page aligned: the low byte is 0
+    return bytes(out)
+
+
+def _be64_offsets(npages: int) -> bytes:
+    """Big-endian u64 page offsets ``0, 4096, ..., (npages-1) * 4096`` packed end to end."""
+    a = array.array("Q", range(0, npages << PAGE_SHIFT, PAGE_SIZE))
+    if a.itemsize != 8:  # pragma: no cover - every supported platform has 8-byte Q
+        return b"".join(_BE64.pack(i << PAGE_SHIFT) for i in range(npages))
+    if sys.byteorder == "little":
+        a.byteswap()
+    return a.tobytes()
+
+
+def zero_records_prefix(pattern: bytes, at: int, buf: memoryview, pos: int, most: int) -> int:
+    """How many of the ``most`` records at ``buf[pos:]`` equal ``pattern[at:]`` (9 bytes
+    each); the caller has checked the first. One memcmp per halving step."""
+    if pattern.startswith(buf[pos : pos + 9 * most], at):
+        return most
+    lo, hi = 1, most - 1  # lo records match; more than hi do not
+    while lo < hi:
+        mid = (lo + hi + 1) >> 1
+        if pattern.startswith(buf[pos : pos + 9 * mid], at):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _zero_pages(view: memoryview, start: int, end: int) -> None:
+    """Zero ``view[start:end]``, skipping 1 MiB pieces already zero (a fresh block's pages
+    are then only read, never allocated)."""
+    zero, step = _ZERO_CHUNK, len(_ZERO_CHUNK)
+    while start < end:
+        stop = min(start + step, end)
+        piece = view[start:stop]
+        if not zero.startswith(piece):
+            piece[:] = zero[: stop - start]
+        start = stop
+
+
+def _zero_run(view: memoryview, p: int, stop: int) -> int:
+    """End of the run of zero bytes starting at ``p`` (a zero page), to a page boundary,
+    at most ``stop``: a binary search of memcmps against zeros."""
+    zero = _ZERO_CHUNK
+    end = p + PAGE_SIZE
+    while end < stop:  # grow in 1 MiB steps while whole steps are zero
+        nxt = min(end + len(zero), stop)
+        if zero.startswith(view[end:nxt]):
+            end = nxt
+            continue
+        lo, hi = 0, (nxt - end) >> PAGE_SHIFT  # pages beyond ``end``: lo are zero, hi not all
+        while lo + 1 < hi:
+            mid = (lo + hi) >> 1
+            if zero.startswith(view[end : end + (mid << PAGE_SHIFT)]):
+                lo = mid
+            else:
+                hi = mid
+        return end + (lo << PAGE_SHIFT)
+    return end
+
+
 # -- blocks ---------------------------------------------------------------------------
 
 
 class RamBlock:
-    """One RAM block: its bytes, and a dirty bitmap of one byte (0 or 1) per page."""
+    """One RAM block: its bytes, and a dirty bitmap of one byte (0 or 1) per page.
+
+    The bytes live in private anonymous memory (``mmap``): a new block costs no time and
+    no memory until its pages are written, however large. ``data`` and ``view`` are the
+    same writable ``memoryview`` of them.
+    """
 
     __slots__ = ("idstr", "name", "data", "view", "dirty", "npages")
 
@@ -133,8 +226,14 @@ class RamBlock:
             raise ConfigError(f"RAM block name {idstr!r} must be 1..255 bytes")
         self.idstr = idstr
         self.name = name
-        self.data = bytearray(length)
-        self.view = memoryview(self.data)
+        mem = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if _HUGE_PAGE <= length <= _HUGE_LIMIT and _MADV_HUGEPAGE is not None:
+            # Pages never written then read as the kernel's one huge zero page: scanning a
+            # fresh block for zero pages costs a memcmp per 2 MiB, not a fault per 4 KiB.
+            # Not for large blocks: a load that reads a region (zero check) and then writes
+            # pages in it is slower there than with small pages (6x, bench/README.md).
+            mem.madvise(_MADV_HUGEPAGE)
+        self.view = self.data = memoryview(mem)
         self.npages = length >> PAGE_SHIFT
         self.dirty = bytearray(self.npages)
 
@@ -378,27 +477,29 @@ class RamSection:
     def _save_run(self, w: StreamWriter, block: RamBlock, first: int, end: int) -> None:
         """Send pages ``[first, end)`` of ``block`` and clear their dirty bits.
 
-        The hot loop: one bytearray index pair screens out random pages, a memcmp
-        (``startswith``) against the cached zero page confirms zero pages, records are
-        packed with one struct call and joined per 1 MiB.
+        The hot loop: one index pair screens out random pages, a memcmp against zeros
+        confirms zero pages, records are packed with one struct call and joined per 1 MiB.
+        In v4 a run of zero pages is found with a few memcmps and sent as one slice of
+        :func:`zero_records` (the same bytes the record loop would pack).
         """
         block.dirty[first:end] = bytes(end - first)
         v4 = self.version_id >= 4
         base = 0 if v4 else self._starts[self._blocks.index(block)]
         cont = FLAG_CONTINUE if v4 else 0
-        data, view = block.data, block.view
-        startswith, count = data.startswith, data.count
+        view = block.view
         pack, pack_u8 = _BE64.pack, _BE64_U8.pack
         zero, last, size = _ZERO_PAGE, PAGE_SIZE - 1, PAGE_SIZE
+        uniform_page = _uniform_page
         fcomp, fpage = FLAG_COMPRESS | cont, FLAG_PAGE | cont
+        records = zero_records(block.npages) if v4 else b""
         o = first << PAGE_SHIFT
         stop = end << PAGE_SHIFT
         uniform = 0
         if v4 and self._save_last is not block:
             # First record of this block since another block's: it carries the name.
-            b = data[o]
+            b = view[o]
             name = (bytes((len(block.name),)), block.name)
-            if b == data[o + last] and count(b, o, o + size) == size:
+            if b == view[o + last] and uniform_page(b).startswith(view[o : o + size]):
                 w.raw(b"".join((pack(o | FLAG_COMPRESS), *name, bytes((b,)))))
                 uniform += 1
             else:
@@ -409,18 +510,32 @@ class RamSection:
         while o < stop:
             parts: list[bytes | memoryview] = []
             ap = parts.append
-            for p in range(o, min(o + chunk, stop), size):
-                b = data[p]
-                if b == data[p + last] and (
-                    startswith(zero, p) if b == 0 else count(b, p, p + size) == size
-                ):
-                    ap(pack_u8((p + base) | fcomp, b))
-                    uniform += 1
-                else:
-                    ap(pack((p + base) | fpage))
-                    ap(view[p : p + size])
+            p = o
+            o = min(o + chunk, stop)
+            while p < o:
+                b = view[p]
+                if b == view[p + last]:
+                    if b == 0:
+                        if zero.startswith(view[p : p + size]):
+                            if v4:
+                                e = _zero_run(view, p, o)
+                                ap(records[9 * (p >> PAGE_SHIFT) : 9 * (e >> PAGE_SHIFT)])
+                                uniform += (e - p) >> PAGE_SHIFT
+                                p = e
+                                continue
+                            ap(pack_u8((p + base) | fcomp, 0))
+                            uniform += 1
+                            p += size
+                            continue
+                    elif uniform_page(b).startswith(view[p : p + size]):
+                        ap(pack_u8((p + base) | fcomp, b))
+                        uniform += 1
+                        p += size
+                        continue
+                ap(pack((p + base) | fpage))
+                ap(view[p : p + size])
+                p += size
             w.raw(b"".join(parts))
-            o += chunk
         self.stats.pages += end - first
         self.stats.uniform_pages += uniform
 
@@ -438,6 +553,8 @@ class RamSection:
         read_u64, read_u8, read_into = r.read_u64, r.read_u8, r.read_into
         size = PAGE_SIZE
         while True:
+            if v4 and self._sized and self._load_last is not None:
+                self._load_continued(r, self._load_last)
             at = r.offset
             word = read_u64()
             flags = word & FLAG_MASK
@@ -465,9 +582,10 @@ class RamSection:
                     block, addr = self._v3_locate(addr, at)
                 if kind == FLAG_COMPRESS:
                     fill = read_u8()
-                    block.view[addr : addr + size] = (
-                        _ZERO_PAGE if fill == 0 else _uniform_page(fill)
-                    )
+                    if fill:
+                        block.view[addr : addr + size] = _uniform_page(fill)
+                    else:
+                        _zero_pages(block.view, addr, addr + size)
                 else:
                     read_into(block.view[addr : addr + size])
             elif flags & FLAG_MEM_SIZE:
@@ -478,6 +596,52 @@ class RamSection:
                 self._bad_flags(flags, at)
             if flags & FLAG_EOS:
                 return
+
+    def _load_continued(self, r: StreamReader, block: RamBlock) -> None:
+        """Load the buffered v4 records that need no decision: ``CONTINUE|PAGE`` and
+        ``CONTINUE|COMPRESS`` of ``block`` inside the block, complete in the buffer.
+
+        It stops before the first other record (a named block, EOS, MEM_SIZE, bad flags,
+        an offset beyond the block, a record cut by the buffer's end), which the general
+        loop then reads, so errors and their offsets are the general loop's. A run of zero
+        pages is compared with :func:`zero_records` in one memcmp.
+        """
+        buf, pos, end = r.buffered()
+        if end - pos < 9:
+            return
+        start = pos
+        view, limit, npages = block.view, len(block.view), block.npages
+        unpack, size, mask = _BE64.unpack_from, PAGE_SIZE, FLAG_MASK
+        records = None
+        with memoryview(buf) as mv:
+            while end - pos >= 9:
+                word = unpack(mv, pos)[0]
+                flags = word & mask
+                addr = word ^ flags
+                if addr + size > limit:
+                    break
+                if flags == _FLAGS_CZ:
+                    fill = mv[pos + 8]
+                    if fill:
+                        view[addr : addr + size] = _uniform_page(fill)
+                        pos += 9
+                        continue
+                    if records is None:
+                        records = zero_records(npages)
+                    page = addr >> PAGE_SHIFT
+                    n = zero_records_prefix(records, 9 * page, mv, pos, min((end - pos) // 9,
+                                                                       npages - page))
+                    _zero_pages(view, addr, addr + (n << PAGE_SHIFT))
+                    pos += 9 * n
+                elif flags == _FLAGS_CP:
+                    if end - pos < 8 + size:
+                        break
+                    view[addr : addr + size] = mv[pos + 8 : pos + 8 + size]
+                    pos += 8 + size
+                else:
+                    break
+        if pos != start:
+            r.advance(pos - start)
 
     @staticmethod
     def _bad_flags(flags: int, at: int) -> None:
@@ -571,7 +735,7 @@ def fill_pattern(
     b = ram if isinstance(ram, RamBlock) else ram[block]
     n = b.npages
     view = b.view
-    view[:] = bytes(len(b.data))  # start from zero pages
+    _zero_pages(view, 0, len(view))  # start from zero pages
     random_pages = 0
     i = 0
     while i < n:
@@ -651,6 +815,16 @@ class RamDiff:
                 "pages": list(self.pages), "detail": self.detail}
 
 
+def _same(a: memoryview, b: memoryview) -> bool:
+    """``a == b`` for equal-length byte views, one memcmp per 1 MiB (a memoryview's own
+    ``==`` compares item by item)."""
+    step = len(_ZERO_CHUNK)
+    for o in range(0, len(a), step):
+        if not bytes(a[o : o + step]).startswith(b[o : o + step]):
+            return False
+    return True
+
+
 def compare_ram(a: GuestRam, b: GuestRam, *, limit: int = 16) -> list[RamDiff]:
     """Compare two machines' RAM block by block; ``[]`` when identical.
 
@@ -667,17 +841,17 @@ def compare_ram(a: GuestRam, b: GuestRam, *, limit: int = 16) -> list[RamDiff]:
             diffs.append(RamDiff(name, max(ba.npages, bb.npages), [],
                                  f"length {len(ba.data)} != {len(bb.data)}"))
             continue
-        if ba.data == bb.data:
+        da, db = ba.view, bb.view
+        if _same(da, db):
             continue
         d = RamDiff(name)
-        da, db = ba.data, bb.data
         step = _CHUNK_PAGES << PAGE_SHIFT
         for c in range(0, len(da), step):
             ce = min(c + step, len(da))
-            if da[c:ce] == db[c:ce]:
+            if _same(da[c:ce], db[c:ce]):
                 continue
             for o in range(c, ce, PAGE_SIZE):
-                if da[o : o + PAGE_SIZE] != db[o : o + PAGE_SIZE]:
+                if not _same(da[o : o + PAGE_SIZE], db[o : o + PAGE_SIZE]):
                     d.count += 1
                     if len(d.pages) < limit:
                         d.pages.append(o >> PAGE_SHIFT)

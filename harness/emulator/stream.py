@@ -38,15 +38,23 @@ class Sink(Protocol):
 
 
 class StreamWriter:
-    """Appends big-endian values; ``offset`` counts every byte written so far."""
+    """Appends big-endian values; ``offset`` counts every byte written so far.
 
-    __slots__ = ("_buf", "_sink", "_flushed", "_threshold")
+    Without a sink, small values collect in a buffer and large ``raw`` pieces are kept as
+    they are (bytes are immutable, other buffers are copied once), so :meth:`getvalue`
+    joins the stream with one copy instead of growing one buffer by reallocation.
+    """
+
+    __slots__ = ("_buf", "_sink", "_flushed", "_threshold", "_chunks")
+
+    _KEEP = 1 << 16  # a raw piece at least this large is kept whole (no sink)
 
     def __init__(self, sink: Sink | None = None, *, flush_threshold: int = 1 << 20) -> None:
         self._buf = bytearray()
         self._sink = sink
-        self._flushed = 0
+        self._flushed = 0  # bytes handed to the sink or kept in ``_chunks``
         self._threshold = flush_threshold
+        self._chunks: list[bytes | bytearray] = []
 
     @property
     def offset(self) -> int:
@@ -77,13 +85,25 @@ class StreamWriter:
         self._buf += _I64.pack(value)
 
     def raw(self, data: bytes | bytearray | memoryview) -> None:
-        if self._sink is not None and len(data) >= self._threshold:
+        n = len(data)
+        if self._sink is None:
+            if n >= self._KEEP:
+                if self._buf:
+                    self._chunks.append(self._buf)
+                    self._flushed += len(self._buf)
+                    self._buf = bytearray()
+                self._chunks.append(data if type(data) is bytes else bytes(data))
+                self._flushed += n
+            else:
+                self._buf += data
+            return
+        if n >= self._threshold:
             self.flush()
             self._sink.write(data)
-            self._flushed += len(data)
+            self._flushed += n
             return
         self._buf += data
-        if self._sink is not None and len(self._buf) >= self._threshold:
+        if len(self._buf) >= self._threshold:
             self.flush()
 
     def flush(self) -> None:
@@ -97,7 +117,9 @@ class StreamWriter:
         """Everything written, for a writer without a sink."""
         if self._sink is not None:
             raise ValueError("getvalue() on a writer that flushes to a sink")
-        return bytes(self._buf)
+        if not self._chunks:
+            return bytes(self._buf)
+        return b"".join((*self._chunks, self._buf))
 
 
 class StreamReader:
@@ -241,6 +263,18 @@ class StreamReader:
 
     def skip(self, n: int) -> None:
         self._need(n)
+
+    def buffered(self) -> tuple[Any, int, int]:
+        """``(buffer, start, end)``: the bytes already read ahead and not yet consumed are
+        ``buffer[start:end]``. For bulk decoders, which then :meth:`advance`; do not
+        keep a view of the buffer across other reads."""
+        return self._buf, self._pos, self._end
+
+    def advance(self, n: int) -> None:
+        """Consume ``n`` bytes that :meth:`buffered` showed."""
+        if not 0 <= n <= self._end - self._pos:
+            raise ValueError(f"advance({n}) beyond the {self._end - self._pos} buffered bytes")
+        self._pos += n
 
     def peek(self, n: int) -> bytes:
         """Up to ``n`` upcoming bytes without consuming them (fewer at end of input)."""

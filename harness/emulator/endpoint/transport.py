@@ -10,6 +10,7 @@ held as one bytes object. Everything here blocks; the endpoint runs it in thread
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -129,8 +130,11 @@ class Outgoing:
             except ConnectionResetError as e:
                 raise OSError("the destination closed the connection before reading "
                               "the whole stream") from e
-            except OSError:
-                pass
+            except OSError as e:
+                # A reset that came before the shutdown makes the shutdown fail instead.
+                if e.errno in (errno.ENOTCONN, errno.EPIPE):
+                    raise OSError("the destination closed the connection before reading "
+                                  "the whole stream") from e
             finally:
                 self._sock.close()
             return
