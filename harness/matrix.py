@@ -19,13 +19,16 @@ from typing import Any
 from .emulator.errors import ConfigError
 from .emulator.machine import DEFAULT_RAM_SIZE, parse_size
 from .emulator.releases import parse_endpoint
-from .scenarios import SCENARIOS
+from .scenarios import catalogue, lookup
 from .shards import shard_of
 from .verdict import NEVER_ACCEPTABLE, Verdict
 
 __all__ = ["Cell", "Endpoint", "KnownIssue", "Matrix", "MatrixError", "Rule", "load_matrix"]
 
 DEFAULT_TIME_LIMIT = 60.0
+QEMU_DEFAULT_RAM = 64 << 20
+QEMU_TRANSPORTS = ("unix", "tcp", "exec")
+KINDS = ("emulator", "qemu")
 
 
 class MatrixError(Exception):
@@ -43,14 +46,25 @@ class Endpoint:
     machine: str
     ram_size: int = DEFAULT_RAM_SIZE
     options: tuple[tuple[str, Any], ...] = ()
+    # A real QEMU endpoint (kind "qemu"): the binary (a path or a name on PATH) or a
+    # container image holding one, and extra command-line arguments.
+    kind: str = "emulator"
+    binary: str | None = None
+    image: str | None = None
+    args: tuple[str, ...] = ()
+    transport: str = "unix"  # how a QEMU destination listens: unix, tcp or exec (a file)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "endpoint": self.name,
             "release": self.release,
             "machine": self.machine,
             "ram_size": self.ram_size,
         }
+        if self.kind != "emulator":
+            out.update(kind=self.kind, binary=self.binary, image=self.image,
+                       args=list(self.args), transport=self.transport)
+        return out
 
 
 Patterns = tuple[str, ...]  # globs; a value matches when any of them does
@@ -121,7 +135,7 @@ class Cell:
 
     @property
     def id(self) -> str:
-        tag = f"{self.scenario}:{self.seed}" if SCENARIOS[self.scenario].seeded else self.scenario
+        tag = f"{self.scenario}:{self.seed}" if lookup(self.scenario).seeded else self.scenario
         return f"{self.source.name}->{self.destination.name}[{tag}]"
 
 
@@ -145,17 +159,25 @@ class Matrix:
         out: list[Cell] = []
         self.excluded = []
         for src in self.endpoints:
-            src_release = get_release(src.release)
+            src_release = get_release(src.release) if src.kind == "emulator" else None
             for dst in self.endpoints:
                 for scenario, seeds in self.scenarios:
-                    missing = SCENARIOS[scenario].missing_on(src_release)
+                    entry = lookup(scenario)
+                    why = None
+                    if src.kind != dst.kind:
+                        why = (f"a {src.kind} endpoint cannot migrate to a {dst.kind} "
+                               "endpoint")
+                    elif src.kind not in entry.kinds:
+                        why = f"the scenario is for {', '.join(sorted(entry.kinds))} endpoints"
+                    elif src_release is not None:
+                        missing = entry.missing_on(src_release)
+                        if missing:
+                            why = (f"{src.release} cannot express it: "
+                                   f"no {', '.join(sorted(missing))}")
                     for seed in seeds:
                         cell = self._cell(src, dst, scenario, seed)
-                        if missing:
-                            self.excluded.append(
-                                (cell.id, f"{src.release} cannot express it: "
-                                 f"no {', '.join(sorted(missing))}")
-                            )
+                        if why:
+                            self.excluded.append((cell.id, why))
                             continue
                         out.append(cell)
         if shard is not None:
@@ -262,19 +284,30 @@ def load_matrix(path: str | Path) -> Matrix:
         where = f"endpoint[{i}]."
         if not isinstance(ep, dict):
             raise MatrixError(path, f"endpoint[{i}]", "expected a table")
-        _check_keys(ep, {"name", "ram", "driver"}, path, where)
+        kind = _get(ep, "kind", str, path, where, "emulator")
+        if kind not in KINDS:
+            raise MatrixError(path, f"{where}kind", f"one of {', '.join(KINDS)}, got {kind!r}")
+        if kind == "qemu":
+            endpoints.append(_qemu_endpoint(ep, path, where, defaults))
+            continue
+        _check_keys(ep, {"name", "ram", "driver", "kind"}, path, where)
         ep_name = _get(ep, "name", str, path, where)
         try:
             release, machine = parse_endpoint(ep_name)
             ram = parse_size(_get(ep, "ram", (str, int), path, where, default_ram))
         except ConfigError as e:
             raise MatrixError(path, f"{where}name", str(e)) from None
-        extra = tuple(sorted((k, v) for k, v in ep.items() if k not in {"name", "ram"}))
+        extra = tuple(sorted((k, v) for k, v in ep.items() if k not in {"name", "ram", "kind"}))
         endpoints.append(Endpoint(ep_name, release.name, ep_name.partition("/")[2], ram, extra))
     names = [e.name for e in endpoints]
     if len(set(names)) != len(names):
         raise MatrixError(path, "endpoint", "endpoint names must be unique")
 
+    # The catalogues of the endpoint kinds in this matrix: "*" in an emulator matrix
+    # means every emulator scenario, in a QEMU matrix every QEMU scenario.
+    SCENARIOS: dict[str, Any] = {}
+    for kind in dict.fromkeys(e.kind for e in endpoints):
+        SCENARIOS.update(catalogue(kind))
     sc = _get(data, "scenarios", dict, path, "", {})
     include = _get(sc, "include", list, path, "scenarios.", ["*"])
     seeds_table = _get(sc, "seeds", dict, path, "scenarios.", {})
@@ -329,3 +362,36 @@ def load_matrix(path: str | Path) -> Matrix:
 
     return Matrix(name, str(path), description, endpoints, scenarios, rules, issues,
                   time_limit, driver)
+
+
+def _qemu_endpoint(ep: dict[str, Any], path: Path, where: str,
+                   defaults: dict[str, Any]) -> Endpoint:
+    """``[[endpoint]] kind = "qemu"``: ``name = "LABEL/MACHINE"``, ``binary`` (default
+    qemu-system-x86_64) or ``image`` (a container image holding it), ``machine`` (default:
+    the part of the name after the first ``/``), ``args``, ``ram``, ``transport``."""
+    _check_keys(ep, {"name", "kind", "binary", "image", "machine", "args", "ram",
+                     "transport"}, path, where)
+    name = _get(ep, "name", str, path, where)
+    label, slash, rest = name.partition("/")
+    if not label or not slash or not rest:
+        raise MatrixError(path, f"{where}name", f"expected LABEL/MACHINE, got {name!r}")
+    machine = _get(ep, "machine", str, path, where, rest)
+    image = _get(ep, "image", str, path, where, None)
+    binary = _get(ep, "binary", str, path, where,
+                  _get(defaults, "binary", str, path, "defaults.", "qemu-system-x86_64"))
+    args = _get(ep, "args", list, path, where, [])
+    if not all(isinstance(a, str) for a in args):
+        raise MatrixError(path, f"{where}args", "expected a list of strings")
+    transport = _get(ep, "transport", str, path, where,
+                     _get(defaults, "transport", str, path, "defaults.", "unix"))
+    if transport not in QEMU_TRANSPORTS:
+        raise MatrixError(path, f"{where}transport",
+                          f"one of {', '.join(QEMU_TRANSPORTS)}, got {transport!r}")
+    try:
+        ram = parse_size(_get(ep, "ram", (str, int), path, where,
+                              _get(defaults, "ram", (str, int), path, "defaults.",
+                                   QEMU_DEFAULT_RAM)))
+    except ConfigError as e:
+        raise MatrixError(path, f"{where}ram", str(e)) from None
+    return Endpoint(name, label, machine, ram, (), kind="qemu", binary=binary, image=image,
+                    args=tuple(args), transport=transport)

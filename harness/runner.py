@@ -36,7 +36,8 @@ from .report.results import SCHEMA, summarize
 from .schema import predict_cell
 from .verdict import Outcome, classify
 
-__all__ = ["cell_result", "run_cells", "select_cells", "ResultsFile", "ResultsWriteError"]
+__all__ = ["cell_result", "driver_for", "run_cells", "select_cells", "ResultsFile",
+           "ResultsWriteError"]
 
 
 
@@ -56,6 +57,10 @@ def select_cells(cells: Iterable[Cell], patterns: list[str] | None) -> list[Cell
 
 def commands(cell: Cell, matrix_path: str) -> dict[str, str]:
     src, dst = cell.source, cell.destination
+    if src.kind == "qemu":
+        from .drivers.qemu import cell_commands
+
+        return {**cell_commands(cell), "run": f"migmatrix run --matrix {matrix_path} -k '{cell.id}'"}
     stream = "cell.mig"
     seed = f" --seed {cell.seed}" if cell.seed else ""
     return {
@@ -104,7 +109,8 @@ def cell_result(cell: Cell, outcome: Outcome, matrix_path: str, driver: str) -> 
             "window": outcome.window,
             **{k: v for k, v in outcome.extra.items() if k not in ("offset",)},
         },
-        "prediction": predict_cell(cell),
+        "prediction": predict_cell(cell) if cell.source.kind == "emulator" else {
+            "verdicts": [], "reason": "no model of real QEMU: observed only"},
         "stream_bytes": outcome.stream_bytes,
         "duration_s": round(outcome.duration_s, 6),
         "commands": commands(cell, matrix_path),
@@ -136,12 +142,20 @@ class ResultsFile:
         self.cells: list[dict[str, Any]] = []
         self.every = every
         self._last = 0.0
+        self._cost = 0.0  # seconds the last rewrite took
         self.kept = 0  # cells in the last results.json written successfully
 
     def add(self, cell: dict[str, Any]) -> None:
         self.cells.append(cell)
-        if self.path is not None and time.monotonic() - self._last >= self.every:
+        if self.path is not None and time.monotonic() - self._last >= self._wait:
             self.write()
+
+    @property
+    def _wait(self) -> float:
+        """Seconds between rewrites: ``every``, or four times the last rewrite's cost when
+        that is longer, so that rewriting a growing file stays a bounded share of the run
+        (a run of N cells costs O(N), not O(N^2)). ``every=0`` rewrites after each cell."""
+        return self.every if self.every <= 0 else max(self.every, 4 * self._cost)
 
     def document(self, finished: bool = False) -> dict[str, Any]:
         doc = dict(self.header)
@@ -151,6 +165,7 @@ class ResultsFile:
         return doc
 
     def write(self, finished: bool = False) -> dict[str, Any]:
+        t0 = time.monotonic()
         doc = self.document(finished)
         if finished:
             doc["duration_s"] = round(time.time() - self.header["_t0"], 3)
@@ -169,6 +184,7 @@ class ResultsFile:
                 raise ResultsWriteError(self.path, e, self.kept, len(self.cells)) from e
             self.kept = len(self.cells)
         self._last = time.monotonic()
+        self._cost = self._last - t0
         return doc
 
 
@@ -196,7 +212,14 @@ def header(matrix: Matrix, driver: str, shard: tuple[int, int] | None,
     }
 
 
+def driver_for(cell: Cell, driver_name: str) -> str:
+    """The driver that runs ``cell``: a real QEMU endpoint always runs under ``qemu``."""
+    return "qemu" if cell.source.kind == "qemu" or cell.destination.kind == "qemu" \
+        else driver_name
+
+
 def _run_one(driver_name: str, cell: Cell, matrix_path: str) -> dict[str, Any]:
+    driver_name = driver_for(cell, driver_name)
     driver = _worker_driver(driver_name)
     try:
         outcome = driver.run_cell(cell)

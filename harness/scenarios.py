@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .emulator.guest import FOUND, PROGRAMS, GuestProgram, run_program
 from .emulator.machine import Machine
 from .emulator.releases import Release
 
-__all__ = ["SCENARIOS", "Scenario", "get_scenario", "apply_scenario"]
+__all__ = ["SCENARIOS", "Scenario", "all_scenarios", "catalogue", "get_scenario",
+           "apply_scenario", "lookup"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Scenario:
     exercises: str
     requires: frozenset[str] = frozenset()
     seeded: bool = False  # the seed changes the state (and is part of the cell id)
+    kinds: frozenset[str] = frozenset({"emulator"})  # endpoint kinds it applies to
 
     @property
     def program(self) -> GuestProgram:
@@ -143,6 +146,29 @@ def _found_scenarios() -> dict[str, Scenario]:
 
 
 SCENARIOS.update(_found_scenarios())
+
+
+def catalogue(kind: str) -> dict[str, Any]:
+    """The scenarios for endpoints of ``kind`` (``emulator`` or ``qemu``)."""
+    if kind == "qemu":
+        from .qemu.scenarios import QEMU_SCENARIOS
+
+        return dict(QEMU_SCENARIOS)
+    return dict(SCENARIOS)
+
+
+def all_scenarios() -> dict[str, Any]:
+    """Every catalogue's scenarios by name (the names do not overlap)."""
+    return {**catalogue("emulator"), **catalogue("qemu")}
+
+
+def lookup(name: str) -> Any:
+    """A scenario of any catalogue (``Scenario`` or ``QemuScenario``)."""
+    try:
+        return all_scenarios()[name]
+    except KeyError:
+        raise KeyError(f"unknown scenario {name!r} (known: {', '.join(all_scenarios())})"
+                       ) from None
 
 
 def get_scenario(name: str) -> Scenario:

@@ -4,7 +4,8 @@ A driver runs one cell (source endpoint, destination endpoint, scenario, seed) a
 an :class:`~harness.verdict.Outcome`; it never decides the verdict. ``inprocess`` runs both
 endpoints as objects in this process (the default, and the fake the other drivers are
 checked against); ``subprocess`` and ``docker`` run each endpoint as a process (locally, or
-in a container) and drive it over QMP (:mod:`harness.drivers.qmp`).
+in a container) and drive it over QMP (:mod:`harness.drivers.qmp`); ``qemu`` runs real QEMU
+binaries (locally or in containers) through the same QMP driver core.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ DRIVERS = {
     "inprocess": "harness.drivers.inprocess:InProcessDriver",
     "subprocess": "harness.drivers.processes:SubprocessDriver",
     "docker": "harness.drivers.containers:DockerDriver",
+    "qemu": "harness.drivers.qemu:QemuDriver",
 }
 
 
