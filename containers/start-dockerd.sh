@@ -58,6 +58,11 @@ else
     echo "dockerd running (pid $(cat "$dir/dockerd.pid"), storage $ok), DOCKER_HOST=$DOCKER_HOST" >&2
 fi
 
+# The data-root outlives the engine: remove cells of an earlier run that was killed.
+stale=$(docker ps -aq --filter label=migmatrix)
+[ -z "$stale" ] || docker rm -f $stale >/dev/null
+docker network prune -f --filter label=migmatrix >/dev/null
+
 if [ "${1:-}" != "--no-images" ]; then
     "$here/build-base.sh"
     "$here/build-endpoint.sh"

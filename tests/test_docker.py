@@ -34,15 +34,22 @@ def engine() -> None:
     pytest.skip(f"docker tests skipped: {problem}")
 
 
-def leftovers() -> tuple[list, list]:
+def leftovers() -> tuple[set[str], set[str]]:
+    """Ids of the project's containers and networks on the engine."""
     import docker
 
     client = docker.from_env()
     try:
-        return (client.containers.list(all=True, filters={"label": "migmatrix"}),
-                client.networks.list(filters={"label": "migmatrix"}))
+        return ({c.id for c in client.containers.list(all=True, filters={"label": "migmatrix"})},
+                {n.id for n in client.networks.list(filters={"label": "migmatrix"})})
     finally:
         client.close()
+
+
+def new_leftovers(before: tuple[set[str], set[str]]) -> tuple[set[str], set[str]]:
+    """What a test left behind (an engine may hold remains of an earlier, killed run)."""
+    after = leftovers()
+    return after[0] - before[0], after[1] - before[1]
 
 
 def run(driver: str, cells: list[Cell]) -> dict[str, dict]:
@@ -53,6 +60,7 @@ def run(driver: str, cells: list[Cell]) -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_the_default_matrix_subset_gives_the_same_verdicts_in_containers() -> None:
+    before = leftovers()
     cells = [c for c in load_matrix(DEFAULT).cells() if c.scenario in SUBSET]
     reference = run("inprocess", cells)
     observed = run("docker", cells)
@@ -61,12 +69,13 @@ def test_the_default_matrix_subset_gives_the_same_verdicts_in_containers() -> No
     for cell_id, ref in reference.items():
         if ref["detail"]["window"] is not None:
             assert observed[cell_id]["detail"]["window"] == ref["detail"]["window"]
-    assert leftovers() == ([], [])
+    assert new_leftovers(before) == (set(), set())
 
 
 def test_a_killed_container_is_a_crash_and_everything_is_removed() -> None:
     from harness.drivers.containers import DockerDriver
 
+    before = leftovers()
     ep = Endpoint("new/pc", "new", "pc", 2 << 20)
     cell = Cell(ep, ep, "live-ram", 0, ("pass",), "test", None, 30)
     with DockerDriver(destination_args=["--x-debug-kill-after", str(64 << 10)]) as driver:
@@ -74,4 +83,4 @@ def test_a_killed_container_is_a_crash_and_everything_is_removed() -> None:
     assert classify(outcome) is Verdict.CRASHED, outcome.message
     dest = outcome.extra["endpoints"]["destination"]
     assert dest["argv"][:2] == ["docker", "run"] and dest["exit_code"] not in (None, 0)
-    assert leftovers() == ([], [])
+    assert new_leftovers(before) == (set(), set())
