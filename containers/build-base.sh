@@ -7,6 +7,7 @@
 #
 # Skips the build when the image exists (set MIGMATRIX_REBUILD=1 to force it).
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
 image="${1:-migmatrix-base:bookworm}"
 if [ -z "${MIGMATRIX_REBUILD:-}" ] && docker image inspect "$image" >/dev/null 2>&1; then
     echo "base image $image exists" >&2
@@ -17,21 +18,8 @@ command -v debootstrap >/dev/null || {
     apt-get update -qq && apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
 }
 
-# The Debian mirror apt uses here: deb822 .sources files first, then one-line lists.
-mirror="${MIGMATRIX_DEBIAN_MIRROR:-}"
-if [ -z "$mirror" ]; then
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        mirror="$(awk '/^URIs:/ {for (i = 2; i <= NF; i++) if ($i !~ /security/) {print $i; exit}}' "$f")"
-        [ -n "$mirror" ] && break
-    done
-fi
-if [ -z "$mirror" ]; then
-    mirror="$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-        | awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/) {print $i; exit}}' \
-        | head -n 1)"
-fi
-[ -n "$mirror" ] || { echo "no Debian mirror found in /etc/apt; set MIGMATRIX_DEBIAN_MIRROR" >&2; exit 1; }
+# The Debian mirror apt uses here.
+mirror="$("$here/debian-mirror.sh")"
 
 work="$(mktemp -d /tmp/migmatrix-rootfs.XXXXXX)"
 trap 'rm -rf "$work"' EXIT

@@ -24,15 +24,13 @@ import bisect
 import contextlib
 import functools
 import random
-import signal
 import struct
-import threading
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .drivers.inprocess import CellTimeout, time_limit
 from .emulator.errors import EmulatorError, LoadError
 from .emulator.guest import PROGRAMS
 from .emulator.machine import Machine
@@ -350,29 +348,6 @@ class CheckResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class _Expired(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _wall_limit(seconds: float) -> Iterator[None]:
-    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    if not usable or seconds <= 0:
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise _Expired()
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 class Trickle:
     """A readable source that hands out ``data`` in small, varying chunks (a socket)."""
 
@@ -408,9 +383,9 @@ def check_load(
     source: Any = Trickle(data, len(data)) if via == "stream" else data
     tracer = Tracer() if via == "trace" else None
     try:
-        with _wall_limit(limit):
+        with time_limit(limit):
             Machine.load(release, machine, source, ram_size=ram_size, tracer=tracer)
-    except _Expired:
+    except CellTimeout:
         return CheckResult("timeout", time.perf_counter() - t0, f"no outcome within {limit} s")
     except LoadError as e:
         return CheckResult("typed", time.perf_counter() - t0, str(e), e.reason.name)

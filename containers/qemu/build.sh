@@ -10,6 +10,7 @@
 # (containers/start-dockerd.sh --no-images) and debootstrap. Measured here: trixie (QEMU
 # 10.0) about 40 s, bullseye (QEMU 5.2) about 35 s.
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
 releases=("$@")
 [ ${#releases[@]} -gt 0 ] || releases=(bullseye trixie)
 command -v debootstrap >/dev/null || {
@@ -17,21 +18,8 @@ command -v debootstrap >/dev/null || {
     apt-get update -qq && apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
 }
 
-# The Debian mirror apt uses here (as containers/build-base.sh finds it).
-mirror="${MIGMATRIX_DEBIAN_MIRROR:-}"
-if [ -z "$mirror" ]; then
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        mirror="$(awk '/^URIs:/ {for (i = 2; i <= NF; i++) if ($i !~ /security/) {print $i; exit}}' "$f")"
-        [ -n "$mirror" ] && break
-    done
-fi
-if [ -z "$mirror" ]; then
-    mirror="$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-        | awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/) {print $i; exit}}' \
-        | head -n 1)"
-fi
-[ -n "$mirror" ] || { echo "no Debian mirror found in /etc/apt; set MIGMATRIX_DEBIAN_MIRROR" >&2; exit 1; }
+# The Debian mirror apt uses here.
+mirror="$("$here/../debian-mirror.sh")"
 
 for release in "${releases[@]}"; do
     image="migmatrix-qemu:$release"

@@ -22,18 +22,18 @@ from ..scenarios import apply_scenario, get_scenario
 from ..verdict import Outcome
 from . import Driver, diff_entry
 
-__all__ = ["InProcessDriver", "stream_window", "DIFF_LIMIT"]
+__all__ = ["InProcessDriver", "stream_window", "DIFF_LIMIT", "CellTimeout", "time_limit"]
 
 DIFF_LIMIT = 50  # diff entries kept per cell; the total is kept too
 WINDOW = 48  # bytes kept on each side of the offset of interest
 
 
 class CellTimeout(Exception):
-    pass
+    """Raised inside the limited block when its time is up."""
 
 
 @contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
+def time_limit(seconds: float) -> Iterator[None]:
     usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     if not usable or seconds <= 0:
         yield
@@ -129,7 +129,7 @@ class InProcessDriver(Driver):
         started = time.perf_counter()
         outcome = Outcome()
         try:
-            with _time_limit(cell.time_limit):
+            with time_limit(cell.time_limit):
                 self._run(cell, outcome)
         except CellTimeout:
             outcome.timed_out = True
