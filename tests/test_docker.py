@@ -7,7 +7,6 @@ missing engine or image fails them instead.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from harness.matrix import Cell, Endpoint, load_matrix
 from harness.runner import ResultsFile, run_cells
 from harness.verdict import Verdict, classify
 
+from .ci import require
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "matrix" / "default.toml"
 # Every pair with the scenarios that reach every verdict of the default matrix.
@@ -26,12 +27,7 @@ SUBSET = {"idle", "collide-0x05", "collide-eof", "live-ram", "cpu-two-subsection
 
 @pytest.fixture(scope="module", autouse=True)
 def engine() -> None:
-    problem = engine_problem()
-    if problem is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"docker tests cannot run in CI: {problem}")
-    pytest.skip(f"docker tests skipped: {problem}")
+    require(engine_problem(), "docker tests")
 
 
 def leftovers() -> tuple[set[str], set[str]]:

@@ -20,18 +20,15 @@ from harness.qemu import bootimage
 from harness.qemu.compare import Ignored, StreamState, compare
 from harness.verdict import Verdict, classify
 
+from .ci import require
+
 REPO = Path(__file__).resolve().parents[1]
 CI_MATRIX = REPO / "matrix" / "qemu-ci.toml"
 
 
 @pytest.fixture(scope="module")
 def qemu() -> None:
-    problem = qemu_problem()
-    if problem is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"real-QEMU tests cannot run in CI: {problem}")
-    pytest.skip(f"real-QEMU tests skipped: {problem}")
+    require(qemu_problem(), "real-QEMU tests")
 
 
 def cell(cell_id: str):  # noqa: ANN201
@@ -226,12 +223,7 @@ def images_problem() -> str | None:
 
 @pytest.fixture(scope="module")
 def qemu_images(qemu: None) -> None:
-    problem = images_problem()
-    if problem is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"cross-version QEMU tests cannot run in CI: {problem}")
-    pytest.skip(f"cross-version QEMU tests skipped: {problem}")
+    require(images_problem(), "cross-version QEMU tests")
 
 
 @pytest.mark.parametrize(("cell_id", "verdict", "message"), [

@@ -17,6 +17,8 @@ from harness.report import write_reports
 from harness.report.html import cell_anchor
 from harness.report.sample import HOSTILE, sample_results
 
+from .ci import require
+
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--no-first-run", "--disable-component-update", "--disable-sync",
@@ -30,9 +32,7 @@ def _chromium_path() -> str | None:
 
 
 def _unavailable(reason: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"browser tests must run in CI: {reason}")
-    pytest.skip(reason)
+    require(reason, "browser tests")
 
 
 @pytest.fixture(scope="module")
