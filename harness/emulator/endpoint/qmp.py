@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import stat
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -199,7 +200,14 @@ class QMPServer:
         if kind == "unix" and rest:
             if os.path.exists(rest) and stat.S_ISSOCK(os.stat(rest).st_mode):
                 os.unlink(rest)  # a stale socket of an earlier endpoint
-            server = await asyncio.start_unix_server(self._serve, path=rest)
+            # Listen on a private name, then rename: a client that sees the path can connect
+            # (between bind and listen a connect is refused).
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            pending = f"{rest}.{os.getpid()}.tmp"
+            listener.bind(pending)
+            listener.listen(16)
+            os.rename(pending, rest)
+            server = await asyncio.start_unix_server(self._serve, sock=listener)
             self._paths.append(rest)
             bound = f"unix:{rest}"
         elif kind == "tcp" and rest:

@@ -240,8 +240,10 @@ class Incoming:
                 if os.path.exists(uri.path):
                     os.unlink(uri.path)
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.bind(uri.path)
+                pending = f"{uri.path}.{os.getpid()}.tmp"  # visible only once listening
+                s.bind(pending)
                 s.listen(1)
+                os.rename(pending, uri.path)
                 self._listener = s
         except OSError as e:
             raise TransportError(f"Failed to bind socket for '{uri}': {e.strerror or e}") from e
