@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from .emulator.errors import ConfigError, EmulatorError, LoadError, Reason
-from .emulator.machine import Machine, jsonable
+from .emulator.machine import Machine, jsonable, section_key
 from .emulator.ram import zero_records, zero_records_prefix
 from .emulator.releases import RELEASES, Release
-from .emulator.savevm import FILE_MAGIC, HeaderPolicy, load_stream
+from .emulator.savevm import FILE_MAGIC, HeaderPolicy, SectionRecord, load_stream
 from .emulator.stream import StreamReader
 from .emulator.vmstate import PeekPolicy, TraceMark, Tracer
 
@@ -56,7 +56,6 @@ __all__ = [
     "configure_parser",
     "render_text",
     "replay_as_destination",
-    "section_key",
 ]
 
 ANALYSIS_SCHEMA = "migmatrix/analysis/1"
@@ -253,20 +252,10 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def section_key(idstr: str, instance_id: int) -> str:
-    """The key a machine's state uses for a section (``Machine.section_key``)."""
-    return idstr if instance_id == 0 else f"{idstr}@{instance_id:#x}"
-
-
 @dataclass
-class SectionInfo:
-    kind: str
-    section_id: int
-    idstr: str
-    instance_id: int
-    version_id: int
-    offset: int
-    end: int = 0
+class SectionInfo(SectionRecord):
+    """A section as decoded, with its fields' values."""
+
     fields: dict[str, Any] = field(default_factory=dict)  # path -> value (full values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ __all__ = [
     "compare_machines",
     "jsonable",
     "parse_size",
+    "section_key",
 ]
 
 DEFAULT_RAM_SIZE = 8 << 20
@@ -175,16 +176,13 @@ class Machine:
 
     # -- state ------------------------------------------------------------------------
 
-    def section_key(self, idstr: str, instance_id: int) -> str:
-        return idstr if instance_id == 0 else f"{idstr}@{instance_id:#x}"
-
     def state(self) -> dict[str, dict[str, Any]]:
         """Guest-visible device state: ``{section: {field path: value}}`` (RAM apart)."""
         out: dict[str, dict[str, Any]] = {}
         for device in self.devices.values():
             for section in device.sections():
                 fields = device.guest_view(section, dump_state(section.desc, section.obj))
-                out[self.section_key(section.idstr, section.instance_id)] = fields
+                out[section_key(section.idstr, section.instance_id)] = fields
         return out
 
     def state_json(self) -> dict[str, Any]:
@@ -198,6 +196,11 @@ class Machine:
     def randomize(self, rng: random.Random) -> None:
         for device in self.devices.values():
             device.randomize(rng)
+
+
+def section_key(idstr: str, instance_id: int) -> str:
+    """The key of a section in :meth:`Machine.state`: idstr, plus the instance when not 0."""
+    return idstr if instance_id == 0 else f"{idstr}@{instance_id:#x}"
 
 
 def jsonable(value: Any) -> Any:
