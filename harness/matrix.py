@@ -53,6 +53,15 @@ class Endpoint:
     image: str | None = None
     args: tuple[str, ...] = ()
     transport: str = "unix"  # how a QEMU destination listens: unix, tcp or exec (a file)
+    # A real build of a modelled release (``qemu-0.14/pc``: ``release`` is the model's
+    # name, the build comes from harness.qemu.historic, or from ``historic_dir``).
+    historic: bool = False
+    historic_dir: str | None = None
+
+    @property
+    def catalogue(self) -> str:
+        """Which scenario catalogue applies: ``emulator``, ``qemu`` or ``historic``."""
+        return "historic" if self.historic else self.kind
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -64,6 +73,8 @@ class Endpoint:
         if self.kind != "emulator":
             out.update(kind=self.kind, binary=self.binary, image=self.image,
                        args=list(self.args), transport=self.transport)
+        if self.historic:
+            out.update(historic=True, historic_dir=self.historic_dir)
         return out
 
 
@@ -154,26 +165,12 @@ class Matrix:
 
     def cells(self, *, shard: tuple[int, int] | None = None) -> list[Cell]:
         """Every cell, in a stable order; with ``shard=(i, n)`` the i-th of n slices."""
-        from .emulator.releases import get_release
-
         out: list[Cell] = []
         self.excluded = []
         for src in self.endpoints:
-            src_release = get_release(src.release) if src.kind == "emulator" else None
             for dst in self.endpoints:
                 for scenario, seeds in self.scenarios:
-                    entry = lookup(scenario)
-                    why = None
-                    if src.kind != dst.kind:
-                        why = (f"a {src.kind} endpoint cannot migrate to a {dst.kind} "
-                               "endpoint")
-                    elif src.kind not in entry.kinds:
-                        why = f"the scenario is for {', '.join(sorted(entry.kinds))} endpoints"
-                    elif src_release is not None:
-                        missing = entry.missing_on(src_release)
-                        if missing:
-                            why = (f"{src.release} cannot express it: "
-                                   f"no {', '.join(sorted(missing))}")
+                    why = why_excluded(src, dst, scenario)
                     for seed in seeds:
                         cell = self._cell(src, dst, scenario, seed)
                         if why:
@@ -202,6 +199,33 @@ class Matrix:
             None,
         )
         return Cell(src, dst, scenario, seed, expected, rule_text, issue, self.time_limit)
+
+
+def why_excluded(src: Endpoint, dst: Endpoint, scenario: str) -> str | None:
+    """Why the pair cannot run ``scenario``, or ``None``. Model endpoints talk to each
+    other and to real builds of the releases they model; today's QEMU only to itself."""
+    from .emulator.releases import get_release
+    from .qemu.historic_scenarios import why_not_historic
+
+    cats = {src.catalogue, dst.catalogue}
+    if "qemu" in cats and cats != {"qemu"}:
+        return f"a {src.catalogue} endpoint cannot migrate to a {dst.catalogue} endpoint"
+    if "historic" in cats:
+        why = why_not_historic(scenario)
+        if why:
+            return f"no real guest reaches it: {why}"
+    if "emulator" in cats:
+        entry = catalogue("emulator").get(scenario)
+        if entry is None:
+            owner = "qemu" if scenario in catalogue("qemu") else "real historic"
+            return f"the scenario is for {owner} endpoints: the model has no recipe for it"
+    if src.catalogue == "emulator":
+        missing = entry.missing_on(get_release(src.release))
+        if missing:
+            return f"{src.release} cannot express it: no {', '.join(sorted(missing))}"
+    elif src.catalogue == "qemu" and scenario not in catalogue("qemu"):
+        return "a scenario of the model; real QEMU endpoints have their own"
+    return None
 
 
 # -- loading ---------------------------------------------------------------------------
@@ -306,8 +330,9 @@ def load_matrix(path: str | Path) -> Matrix:
     # The catalogues of the endpoint kinds in this matrix: "*" in an emulator matrix
     # means every emulator scenario, in a QEMU matrix every QEMU scenario.
     SCENARIOS: dict[str, Any] = {}
-    for kind in dict.fromkeys(e.kind for e in endpoints):
-        SCENARIOS.update(catalogue(kind))
+    for kind in dict.fromkeys(e.catalogue for e in endpoints):
+        for name, entry in catalogue(kind).items():
+            SCENARIOS.setdefault(name, entry)
     sc = _get(data, "scenarios", dict, path, "", {})
     include = _get(sc, "include", list, path, "scenarios.", ["*"])
     seeds_table = _get(sc, "seeds", dict, path, "scenarios.", {})
@@ -368,30 +393,53 @@ def _qemu_endpoint(ep: dict[str, Any], path: Path, where: str,
                    defaults: dict[str, Any]) -> Endpoint:
     """``[[endpoint]] kind = "qemu"``: ``name = "LABEL/MACHINE"``, ``binary`` (default
     qemu-system-x86_64) or ``image`` (a container image holding it), ``machine`` (default:
-    the part of the name after the first ``/``), ``args``, ``ram``, ``transport``."""
+    the part of the name after the first ``/``), ``args``, ``ram``, ``transport``.
+
+    A label ``qemu-RELEASE`` naming a release the emulator core models (``qemu-0.14``,
+    ``qemu-new``, ``qemu-1.0``, ...) is the real build of that release
+    (:mod:`harness.qemu.historic`); ``historic_dir`` (here or in ``[defaults]``) names a
+    folder of the user's own ``qemu-SET/`` builds instead of the bundles."""
+    from .qemu.historic import BUNDLE_SETS
+
     _check_keys(ep, {"name", "kind", "binary", "image", "machine", "args", "ram",
-                     "transport"}, path, where)
+                     "transport", "historic_dir"}, path, where)
     name = _get(ep, "name", str, path, where)
     label, slash, rest = name.partition("/")
     if not label or not slash or not rest:
         raise MatrixError(path, f"{where}name", f"expected LABEL/MACHINE, got {name!r}")
     machine = _get(ep, "machine", str, path, where, rest)
-    image = _get(ep, "image", str, path, where, None)
-    binary = _get(ep, "binary", str, path, where,
-                  _get(defaults, "binary", str, path, "defaults.", "qemu-system-x86_64"))
     args = _get(ep, "args", list, path, where, [])
     if not all(isinstance(a, str) for a in args):
         raise MatrixError(path, f"{where}args", "expected a list of strings")
-    transport = _get(ep, "transport", str, path, where,
-                     _get(defaults, "transport", str, path, "defaults.", "unix"))
-    if transport not in QEMU_TRANSPORTS:
-        raise MatrixError(path, f"{where}transport",
-                          f"one of {', '.join(QEMU_TRANSPORTS)}, got {transport!r}")
     try:
         ram = parse_size(_get(ep, "ram", (str, int), path, where,
                               _get(defaults, "ram", (str, int), path, "defaults.",
                                    QEMU_DEFAULT_RAM)))
     except ConfigError as e:
         raise MatrixError(path, f"{where}ram", str(e)) from None
+    release = label.removeprefix("qemu-")
+    if label.startswith("qemu-") and release in BUNDLE_SETS:
+        for key in ("binary", "image", "transport"):
+            if key in ep:
+                raise MatrixError(path, f"{where}{key}", "not for a historic build (the "
+                                  "build comes from the bundles or historic_dir; the stream "
+                                  "always goes through this process over unix sockets)")
+        historic_dir = _get(ep, "historic_dir", str, path, where,
+                            _get(defaults, "historic_dir", str, path, "defaults.", None))
+        if historic_dir is not None and not Path(historic_dir).is_absolute():
+            historic_dir = str((path.parent / historic_dir).resolve())
+        return Endpoint(name, release, machine, ram, (), kind="qemu", args=tuple(args),
+                        historic=True, historic_dir=historic_dir)
+    if "historic_dir" in ep:
+        raise MatrixError(path, f"{where}historic_dir",
+                          f"only for historic builds (labels qemu-{'/qemu-'.join(BUNDLE_SETS)})")
+    image = _get(ep, "image", str, path, where, None)
+    binary = _get(ep, "binary", str, path, where,
+                  _get(defaults, "binary", str, path, "defaults.", "qemu-system-x86_64"))
+    transport = _get(ep, "transport", str, path, where,
+                     _get(defaults, "transport", str, path, "defaults.", "unix"))
+    if transport not in QEMU_TRANSPORTS:
+        raise MatrixError(path, f"{where}transport",
+                          f"one of {', '.join(QEMU_TRANSPORTS)}, got {transport!r}")
     return Endpoint(name, label, machine, ram, (), kind="qemu", binary=binary, image=image,
                     args=tuple(args), transport=transport)

@@ -57,6 +57,11 @@ def select_cells(cells: Iterable[Cell], patterns: list[str] | None) -> list[Cell
 
 def commands(cell: Cell, matrix_path: str) -> dict[str, str]:
     src, dst = cell.source, cell.destination
+    if src.historic or dst.historic:
+        from .drivers.historic import cell_commands as historic_commands
+
+        return {**historic_commands(cell),
+                "run": f"migmatrix run --matrix {matrix_path} -k '{cell.id}'"}
     if src.kind == "qemu":
         from .drivers.qemu import cell_commands
 
@@ -213,7 +218,10 @@ def header(matrix: Matrix, driver: str, shard: tuple[int, int] | None,
 
 
 def driver_for(cell: Cell, driver_name: str) -> str:
-    """The driver that runs ``cell``: a real QEMU endpoint always runs under ``qemu``."""
+    """The driver that runs ``cell``: a real build of a modelled release always runs
+    under ``historic`` (facing a real build or the model), today's QEMU under ``qemu``."""
+    if cell.source.historic or cell.destination.historic:
+        return "historic"
     return "qemu" if cell.source.kind == "qemu" or cell.destination.kind == "qemu" \
         else driver_name
 

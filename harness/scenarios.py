@@ -149,17 +149,24 @@ SCENARIOS.update(_found_scenarios())
 
 
 def catalogue(kind: str) -> dict[str, Any]:
-    """The scenarios for endpoints of ``kind`` (``emulator`` or ``qemu``)."""
+    """The scenarios for endpoints of ``kind``: ``emulator``, ``qemu`` (today's QEMU) or
+    ``historic`` (the real builds of the modelled releases, whose scenarios share the
+    model's names so that a real cell lines up with the model's)."""
     if kind == "qemu":
         from .qemu.scenarios import QEMU_SCENARIOS
 
         return dict(QEMU_SCENARIOS)
+    if kind == "historic":
+        from .qemu.historic_scenarios import HISTORIC_SCENARIOS
+
+        return dict(HISTORIC_SCENARIOS)
     return dict(SCENARIOS)
 
 
 def all_scenarios() -> dict[str, Any]:
-    """Every catalogue's scenarios by name (the names do not overlap)."""
-    return {**catalogue("emulator"), **catalogue("qemu")}
+    """Every catalogue's scenarios by name; where the model and the real builds share a
+    name, the model's entry (the real recipe builds the same state)."""
+    return {**catalogue("historic"), **catalogue("qemu"), **catalogue("emulator")}
 
 
 def lookup(name: str) -> Any:

@@ -24,6 +24,7 @@ DRIVERS = {
     "subprocess": "harness.drivers.processes:SubprocessDriver",
     "docker": "harness.drivers.containers:DockerDriver",
     "qemu": "harness.drivers.qemu:QemuDriver",
+    "historic": "harness.drivers.historic:HistoricDriver",
 }
 
 

@@ -3,7 +3,8 @@ device while a migration runs.
 
 The boot sector (loaded by the BIOS at 0x7c00 in real mode):
 
-1. enables A20 (port 0x92), loads a flat GDT and enters 32-bit protected mode;
+1. enables A20 (port 0x92), reads the I/O ports it was given once each (a driver
+   probing a device), loads a flat GDT and enters 32-bit protected mode;
 2. writes ``A`` to COM1 once (the "booted" mark) and sets the first byte of every page
    in the range to 0 (the BIOS may have left data there);
 3. loops forever: one pass adds 1 to the first byte of every 4 KiB page from 1 MiB up to
@@ -44,8 +45,10 @@ def top_for(ram_bytes: int) -> int:
     return top
 
 
-def boot_sector(top: int) -> bytes:
-    """The 512-byte boot sector counting pages in ``[START, top)``."""
+def boot_sector(top: int, probes: Sequence[int] = ()) -> bytes:
+    """The 512-byte boot sector counting pages in ``[START, top)``; first it reads each
+    I/O port in ``probes`` once, as a driver probing a device does (reading the floppy
+    controller's 0x3f7 clears its media-changed flag)."""
     if top % PAGE or not START < top < (1 << 32):
         raise ValueError(f"top {top:#x}: a page-aligned address above 1 MiB")
     code = bytearray()
@@ -66,6 +69,9 @@ def boot_sector(top: int) -> bytes:
     emit(0xE4, 0x92)                        # in al, 0x92
     emit(0x0C, 0x02)                        # or al, 2            (A20 on)
     emit(0xE6, 0x92)                        # out 0x92, al
+    for port in probes:
+        emit(0xBA, le16(port))              # mov dx, port
+        emit(0xEC)                          # in al, dx
     lgdt = emit(0x0F, 0x01, 0x16, le16(0))  # lgdt [gdt_descriptor] (patched below)
     emit(0x0F, 0x20, 0xC0)                  # mov eax, cr0
     emit(0x0C, 0x01)                        # or al, 1            (PE)
@@ -121,11 +127,12 @@ def _rel8(after: int, target: int) -> int:
     return delta & 0xFF
 
 
-def write_image(path: str | Path, ram_bytes: int, *, size: int = 1 << 20) -> Path:
+def write_image(path: str | Path, ram_bytes: int, *, size: int = 1 << 20,
+                probes: Sequence[int] = ()) -> Path:
     """A raw disk image of ``size`` bytes whose first sector is :func:`boot_sector`
     (SeaBIOS boots a 64 KiB disk over IDE but not over q35's AHCI; 1 MiB boots both)."""
     path = Path(path)
-    sector = boot_sector(top_for(ram_bytes))
+    sector = boot_sector(top_for(ram_bytes), probes)
     path.write_bytes(sector + bytes(size - len(sector)))
     return path
 

@@ -34,7 +34,7 @@ from ..analyze import (
 )
 from .bootimage import PAGE
 
-__all__ = ["IGNORED_FIELDS", "Ignored", "StreamState", "compare", "page_counters",
+__all__ = ["HISTORIC_IGNORED", "IGNORED_FIELDS", "Ignored", "StreamState", "compare", "page_counters",
            "read_state"]
 
 
@@ -82,6 +82,11 @@ IGNORED_FIELDS: tuple[Ignored, ...] = (
 )
 
 
+# Fields that differ between a real 2011 source and a real destination holding the same
+# stopped guest, each explained the same way (filled in as the analyzer decodes them).
+HISTORIC_IGNORED: tuple[Ignored, ...] = ()
+
+
 @dataclass
 class StreamState:
     """What one stream holds: device fields per section, RAM pages per block."""
@@ -94,11 +99,16 @@ class StreamState:
     notes: list[str] = field(default_factory=list)
 
 
-def read_state(path: str | Path) -> StreamState:
-    """Decode a stream a QEMU wrote (device fields and RAM pages)."""
+def read_state(path: str | Path, *, release: str | None = None,
+               machine: str | None = None) -> StreamState:
+    """Decode a stream a QEMU wrote (device fields and RAM pages): through its
+    VMDESCRIPTION, or with ``release`` as the emulator core's model of that release and
+    machine type reads it (the streams of 2011 describe nothing)."""
     inp = Input(str(path))
     try:
-        a = analyze(inp)
+        a = analyze(inp, release=release, machine=machine)
+        if a.error is None and not a.complete:
+            a.error = {"message": "the stream ends before its EOF byte"}
         ram = _ram_pages(inp, a.ram or {}) if a.error is None else {}
     finally:
         inp.close()
