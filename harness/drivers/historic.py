@@ -58,7 +58,12 @@ from ..qemu import bootimage
 from ..qemu.compare import HISTORIC_IGNORED, StreamState, compare, page_counters, read_state
 from ..qemu.feeder import FeedResult, InputProbe, locate_stop, pump
 from ..qemu.historic import BUNDLE_SETS, HistoricBuild, find_build
-from ..qemu.historic_scenarios import HISTORIC_SCENARIOS, HistoricScenario, ScenarioFailed
+from ..qemu.historic_scenarios import (
+    COUNTED_TOP,
+    HISTORIC_SCENARIOS,
+    HistoricScenario,
+    ScenarioFailed,
+)
 from ..qemu.monitor import HumanMonitor, MonitorError
 from ..verdict import Outcome
 from . import Driver, diff_entry
@@ -421,8 +426,8 @@ class HistoricDriver(Driver):
 
     async def _migrate(self, src: RealEndpoint, uri: str, *, live: bool) -> dict[str, Any]:
         """``migrate`` and poll ``query-migrate`` until it ends. Live: RAM goes out with a
-        downtime limit no guest can meet until twice the guest's RAM was sent (several
-        passes), then with one it meets."""
+        downtime limit no guest can meet until a quarter more than the guest's RAM was
+        sent (the first pass and dirty pages after it), then with one it meets."""
         if live:
             await src.hmp("migrate_set_speed 1g")
             await src.hmp("migrate_set_downtime 0.000001")
@@ -443,7 +448,7 @@ class HistoricDriver(Driver):
                 return out
             if not lifted:
                 ram = max(ram, int(info.get("ram", {}).get("total", 0)))
-                if ram and int(info.get("ram", {}).get("transferred", 0)) > 2 * ram:
+                if ram and int(info.get("ram", {}).get("transferred", 0)) > ram + (ram >> 2):
                     await src.hmp("migrate_set_downtime 30")
                     lifted = True
             if time.monotonic() > deadline:
@@ -633,7 +638,7 @@ class HistoricDriver(Driver):
         diffs = list(result.diffs)
         outcome.extra["comparison"] = result.to_dict()
         if c.scenario.live:
-            top = bootimage.top_for(c.cell.destination.ram_size)
+            top = min(COUNTED_TOP, bootimage.top_for(c.cell.destination.ram_size))
             counters = page_counters(dst_state, bootimage.START, top)
             problem = counters if isinstance(counters, str) else \
                 bootimage.check_counters(counters)

@@ -128,11 +128,12 @@ def _rel8(after: int, target: int) -> int:
 
 
 def write_image(path: str | Path, ram_bytes: int, *, size: int = 1 << 20,
-                probes: Sequence[int] = ()) -> Path:
+                probes: Sequence[int] = (), top: int | None = None) -> Path:
     """A raw disk image of ``size`` bytes whose first sector is :func:`boot_sector`
-    (SeaBIOS boots a 64 KiB disk over IDE but not over q35's AHCI; 1 MiB boots both)."""
+    (SeaBIOS boots a 64 KiB disk over IDE but not over q35's AHCI; 1 MiB boots both).
+    ``top`` ends the counted range lower than :func:`top_for` would."""
     path = Path(path)
-    sector = boot_sector(top_for(ram_bytes), probes)
+    sector = boot_sector(top_for(ram_bytes) if top is None else top, probes)
     path.write_bytes(sector + bytes(size - len(sector)))
     return path
 

@@ -32,6 +32,7 @@ from ..analyze import (
     Input,
     analyze,
 )
+from ..emulator.errors import ConfigError
 from .bootimage import PAGE
 
 __all__ = ["HISTORIC_IGNORED", "IGNORED_FIELDS", "Ignored", "StreamState", "compare", "page_counters",
@@ -106,7 +107,10 @@ def read_state(path: str | Path, *, release: str | None = None,
     machine type reads it (the streams of 2011 describe nothing)."""
     inp = Input(str(path))
     try:
-        a = analyze(inp, release=release, machine=machine)
+        try:
+            a = analyze(inp, release=release, machine=machine)
+        except ConfigError as e:  # no model of that release or machine type
+            return StreamState(str(path), None, {}, {}, {"message": str(e)})
         if a.error is None and not a.complete:
             a.error = {"message": "the stream ends before its EOF byte"}
         ram = _ram_pages(inp, a.ram or {}) if a.error is None else {}
