@@ -316,14 +316,16 @@ class HistoricDriver(Driver):
 
     name = "historic"
 
-    def __init__(self, *, keep_workdirs: bool = False, locate: bool = True) -> None:
+    def __init__(self, *, keep_workdirs: bool = False, locate: bool = True,
+                 workroot: str | Path | None = None) -> None:
         self.keep_workdirs = keep_workdirs
         self.locate = locate  # measure where a refusing or stopping destination stopped
+        self.workroot = workroot  # where cell directories are made (default: the temp dir)
 
     def run_cell(self, cell: Cell) -> Outcome:
         started = time.perf_counter()
         outcome = Outcome()
-        workdir = Path(tempfile.mkdtemp(prefix="mmh-"))
+        workdir = Path(tempfile.mkdtemp(prefix="mmh-", dir=self.workroot))
         state = _Cell(cell, outcome, workdir, HISTORIC_SCENARIOS[cell.scenario])
         try:
             asyncio.run(self._run(state))
