@@ -29,6 +29,7 @@ DEFAULT_TIME_LIMIT = 60.0
 QEMU_DEFAULT_RAM = 64 << 20
 QEMU_TRANSPORTS = ("unix", "tcp", "exec")
 KINDS = ("emulator", "qemu")
+MIXED_PAIRS = ("all", "mirror", "none")
 
 
 class MatrixError(Exception):
@@ -162,6 +163,9 @@ class Matrix:
     time_limit: float = DEFAULT_TIME_LIMIT
     driver: str = "inprocess"
     excluded: list[tuple[str, str]] = field(default_factory=list)
+    # Which model <-> real pairs a matrix with both runs: "all", "mirror" (a model endpoint
+    # faces only the real build of its own release and machine type) or "none".
+    mixed_pairs: str = "all"
 
     def cells(self, *, shard: tuple[int, int] | None = None) -> list[Cell]:
         """Every cell, in a stable order; with ``shard=(i, n)`` the i-th of n slices."""
@@ -170,7 +174,7 @@ class Matrix:
         for src in self.endpoints:
             for dst in self.endpoints:
                 for scenario, seeds in self.scenarios:
-                    why = why_excluded(src, dst, scenario)
+                    why = self._why_not_mixed(src, dst) or why_excluded(src, dst, scenario)
                     for seed in seeds:
                         cell = self._cell(src, dst, scenario, seed)
                         if why:
@@ -181,6 +185,17 @@ class Matrix:
             index, count = shard
             out = [c for c in out if shard_of(c.id, count) == index]
         return out
+
+    def _why_not_mixed(self, src: Endpoint, dst: Endpoint) -> str | None:
+        if src.historic == dst.historic or "emulator" not in (src.kind, dst.kind):
+            return None
+        if self.mixed_pairs == "none":
+            return "mixed_pairs = \"none\": model and real endpoints do not face each other"
+        if self.mixed_pairs == "mirror" and (src.release, src.machine, src.ram_size) != \
+                (dst.release, dst.machine, dst.ram_size):
+            return ("mixed_pairs = \"mirror\": a model endpoint faces only the real build of "
+                    "its own release and machine type")
+        return None
 
     def _cell(self, src: Endpoint, dst: Endpoint, scenario: str, seed: int) -> Cell:
         # A scenario pattern may also name one seed: "random:2".
@@ -298,6 +313,10 @@ def load_matrix(path: str | Path) -> Matrix:
     defaults = _get(data, "defaults", dict, path, "", {})
     time_limit = float(_get(defaults, "time_limit", (int, float), path, "defaults.", DEFAULT_TIME_LIMIT))
     driver = _get(defaults, "driver", str, path, "defaults.", "inprocess")
+    mixed_pairs = _get(defaults, "mixed_pairs", str, path, "defaults.", "all")
+    if mixed_pairs not in MIXED_PAIRS:
+        raise MatrixError(path, "defaults.mixed_pairs",
+                          f"one of {', '.join(MIXED_PAIRS)}, got {mixed_pairs!r}")
     default_ram = _get(defaults, "ram", (str, int), path, "defaults.", DEFAULT_RAM_SIZE)
 
     endpoints: list[Endpoint] = []
@@ -386,7 +405,7 @@ def load_matrix(path: str | Path) -> Matrix:
         issues.append(issue)
 
     return Matrix(name, str(path), description, endpoints, scenarios, rules, issues,
-                  time_limit, driver)
+                  time_limit, driver, mixed_pairs=mixed_pairs)
 
 
 def _qemu_endpoint(ep: dict[str, Any], path: Path, where: str,

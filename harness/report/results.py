@@ -25,6 +25,8 @@ __all__ = [
     "ResultsError",
     "load_results",
     "validate_results",
+    "model_counterpart",
+    "model_vs_real",
     "summarize",
     "cell_order_key",
     "merge_results",
@@ -228,6 +230,7 @@ def _validate_detail(detail: Mapping[str, Any], where: str) -> None:
 
 def summarize(cells: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The `summary` object of a results file, computed from its cells."""
+    cells = list(cells)
     by_verdict = dict.fromkeys(VERDICTS, 0)
     total = ok = known = unexpected_pass = 0
     for cell in cells:
@@ -236,7 +239,7 @@ def summarize(cells: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         ok += bool(cell["ok"])
         known += cell.get("known_issue") is not None
         unexpected_pass += bool(cell.get("unexpected_pass"))
-    return {
+    out = {
         "total": total,
         "ok": ok,
         "unexpected": total - ok,
@@ -244,6 +247,40 @@ def summarize(cells: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "unexpected_passes": unexpected_pass,
         "by_verdict": by_verdict,
     }
+    pairs = model_vs_real(cells)
+    if pairs["pairs"]:
+        out["model_vs_real"] = pairs
+    return out
+
+
+def model_counterpart(cell: Mapping[str, Any]) -> str | None:
+    """The id of the all-model cell a cell with a real historic side lines up with
+    (``qemu-0.14/pc->qemu-new/pc-0.14[idle]`` -> ``0.14/pc->new/pc-0.14[idle]``), or
+    ``None`` for a cell without one."""
+    sides = (cell["source"], cell["destination"])
+    if not any(side.get("historic") for side in sides):
+        return None
+    src, dst = (endpoint_name(side).removeprefix("qemu-") if side.get("historic")
+                else endpoint_name(side) for side in sides)
+    tail = cell["id"][cell["id"].index("["):]
+    return f"{src}->{dst}{tail}"
+
+
+def model_vs_real(cells: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Each cell with a real side beside its model counterpart in the same run: how many
+    agree, and every disagreement (the model is wrong there, or the harness is)."""
+    cells = list(cells)
+    by_id = {c["id"]: c for c in cells}
+    rows = []
+    for cell in cells:
+        other = by_id.get(model_counterpart(cell) or "")
+        if other is None:
+            continue
+        rows.append({"cell": cell["id"], "model": other["id"], "verdict": cell["verdict"],
+                     "model_verdict": other["verdict"],
+                     "agrees": cell["verdict"] == other["verdict"]})
+    return {"pairs": len(rows), "agree": sum(r["agrees"] for r in rows),
+            "disagreements": [r for r in rows if not r["agrees"]]}
 
 
 def endpoint_name(side: Mapping[str, Any]) -> str:
