@@ -6,11 +6,16 @@ wildcards (the first rule that matches a cell sets its expected verdicts), and
 ``known_issue`` notes on cells. See ``matrix/default.toml`` for a commented example.
 A malformed file raises :class:`MatrixError` naming the file, the key and what was
 expected.
+
+The matrices of ``matrix/`` ship with the package (a wheel holds them as
+``harness/matrices/``): :func:`resolve_matrix` finds one by name (``default``), so that
+``migmatrix run --matrix default`` works from any directory; a path still works.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +28,22 @@ from .scenarios import catalogue, lookup
 from .shards import shard_of
 from .verdict import NEVER_ACCEPTABLE, Verdict
 
-__all__ = ["Cell", "Endpoint", "KnownIssue", "Matrix", "MatrixError", "Rule", "load_matrix"]
+__all__ = ["Cell", "Endpoint", "KnownIssue", "Matrix", "MatrixError", "Rule", "load_matrix",
+           "matrix_ref", "resolve_matrix", "shipped_matrices"]
 
 DEFAULT_TIME_LIMIT = 60.0
 QEMU_DEFAULT_RAM = 64 << 20
 QEMU_TRANSPORTS = ("unix", "tcp", "exec")
 KINDS = ("emulator", "qemu")
 MIXED_PAIRS = ("all", "mirror", "none")
+DEFAULTS_KEYS = frozenset({"ram", "time_limit", "driver", "binary", "transport", "historic_dir",
+                           "mixed_pairs"})
+SCENARIOS_KEYS = frozenset({"include", "seeds"})
+
+# Where the shipped matrices are: inside an installed wheel, and in a source checkout
+# (an editable install, or running from the tree).
+_PACKAGE = Path(__file__).resolve().parent
+MATRIX_DIRS = (_PACKAGE / "matrices", _PACKAGE.parent / "matrix")
 
 
 class MatrixError(Exception):
@@ -293,14 +307,80 @@ def _check_keys(table: Any, known: set[str], path: Path, where: str) -> None:
             raise MatrixError(path, f"{where}{key}", f"unknown key (known: {', '.join(sorted(known))})")
 
 
-def load_matrix(path: str | Path) -> Matrix:
-    path = Path(path)
+def shipped_matrices() -> dict[str, Path]:
+    """The matrices that come with migmatrix, by name (``default``, ``history``, ...)."""
+    found: dict[str, Path] = {}
+    for folder in MATRIX_DIRS:
+        if folder.is_dir():
+            for p in sorted(folder.glob("*.toml")):
+                found.setdefault(p.stem, p)
+    return found
+
+
+def resolve_matrix(ref: str | Path) -> Path:
+    """A matrix file from ``--matrix``: an existing path, else a shipped matrix by name
+    (``default`` or ``default.toml``). Raises :class:`MatrixError` naming both."""
+    path = Path(ref)
+    if path.exists():
+        return path
+    shipped = shipped_matrices()
+    name = path.name.removesuffix(".toml")
+    if path.parent == Path(".") and name in shipped:
+        return shipped[name]
+    raise MatrixError(path, "(file)", "no such file, and no shipped matrix of that name "
+                      f"(shipped: {', '.join(shipped) or 'none'})")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise MatrixError(path, "(file)", "no such file") from None
+    except OSError as e:
+        raise MatrixError(path, "(file)", f"a readable file ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MatrixError(path, "(file)", f"not UTF-8 text: byte 0x{raw[e.start]:02x} at "
+                          f"offset {e.start}") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise MatrixError(path, "(syntax)", f"valid TOML ({e})") from None
+
+
+def _time_limit(defaults: dict[str, Any], path: Path) -> float:
+    value = float(_get(defaults, "time_limit", (int, float), path, "defaults.",
+                       DEFAULT_TIME_LIMIT))
+    if not math.isfinite(value) or value <= 0:
+        raise MatrixError(path, "defaults.time_limit",
+                          f"a positive number of seconds, got {value:g}")
+    return value
+
+
+def _driver(defaults: dict[str, Any], path: Path) -> str:
+    from .drivers import DRIVERS  # the registry; drivers import this module at their top
+
+    driver = _get(defaults, "driver", str, path, "defaults.", "inprocess")
+    if driver not in DRIVERS:
+        raise MatrixError(path, "defaults.driver",
+                          f"one of {', '.join(DRIVERS)}, got {driver!r}")
+    return driver
+
+
+def matrix_ref(path: str | Path) -> str:
+    """How to name a matrix on a command line: its name if it is a shipped one."""
+    p = Path(path)
+    shipped = shipped_matrices().get(p.stem)
+    if shipped is not None and p.exists() and shipped.resolve() == p.resolve():
+        return p.stem
+    return str(path)
+
+
+def load_matrix(ref: str | Path) -> Matrix:
+    """The matrix at ``ref``: a path, or the name of a shipped matrix."""
+    path = resolve_matrix(ref)
+    data = _read_toml(path)
 
     known_top = {"name", "description", "defaults", "endpoint", "scenarios", "expect",
                  "known_issue"}  # fmt: skip
@@ -311,8 +391,9 @@ def load_matrix(path: str | Path) -> Matrix:
     name = _get(data, "name", str, path, "", path.stem)
     description = _get(data, "description", str, path, "", "")
     defaults = _get(data, "defaults", dict, path, "", {})
-    time_limit = float(_get(defaults, "time_limit", (int, float), path, "defaults.", DEFAULT_TIME_LIMIT))
-    driver = _get(defaults, "driver", str, path, "defaults.", "inprocess")
+    _check_keys(defaults, DEFAULTS_KEYS, path, "defaults.")
+    time_limit = _time_limit(defaults, path)
+    driver = _driver(defaults, path)
     mixed_pairs = _get(defaults, "mixed_pairs", str, path, "defaults.", "all")
     if mixed_pairs not in MIXED_PAIRS:
         raise MatrixError(path, "defaults.mixed_pairs",
@@ -333,15 +414,17 @@ def load_matrix(path: str | Path) -> Matrix:
         if kind == "qemu":
             endpoints.append(_qemu_endpoint(ep, path, where, defaults))
             continue
-        _check_keys(ep, {"name", "ram", "driver", "kind"}, path, where)
+        if "driver" in ep:
+            raise MatrixError(path, f"{where}driver", "no per-endpoint driver: a run has one "
+                              "driver ([defaults] driver, or --driver)")
+        _check_keys(ep, {"name", "ram", "kind"}, path, where)
         ep_name = _get(ep, "name", str, path, where)
         try:
             release, machine = parse_endpoint(ep_name)
             ram = parse_size(_get(ep, "ram", (str, int), path, where, default_ram))
         except ConfigError as e:
             raise MatrixError(path, f"{where}name", str(e)) from None
-        extra = tuple(sorted((k, v) for k, v in ep.items() if k not in {"name", "ram", "kind"}))
-        endpoints.append(Endpoint(ep_name, release.name, ep_name.partition("/")[2], ram, extra))
+        endpoints.append(Endpoint(ep_name, release.name, ep_name.partition("/")[2], ram))
     names = [e.name for e in endpoints]
     if len(set(names)) != len(names):
         raise MatrixError(path, "endpoint", "endpoint names must be unique")
@@ -353,6 +436,7 @@ def load_matrix(path: str | Path) -> Matrix:
         for name, entry in catalogue(kind).items():
             SCENARIOS.setdefault(name, entry)
     sc = _get(data, "scenarios", dict, path, "", {})
+    _check_keys(sc, SCENARIOS_KEYS, path, "scenarios.")
     include = _get(sc, "include", list, path, "scenarios.", ["*"])
     seeds_table = _get(sc, "seeds", dict, path, "scenarios.", {})
     scenarios: list[tuple[str, tuple[int, ...]]] = []

@@ -62,7 +62,7 @@ def _run(cells: list[Cell], matrix_path: str, driver: str, jobs: int) -> list[di
 
 
 def run_selftest(
-    matrix_path: str = "matrix/default.toml",
+    matrix_path: str = "default",
     bugs: list[str] | None = None,
     *,
     jobs: int = 1,
@@ -134,12 +134,14 @@ def _cmd_selftest(args: argparse.Namespace) -> int:
 def configure_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``selftest`` to the ``migmatrix`` sub-commands."""
     s = subparsers.add_parser("selftest", help="run the matrix once per seeded bug")
-    s.add_argument("--matrix", default="matrix/default.toml")
+    s.add_argument("--matrix", default="default", metavar="FILE|NAME",
+                   help="a matrix file or a shipped matrix's name (default: default)")
     s.add_argument("--bug", action="append", metavar="NAME",
                    help=f"only this seeded bug (repeatable; known: {', '.join(faults.BUGS)})")
     s.add_argument("-k", action="append", metavar="EXPR", help="only cells matching EXPR")
-    s.add_argument("--jobs", type=int, default=1)
-    s.add_argument("--driver", default="inprocess")
+    s.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="cells run in parallel worker processes (default 1)")
+    s.add_argument("--driver", default="inprocess", help="how endpoints run (default inprocess)")
     s.add_argument("--json", action="store_true", help="the table as JSON")
     s.set_defaults(func=_cmd_selftest)
     return s

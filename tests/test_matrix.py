@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.emulator.releases import RELEASES
-from harness.matrix import MatrixError, load_matrix
+from harness.matrix import MatrixError, load_matrix, matrix_ref, resolve_matrix, shipped_matrices
 from harness.runner import ResultsFile, header, run_cells
 from harness.scenarios import SCENARIOS
 from harness.verdict import Outcome, Verdict, classify
@@ -88,6 +88,16 @@ link = "https://example.invalid/1"
         (MINIMAL + "bogus = 1\n", "endpoint[0].bogus", "unknown key"),
         ('bogus = 1\n' + MINIMAL, "bogus", "unknown key"),
         (MINIMAL + "[[endpoint\n", "(syntax)", "valid TOML"),
+        (MINIMAL + '[scenarios]\nincludes = ["idle"]\n', "scenarios.includes", "unknown key"),
+        (MINIMAL + "[defaults]\ntime_limt = 5\n", "defaults.time_limt", "unknown key"),
+        (MINIMAL + "[defaults]\ntime_limit = 0\n", "defaults.time_limit", "positive"),
+        (MINIMAL + "[defaults]\ntime_limit = -1\n", "defaults.time_limit", "positive"),
+        (MINIMAL + "[defaults]\ntime_limit = inf\n", "defaults.time_limit", "positive"),
+        (MINIMAL + "[defaults]\ntime_limit = nan\n", "defaults.time_limit", "positive"),
+        (MINIMAL + '[defaults]\ndriver = "warp"\n', "defaults.driver", "one of inprocess"),
+        (MINIMAL + 'driver = "warp"\n', "endpoint[0].driver", "no per-endpoint driver"),
+        (MINIMAL + 'driver = "subprocess"\n', "endpoint[0].driver", "no per-endpoint driver"),
+        (MINIMAL + 'ram = "99999999999G"\n', "endpoint[0].name", "could address"),
     ],
 )
 def test_malformed_files_name_file_key_and_expectation(tmp_path: Path, text: str, key: str, expected: str) -> None:
@@ -95,6 +105,34 @@ def test_malformed_files_name_file_key_and_expectation(tmp_path: Path, text: str
     with pytest.raises(MatrixError) as e:
         load_matrix(p).cells()
     assert e.value.key == key and expected in e.value.expected and str(p) in str(e.value)
+
+
+def test_a_matrix_file_that_is_not_utf8_names_the_byte(tmp_path: Path) -> None:
+    p = tmp_path / "m.toml"
+    prefix = MINIMAL.encode() + b'description = "caf'
+    p.write_bytes(prefix + b'\xe9"\n')
+    with pytest.raises(MatrixError) as e:
+        load_matrix(p)
+    assert e.value.key == "(file)" and "UTF-8" in e.value.expected
+    assert f"byte 0xe9 at offset {len(prefix)}" in e.value.expected
+
+
+def test_shipped_matrices_are_found_by_name_from_anywhere(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped = shipped_matrices()
+    assert set(shipped) == {p.stem for p in (ROOT / "matrix").glob("*.toml")}
+    monkeypatch.chdir(tmp_path)
+    assert resolve_matrix("default").resolve() == DEFAULT.resolve()
+    assert resolve_matrix("history.toml").resolve() == HISTORY.resolve()
+    assert load_matrix("default").name == "default"
+    assert matrix_ref(DEFAULT) == "default"
+    (tmp_path / "default").mkdir()  # a path that exists wins over a name
+    own = tmp_path / "mine.toml"
+    own.write_text(MINIMAL)
+    assert resolve_matrix(own) == own and matrix_ref(own) == str(own)
+    with pytest.raises(MatrixError) as e:
+        resolve_matrix("nosuch")
+    assert "no shipped matrix of that name" in str(e.value) and "default" in str(e.value)
 
 
 def test_sharding_partitions_the_cells() -> None:

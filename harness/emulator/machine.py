@@ -31,9 +31,13 @@ __all__ = [
     "jsonable",
     "parse_size",
     "section_key",
+    "size_text",
 ]
 
 DEFAULT_RAM_SIZE = 8 << 20
+# The PC's CPU of the time addressed 40 physical bits: no guest had more RAM than this.
+MAX_RAM_SIZE = 1 << 40
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 # Registration order of the PC's devices after "ram" (pc_init1: CPUs, PICs, then
 # pc_basic_device_init's RTC, PIT, serial and floppy, then the NIC, then IDE).
@@ -57,19 +61,30 @@ def _device_classes() -> Iterator[type]:
 
 
 def parse_size(text: str | int) -> int:
-    """``"8M"`` -> 8388608; plain integers are bytes. Must be a multiple of 4 KiB."""
+    """``"8M"`` -> 8388608; plain integers are bytes. Must be a multiple of 4 KiB, and at
+    most 1 TiB (40 physical address bits)."""
     if isinstance(text, int):
         size = text
     else:
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
         t = text.strip().upper().removesuffix("IB").removesuffix("B")
         try:
-            size = int(t[:-1]) * units[t[-1]] if t and t[-1] in units else int(t)
+            size = int(t[:-1]) * _UNITS[t[-1]] if t and t[-1] in _UNITS else int(t)
         except ValueError:
             raise ConfigError(f"bad size {text!r} (use bytes or a K/M/G suffix)") from None
     if size <= 0 or size % 4096:
         raise ConfigError(f"RAM size {size} is not a positive multiple of 4096")
+    if size > MAX_RAM_SIZE:
+        raise ConfigError(f"RAM size {text!r} is more than the 1024G a PC of the time could "
+                          "address")
     return size
+
+
+def size_text(size: int) -> str:
+    """The shortest form :func:`parse_size` reads back: 2097152 -> ``"2M"``."""
+    for suffix in ("G", "M", "K"):
+        if size and size % _UNITS[suffix] == 0:
+            return f"{size // _UNITS[suffix]}{suffix}"
+    return str(size)
 
 
 @dataclass(frozen=True)
