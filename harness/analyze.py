@@ -995,6 +995,11 @@ def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = Non
     inp = source if isinstance(source, Input) else Input(source)
     a = Analysis(inp.name)
     head = inp.reader().peek(9)
+    if len(head) >= 4 and struct.unpack(">I", head[:4])[0] != FILE_MAGIC:
+        # Not a savevm stream at all: say so, rather than what no release would decode.
+        a.error = LoadError(Reason.BAD_MAGIC, f"0x{head[:4].hex()}, not a savevm stream "
+                            "(which starts with QEVM)", offset=0).to_dict()
+        return a
     file_version = struct.unpack(">I", head[4:8])[0] if len(head) >= 8 else None
     a.file_version = file_version
     qemu = release is None and (

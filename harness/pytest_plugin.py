@@ -10,6 +10,7 @@ which writes ``results.json``, ``junit.xml`` and ``index.html`` to ``--migmatrix
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +121,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if _is_controller(config):
         out = config.getoption("--migmatrix-out")
+        lock = contextlib.ExitStack()
+        if out:
+            from .runner import OutputBusy, lock_output
+
+            try:
+                lock.enter_context(lock_output(Path(out)))
+            except OutputBusy as e:
+                raise pytest.UsageError(str(e)) from None
         config.stash[RESULTS_KEY] = {
-            "matrix": None, "results": None, "out": Path(out) if out else None,
+            "matrix": None, "results": None, "out": Path(out) if out else None, "lock": lock,
         }
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(RESULTS_KEY, None)
+    if state is not None:
+        state["lock"].close()  # the output folder is free for the next run
 
 
 def _ensure_matrix(config: pytest.Config, state: dict[str, Any]) -> bool:

@@ -15,8 +15,10 @@ caller writes what finished.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime as _dt
 import errno
+import fcntl
 import fnmatch
 import json
 import os
@@ -25,20 +27,24 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .drivers import get_driver
-from .matrix import Cell, Matrix
+from .emulator.machine import size_text
+from .matrix import Cell, Matrix, matrix_ref
 from .report.results import SCHEMA, summarize
 from .schema import predict_cell
 from .verdict import Outcome, classify
 
 __all__ = ["cell_result", "driver_for", "run_cells", "select_cells", "ResultsFile",
-           "ResultsWriteError"]
+           "ResultsWriteError", "OutputBusy", "OutputHoldsFullRun", "lock_output",
+           "check_overwrite", "worker_count"]
 
+LOCK_NAME = ".migmatrix.lock"
+JOBS_PER_CORE = 4  # endpoint processes mostly wait on I/O; more than this only thrashes
 
 
 def select_cells(cells: Iterable[Cell], patterns: list[str] | None) -> list[Cell]:
@@ -55,6 +61,71 @@ def select_cells(cells: Iterable[Cell], patterns: list[str] | None) -> list[Cell
     return [c for c in cells if all(hit(c.id, p) for p in patterns)]
 
 
+class OutputBusy(Exception):
+    """Another run holds the output folder."""
+
+
+class OutputHoldsFullRun(Exception):
+    """A filtered run would replace the results of a full run in the output folder."""
+
+
+@contextlib.contextmanager
+def lock_output(out: Path) -> Iterator[None]:
+    """Hold ``out`` for one run: a second run into the same folder fails at once with
+    :class:`OutputBusy` (who holds it, since when) instead of mixing two runs' cells.
+    The lock is an ``flock`` on ``out/.migmatrix.lock``: it ends with the process, even
+    one that was killed."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another run"
+            raise OutputBusy(f"{out}/ is in use by {holder}: wait for it to finish, or "
+                             "choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"migmatrix run (pid {os.getpid()}, started {_now()})\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def is_full_run(doc: Any) -> bool:
+    """A finished run of every cell of its matrix (no -k, no shard)."""
+    if not isinstance(doc, dict) or doc.get("finished") is None or doc.get("shard"):
+        return False
+    if doc.get("selection"):
+        return False
+    cells, total = doc.get("cells"), doc.get("total_cells")
+    return isinstance(cells, list) and isinstance(total, int) and len(cells) == total > 0
+
+
+def check_overwrite(out: Path, *, filtered: bool) -> None:
+    """Refuse to let a filtered run replace a full run's results in ``out``."""
+    if not filtered:
+        return
+    path = out / "results.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # nothing there, or nothing worth keeping
+    if is_full_run(doc):
+        raise OutputHoldsFullRun(
+            f"{out}/ holds the full run of matrix {doc.get('matrix')!r} "
+            f"({len(doc['cells'])} cells, finished {doc.get('finished')}); a filtered run "
+            "would replace it: give another --out (or remove that folder first)")
+
+
+def worker_count(jobs: int, cells: int) -> int:
+    """``--jobs`` as run: at most one worker per cell and JOBS_PER_CORE per core."""
+    return max(1, min(jobs, cells, JOBS_PER_CORE * (os.cpu_count() or 1)))
+
+
 def commands(cell: Cell, matrix_path: str) -> dict[str, str]:
     src, dst = cell.source, cell.destination
     if src.historic or dst.historic:
@@ -65,20 +136,25 @@ def commands(cell: Cell, matrix_path: str) -> dict[str, str]:
     if src.kind == "qemu":
         from .drivers.qemu import cell_commands
 
-        return {**cell_commands(cell), "run": f"migmatrix run --matrix {matrix_path} -k '{cell.id}'"}
+        return {**cell_commands(cell), "run": _run_command(cell, matrix_path)}
     stream = "cell.mig"
     seed = f" --seed {cell.seed}" if cell.seed else ""
     return {
         "save": (
             f"migmatrix save --release {src.release} --machine {src.machine} "
-            f"--ram {src.ram_size} --scenario {cell.scenario}{seed} -o {stream}"
+            f"--ram {size_text(src.ram_size)} --scenario {cell.scenario}{seed} -o {stream}"
         ),
         "load": (
             f"migmatrix load --release {dst.release} --machine {dst.machine} "
-            f"--ram {dst.ram_size} {stream} --dump-state"
+            f"--ram {size_text(dst.ram_size)} {stream} --dump-state"
         ),
-        "run": f"migmatrix run --matrix {matrix_path} -k '{cell.id}'",
+        "run": _run_command(cell, matrix_path),
     }
+
+
+def _run_command(cell: Cell, matrix_path: str) -> str:
+    # A filtered run writes its own report folder (the full report stays where it is).
+    return f"migmatrix run --matrix {matrix_ref(matrix_path)} -k '{cell.id}'"
 
 
 def cell_result(cell: Cell, outcome: Outcome, matrix_path: str, driver: str) -> dict[str, Any]:
@@ -194,7 +270,7 @@ class ResultsFile:
 
 
 def header(matrix: Matrix, driver: str, shard: tuple[int, int] | None,
-           total_cells: int) -> dict[str, Any]:
+           total_cells: int, selection: list[str] | None = None) -> dict[str, Any]:
     releases = sorted({e.release for e in matrix.endpoints})
     return {
         "schema": SCHEMA,
@@ -210,6 +286,7 @@ def header(matrix: Matrix, driver: str, shard: tuple[int, int] | None,
         "endpoints": [e.name for e in matrix.endpoints],
         "scenarios": [s for s, _ in matrix.scenarios],
         "shard": {"index": shard[0], "count": shard[1]} if shard else None,
+        "selection": list(selection) if selection else None,
         "total_cells": total_cells,
         "excluded": [{"id": i, "reason": r} for i, r in matrix.excluded],
         "started": _now(),
@@ -254,7 +331,9 @@ def run_cells(
     jobs: int = 1,
     on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
-    """Run ``cells`` (in parallel with ``jobs`` > 1), adding each result as it finishes."""
+    """Run ``cells`` (in parallel with ``jobs`` > 1, capped by :func:`worker_count`),
+    adding each result as it finishes."""
+    jobs = worker_count(jobs, len(cells))
     if jobs <= 1:
         for cell in cells:
             result = _run_one(driver, cell, matrix_path)

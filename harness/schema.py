@@ -115,9 +115,12 @@ def dump(release: str, machine: str = "pc") -> dict[str, Any]:
 def load_schema(spec: str) -> dict[str, Any]:
     """A schema from an endpoint ``R/M`` (or ``R``) or from a dump file."""
     if os.path.exists(spec) or spec.endswith(".json"):
-        with open(spec, encoding="utf-8") as f:
-            data = json.load(f)
-        if data.get("schema") != SCHEMA_DUMP:
+        try:
+            with open(spec, encoding="utf-8") as f:
+                data = json.load(f)
+        except ValueError as e:  # not UTF-8, not JSON
+            raise ValueError(f"{spec}: not a schema dump ({SCHEMA_DUMP}): {e}") from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA_DUMP:
             raise ValueError(f"{spec}: not a schema dump ({SCHEMA_DUMP})")
         return data
     release, _, machine = spec.partition("/")
@@ -568,7 +571,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
         src, dst = load_schema(args.src), load_schema(args.dst)
     except (OSError, ValueError) as e:
         print(f"migmatrix schema diff: {e}", file=sys.stderr)
-        return 255
+        return 2
     problems = diff(src, dst)
     shown = [p for p in problems if args.all or p.severity != "info"]
     if args.json:
@@ -580,7 +583,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
         counts = {s: sum(p.severity == s for p in problems) for s in SEVERITIES}
         print(f"{src['endpoint']} -> {dst['endpoint']}: {counts['error']} error(s), "
               f"{counts['warning']} warning(s), {counts['info']} info", file=sys.stderr)
-    return min(255, sum(p.severity == "error" for p in problems))
+    return 1 if any(p.severity == "error" for p in problems) else 0
 
 
 def configure_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -592,7 +595,7 @@ def configure_parser(subparsers: Any) -> argparse.ArgumentParser:
     d.add_argument("--machine", default="pc")
     d.add_argument("-o", "--output", help="file (default: stdout)")
     d.set_defaults(func=_cmd_dump)
-    f = sub.add_parser("diff", help="problems of migrating SRC -> DST; exit = errors")
+    f = sub.add_parser("diff", help="problems of migrating SRC -> DST; exit 1 if any is an error")
     f.add_argument("src", help="endpoint R/M or a dump file")
     f.add_argument("dst", help="endpoint R/M or a dump file")
     f.add_argument("--json", action="store_true")
