@@ -8,8 +8,11 @@ classifies the cell (:func:`harness.verdict.classify`). A *finding* is a recipe 
 cell is ``corrupted``, ``truncated`` or ``crashed``, or ``rejected`` on a pair whose
 matrix rules expect ``pass`` (a spurious rejection). Each distinct finding (verdict plus
 where it happened) is shrunk by hypothesis to a minimal recipe, printed with the commands
-that reproduce it, and can be saved as a new scenario (``--save NAME``): a JSON recipe
-that :mod:`harness.emulator.guest` replays as the program ``found-NAME``.
+that reproduce it, and written as a recipe file that ``--replay FILE`` runs again
+(``--recipes DIR``, default ``reports/hunt/``). A finding that ends like one of the
+matrix's known issues on the pair (same verdict, same place) is marked as that known issue
+and does not fail the hunt. A finding can also be saved as a new scenario (``--save
+NAME``): a JSON recipe that :mod:`harness.emulator.guest` replays as ``found-NAME``.
 
 Integer values are drawn so that the first byte on the wire is sometimes a framing byte
 (0x00-0x07) and register values are composed from their bits: the ambiguity this tool
@@ -41,6 +44,8 @@ __all__ = [
     "expected_verdicts",
     "format_finding",
     "hunt",
+    "known_signatures",
+    "write_recipe",
     "recipe_strategy",
     "run_recipe",
     "save_finding",
@@ -65,12 +70,14 @@ class Finding:
     expected: tuple[str, ...]
     detail: dict[str, Any] = field(default_factory=dict)
     runs: int = 0  # cell runs used when it was found (including shrinking)
+    known_issue: str | None = None  # the matrix's note, when a known issue ends the same way
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source, "destination": self.destination, "verdict": self.verdict,
             "signature": list(self.signature), "ops": self.ops, "message": self.message,
             "expected": list(self.expected), "detail": self.detail,
+            "known_issue": self.known_issue,
         }  # fmt: skip
 
 
@@ -95,7 +102,7 @@ def run_recipe(source: str, destination: str, ops: Any, *, ram_size: int = HUNT_
         machine = Machine(src_rel, src_machine, ram_size)
         apply_ops(machine, ops)
         stream = machine.save()
-    except (ConfigError, ValueError) as e:
+    except (ConfigError, ValueError, TypeError) as e:  # TypeError: arguments of a bad recipe
         raise InvalidState(f"{type(e).__name__}: {e}") from e
     except Exception as e:  # the source itself failed: not a verdict on the destination
         outcome.harness_error = f"source: {type(e).__name__}: {e}"
@@ -136,6 +143,27 @@ def expected_verdicts(source: str, destination: str, matrix: str | None) -> tupl
         if rule.matches(source, destination, "hunt"):
             return rule.verdicts
     return ("pass",)
+
+
+def known_signatures(source: str, destination: str, matrix: str | None
+                     ) -> dict[tuple[Any, ...], str]:
+    """How the matrix's known issues on the pair end: the signature of each of their
+    cells (run in-process), with the note and the cell that shows it."""
+    if matrix is None:
+        return {}
+    from .drivers.inprocess import InProcessDriver
+    from .matrix import load_matrix
+
+    cells = [c for c in load_matrix(matrix).cells()
+             if c.source.name == source and c.destination.name == destination
+             and c.known_issue is not None]
+    out: dict[tuple[Any, ...], str] = {}
+    driver = InProcessDriver()
+    for cell in cells:
+        sig = signature(driver.run_cell(cell), cell.expected)
+        if sig is not None and cell.known_issue is not None:
+            out.setdefault(sig, f"{cell.known_issue.text} (as in {cell.id})")
+    return out
 
 
 def signature(outcome: Outcome, expected: tuple[str, ...]) -> tuple[Any, ...] | None:
@@ -239,7 +267,7 @@ def hunt(
     budget: int = 200,
     seed: int = 0,
     *,
-    matrix: str | None = "matrix/default.toml",
+    matrix: str | None = "default",
     ram_size: int = HUNT_RAM,
     max_findings: int = 8,
     max_ops: int = 5,
@@ -252,6 +280,7 @@ def hunt(
     src_release, _ = _endpoint(source)
     _endpoint(destination)
     expected = expected_verdicts(source, destination, matrix)
+    known = known_signatures(source, destination, matrix)
     strategy = recipe_strategy(src_release, max_ops=max_ops)
     findings: dict[tuple[Any, ...], Finding] = {}
     memo: dict[str, tuple[Any, ...] | None | str] = {}  # recipe -> signature (or "invalid")
@@ -311,7 +340,7 @@ def hunt(
             search()
         except _Found as f:
             finding = Finding(source, destination, f.sig[0], f.sig, f.ops, f.outcome.message,
-                              expected, _detail(f.outcome), state["runs"])
+                              expected, _detail(f.outcome), state["runs"], known.get(f.sig))
             findings[f.sig] = finding
             if on_finding is not None:
                 on_finding(finding)
@@ -361,9 +390,14 @@ def _release_args(endpoint: str) -> str:
 
 def format_finding(f: Finding, index: int = 1, saved_as: str | None = None,
                    recipe_file: str | None = None) -> str:
+    tag = "known issue: " if f.known_issue else "NEW: "
     lines = [
-        f"[{index}] {f.verdict} on {f.source} -> {f.destination} "
+        f"[{index}] {tag}{f.verdict} on {f.source} -> {f.destination} "
         f"(expected {'|'.join(f.expected)}): {f.message}",
+    ]
+    if f.known_issue:
+        lines.append(f"    the matrix's known issue: {f.known_issue}")
+    lines += [
         f"    minimal state ({len(f.ops)} step(s)):",
         *(f"      {_step_text(s)}" for s in f.ops),
         f"    recipe: {json.dumps(f.ops)}",
@@ -377,6 +411,15 @@ def format_finding(f: Finding, index: int = 1, saved_as: str | None = None,
     target = recipe_file or "RECIPE.json (the recipe above)"
     lines.append(f"      migmatrix hunt {f.source} {f.destination} --replay {target}")
     return "\n".join(lines)
+
+
+def write_recipe(f: Finding, directory: Path, index: int) -> Path:
+    """The finding as a file that ``migmatrix hunt SRC DST --replay FILE`` runs again."""
+    directory.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9.]+", "_", f"{f.source}--{f.destination}")
+    path = directory / f"{slug}-{index}.json"
+    path.write_text(json.dumps(f.to_dict(), indent=1) + "\n")
+    return path
 
 
 def save_finding(f: Finding, name: str, directory: Path | None = None) -> Path:
@@ -403,11 +446,28 @@ def save_finding(f: Finding, name: str, directory: Path | None = None) -> Path:
 # -- command ---------------------------------------------------------------------------
 
 
+def _read_recipe(path: str) -> list[Any]:
+    """The steps of a recipe file (a hunt finding, a saved scenario, or a bare list)."""
+    from .cli import UsageError
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UsageError(f"--replay {path}: {e.strerror or e}") from None
+    except ValueError as e:  # not UTF-8, not JSON
+        raise UsageError(f"--replay {path}: not a JSON recipe ({e})") from None
+    ops = doc.get("ops") if isinstance(doc, dict) else doc
+    if not isinstance(ops, list) or not all(
+            isinstance(s, list) and s and isinstance(s[0], str) for s in ops):
+        raise UsageError(f"--replay {path}: expected a list of [operation, {{args}}] steps "
+                         "(or an object with 'ops')")
+    return ops
+
+
 def _cmd_hunt(args: argparse.Namespace) -> int:
     matrix = None if args.no_matrix else args.matrix
     if args.replay:
-        doc = json.loads(Path(args.replay).read_text())
-        ops = doc["ops"] if isinstance(doc, dict) else doc
+        ops = _read_recipe(args.replay)
         try:
             outcome = run_recipe(args.source, args.destination, ops)
         except InvalidState as e:
@@ -420,40 +480,50 @@ def _cmd_hunt(args: argparse.Namespace) -> int:
         return 0 if verdict.value in expected else 1
     t0 = time.perf_counter()
     out: list[str] = []
+    recipes = Path(args.recipes)
 
     def show(f: Finding) -> None:
         index = len(out) + 1
+        recipe = write_recipe(f, recipes, index)
         saved = None
         if args.save:
             name = args.save if index == 1 else f"{args.save}-{index}"
             save_dir = Path(args.save_dir) if args.save_dir else None
             path = save_finding(f, name, save_dir)
             saved = f"found-{name}"
-            text = format_finding(f, index, saved, str(path)) + f"\n    saved as {path}"
+            text = format_finding(f, index, saved, str(recipe)) + f"\n    saved as {path}"
         else:
-            text = format_finding(f, index)
+            text = format_finding(f, index, recipe_file=str(recipe))
         out.append(text)
         print(text, flush=True)
 
     findings = hunt(args.source, args.destination, args.budget, args.seed, matrix=matrix,
                     on_finding=show)
-    print(f"{len(findings)} finding(s) on {args.source} -> {args.destination} "
+    new = [f for f in findings if not f.known_issue]
+    print(f"{len(findings)} finding(s) on {args.source} -> {args.destination}, {len(new)} new, "
+          f"{len(findings) - len(new)} known issue(s) of the matrix "
           f"({time.perf_counter() - t0:.1f} s, budget {args.budget})", file=sys.stderr)
-    return 1 if findings else 0
+    return 1 if new else 0
 
 
 def configure_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``hunt`` to the ``migmatrix`` sub-commands."""
-    s = subparsers.add_parser("hunt", help="search device states that break a pair")
+    s = subparsers.add_parser(
+        "hunt", help="search device states that break a pair",
+        description="Search device states that break a pair; exit 1 if a finding is not "
+                    "one of the matrix's known issues.")
     s.add_argument("source", metavar="SRC", help="source endpoint, e.g. new/pc-0.14")
     s.add_argument("destination", metavar="DST", help="destination endpoint, e.g. 0.14/pc")
     s.add_argument("--budget", type=int, default=200, help="generated states (default 200)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--matrix", default="matrix/default.toml",
-                   help="whose rules say what the pair expects")
+    s.add_argument("--matrix", default="default", metavar="FILE|NAME",
+                   help="whose rules say what the pair expects and whose known issues a "
+                        "finding may repeat (default: default)")
     s.add_argument("--no-matrix", action="store_true", help="expect pass on the pair")
     s.add_argument("--save", metavar="NAME", help="save findings as scenarios found-NAME[-i]")
     s.add_argument("--save-dir", help=f"where to save (default: {found_dir()})")
     s.add_argument("--replay", metavar="RECIPE", help="run one saved recipe and classify it")
+    s.add_argument("--recipes", metavar="DIR", default="reports/hunt",
+                   help="where each finding's recipe file is written (default reports/hunt)")
     s.set_defaults(func=_cmd_hunt)
     return s

@@ -69,16 +69,57 @@ def test_a_saved_finding_replays_as_a_scenario(tmp_path: Path,
         guest.PROGRAMS.pop("found-bus-error", None)
 
 
-def test_hunt_command_saves_and_replays(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_finding_that_repeats_a_known_issue_is_marked_with_its_note() -> None:
+    f = hunt("new/pc-0.14", "0.14/pc", budget=60, seed=0, matrix=DEFAULT, max_findings=1)[0]
+    assert f.known_issue is not None
+    assert f.known_issue.startswith("half-loaded guest: 0.14's ide_bus defines no subsections")
+    assert "(as in new/pc-0.14->0.14/pc[ide-bus-error])" in f.known_issue
+    assert format_finding(f).startswith("[1] known issue: truncated on new/pc-0.14 -> 0.14/pc")
+    # Without a matrix there is no known issue to repeat: the same finding is new.
+    g = hunt("new/pc-0.14", "0.14/pc", budget=60, seed=0, matrix=None, max_findings=1)[0]
+    assert g.signature == f.signature and g.known_issue is None
+    assert format_finding(g).startswith("[1] NEW: truncated")
+
+
+def _hunt_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     hunt_mod.configure_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["hunt", "new/pc-0.14", "0.14/pc", "--budget", "20", "--matrix",
-                              DEFAULT, "--save", "x", "--save-dir", str(tmp_path)])
-    assert args.func(args) == 1  # findings: exit 1
-    out = capsys.readouterr().out
-    assert "truncated on new/pc-0.14 -> 0.14/pc" in out
-    assert "migmatrix save --release new --machine pc-0.14 --scenario found-x" in out
-    args = parser.parse_args(["hunt", "new/pc-0.14", "0.14/pc", "--matrix", DEFAULT,
-                              "--replay", str(tmp_path / "x.json")])
-    assert args.func(args) == 1
+    return parser.parse_args(["hunt", *argv])
+
+
+def test_hunt_command_writes_recipes_that_replay(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    recipes = tmp_path / "recipes"
+    args = _hunt_args("new/pc-0.14", "0.14/pc", "--budget", "20", "--matrix", DEFAULT,
+                      "--save", "x", "--save-dir", str(tmp_path), "--recipes", str(recipes))
+    assert args.func(args) == 0  # every finding is one of the matrix's known issues
+    out = capsys.readouterr()
+    assert "known issue: truncated on new/pc-0.14 -> 0.14/pc" in out.out
+    assert "0 new" in out.err
+    assert "migmatrix save --release new --machine pc-0.14 --scenario found-x" in out.out
+    first = recipes / "new_pc_0.14_0.14_pc-1.json"
+    assert f"--replay {first}" in out.out
+    assert json.loads(first.read_text())["verdict"] == "truncated"
+    args = _hunt_args("new/pc-0.14", "0.14/pc", "--matrix", DEFAULT, "--replay", str(first))
+    assert args.func(args) == 1  # the state still breaks the pair
     assert "truncated (expected pass)" in capsys.readouterr().out
+
+
+def test_new_findings_fail_the_hunt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _hunt_args("new/pc-0.14", "0.14/pc", "--budget", "20", "--no-matrix",
+                      "--recipes", str(tmp_path))
+    assert args.func(args) == 1
+    assert "NEW: truncated" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", [b"\x8e\x00", b"{}", b'{"ops": 5}', b"[5]",
+                                     b'[["ide.dma", 5]]', b'[["nope", {}]]'])
+def test_a_bad_recipe_file_is_one_line_and_exit_2(tmp_path: Path, content: bytes,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    recipe = tmp_path / "r.json"
+    recipe.write_bytes(content)
+    assert main(["hunt", "new/pc-0.14", "0.14/pc", "--replay", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("migmatrix hunt:")
