@@ -9,6 +9,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import markupsafe
 import pytest
 
 from harness.report import (
@@ -87,7 +88,7 @@ def test_sample_results_is_valid_and_has_every_verdict(results, tmp_path):
         (lambda r: r["cells"][3].update(verdict="exploded"), "cells[3] (0.14/pc->0.14/pc[ide-bus-error]).verdict: 'exploded' is not one of"),
         (lambda r: r["cells"][0].pop("ok"), "cells[0]: missing key 'ok'"),
         (lambda r: r["cells"][0].update(ok="yes"), "cells[0].ok: expected boolean"),
-        (lambda r: r["cells"][0]["detail"].update(offset=True), ".detail.offset: expected integer, got boolean"),
+        (lambda r: r["cells"][0]["detail"].update(offset=True), ".detail.offset: expected integer or null, got boolean"),
         (lambda r: r.update(shard={"index": 4, "count": 3}), "shard: index 4 not within 1..3"),
     ],
 )
@@ -144,14 +145,21 @@ def test_first_screen_says_counts_and_names_unexpected(results):
     assert "inprocess" in head and "ci-runner-7" in head and "2024-05-14T09:30:00" in head
 
 
-def test_every_cell_has_grid_entries_and_a_detail_anchor(results):
+def test_every_cell_has_one_grid_entry_and_a_detail_anchor(results):
     page = render_html(results)
+    grid = page[page.index('<table class="overview">'): page.index('id="unexpected"')]
     for cell in results["cells"]:
         cid = html.escape(cell["id"])
-        # one entry in a scenario grid and one in the pair x scenario grid
-        assert page.count(f'data-cell-id="{cid}"') == 2
+        assert grid.count(f'data-cell-id="{cid}"') == 1
         assert f'id="{cell_anchor(cell["id"])}"' in page
-    assert page.count('<td class="cell') == len(results["cells"])
+    assert grid.count('<td class="ocell') == len(results["cells"])
+
+
+def test_the_grid_comes_first_then_unexpected_then_known_issues(results):
+    page = render_html(results)
+    order = [page.index(f'<section id="{s}"') for s in ("grid", "unexpected", "known",
+                                                       "details", "legend")]
+    assert order == sorted(order)
 
 
 def test_anchors_are_unique_and_fragment_safe(results):
@@ -160,26 +168,76 @@ def test_anchors_are_unique_and_fragment_safe(results):
     assert all(re.fullmatch(r"cell-[A-Za-z0-9-]+", a) for a in anchors)
 
 
-def test_detail_shows_offset_diff_hex_and_commands(results):
+def _detail(page: str, cell_id: str) -> str:
+    start = page.index(f'id="{cell_anchor(cell_id)}"')
+    return page[start: page.index("</section>", start)]
+
+
+def _windows(page: str) -> dict:
+    block = re.search(r'<script type="application/json" id="windows">(.*?)</script>', page,
+                      re.S)
+    assert block is not None
+    return json.loads(block.group(1))
+
+
+def test_detail_leads_with_the_cause_then_symptom_diff_and_commands(results):
     page = render_html(results)
     cell = next(c for c in results["cells"] if c["id"] == "0.14/pc->new/pc-0.14[ide-bus-error]")
-    start = page.index(f'id="{cell_anchor(cell["id"])}"')
-    detail = page[start: page.index("</section>", start)]
+    detail = _detail(page, cell["id"])
+    cause = cell["detail"]["cause"]
+    assert detail.index("Cause: the readings part at byte") < detail.index("Symptom")
+    assert str(markupsafe.escape(cause["summary"])) in detail
+    # The writer's element and the destination's reading side by side, the first parted
+    # row marked.
+    assert '<tr class="diverged first"><td class="off">' + str(cause["offset"]) in detail
+    assert "field ide/bus[1]/cmd = 5 (0x5)" in detail
     offset = cell["detail"]["offset"]
     assert f"byte {offset} (0x{offset:x})" in detail
-    assert "ide/bus[0]/error_status" in detail and "4 (0x4)" in detail and "0 (0x0)" in detail
-    assert 'class="b m-section m-subsection m-error start err"' in detail
+    assert "ide/<wbr>bus[0]/<wbr>error_status" in detail  # breaks only after a slash
+    assert "4 (0x4)" in detail and "0 (0x0)" in detail
+    assert "not defined by 0.14/pc" in detail  # a field only the destination defines
     assert "Unexpected: got corrupted, expected pass." in detail
     assert html.escape(cell["expected_rule"]) in detail
     assert html.escape(cell["commands"]["save"]) in detail
+    # The byte view: a reference into the page's window table, focused on the cause.
+    key = re.search(r'class="hexview" data-window="(\w+)" data-focus="(\d+)"', detail)
+    assert key is not None and int(key.group(2)) == cause["offset"]
+    window = _windows(page)[key.group(1)]
+    assert window["s"] == cause["window"]["start"] and window["h"] == cause["window"]["hex"]
+    assert [cause["offset"], cause["offset"] + 1, "cause",
+            "read by new/pc-0.14 as field ide/bus[1]/cmd = 5"] in window["m"]
 
 
-def test_known_issues_listed_with_notes(results):
+def test_byte_windows_are_stored_once(results):
     page = render_html(results)
-    known = page[page.index('id="known"'): page.index('id="filters"')]
+    windows = _windows(page)
+    keys = re.findall(r'data-window="(\w+)"', page)
+    assert set(keys) == set(windows)
+    assert len(windows) <= len(keys)
+
+
+def test_a_window_with_thousands_of_marks_is_cut(results):
+    cell = next(c for c in results["cells"]
+                if c["detail"].get("window") and not c["detail"].get("cause"))
+    window = cell["detail"]["window"]
+    window["marks"] = [{"offset": window["start"] + i % 50, "end": window["start"] + 60,
+                        "label": f"mark {i} " + "x" * 40, "kind": "field"}
+                       for i in range(20000)]
+    page = render_html(results)
+    stored = next(w for w in _windows(page).values() if w["more"])
+    assert len(stored["m"]) == 64 and stored["more"] == 20000 - 64
+    assert len(page) < 2 * len(render_html(sample_results()))
+
+
+def test_known_issues_are_grouped_by_note(results):
+    page = render_html(results)
+    known = page[page.index('<section id="known"'): page.index('<section id="details"')]
+    notes = {c["known_issue"]["text"] for c in results["cells"] if c["known_issue"]}
+    for note in notes:
+        assert known.count(f'<p class="note">{html.escape(note)}') == 1
     for cell in results["cells"]:
         if cell["known_issue"]:
-            assert html.escape(cell["known_issue"]["text"]) in known
+            assert f'href="#{cell_anchor(cell["id"])}"' in known
     assert "KI passed" in known  # the known issue that passed
 
 
@@ -198,8 +256,10 @@ def test_hostile_strings_are_escaped(hostile):
     assert "<script>alert" not in page
     assert "<img" not in page
     assert "onerror=alert(1)>" not in page
-    # Exactly one script element: ours.
-    assert len(re.findall(r"<script\b", page)) == 1
+    # Exactly one script element that runs: ours; and the byte windows as data.
+    assert len(re.findall(r"<script>", page)) == 1
+    assert len(re.findall(r"<script\b", page)) == 2
+    assert '<script type="application/json" id="windows">' in page
     assert html.escape(HOSTILE[0]) in page
     # The javascript: link is shown as text, never as an href.
     assert 'href="javascript:' not in page.lower()

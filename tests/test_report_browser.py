@@ -53,8 +53,8 @@ def browser():
 class Page:
     """A report opened in a fresh page, recording console errors and dialogs."""
 
-    def __init__(self, browser, out: Path) -> None:
-        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
+    def __init__(self, browser, out: Path, width: int = 1400) -> None:
+        self.page = browser.new_page(viewport={"width": width, "height": 900})
         self.errors: list[str] = []
         self.dialogs: list[str] = []
         self.requests: list[str] = []
@@ -111,31 +111,102 @@ def test_no_console_errors_and_no_network(page, report):
 def test_grid_has_every_cell_of_results(page, report):
     results, _ = report
     ids = page.page.eval_on_selector_all(
-        "table.grid td.cell[data-cell-id]", "els => els.map(e => e.dataset.cellId)")
-    assert sorted(ids) == sorted(c["id"] for c in results["cells"])
-    overview = page.page.eval_on_selector_all(
         "table.overview td.ocell[data-cell-id]", "els => els.map(e => e.dataset.cellId)")
-    assert sorted(overview) == sorted(ids)
+    assert sorted(ids) == sorted(c["id"] for c in results["cells"])
     assert page.page.locator("#filter-count").inner_text() == (
         f"{len(ids)} of {len(ids)} cells shown")
 
 
-def test_clicking_unexpected_cell_shows_detail(page, report, tmp_path):
+def _box(locator):
+    box = locator.bounding_box()
+    assert box is not None
+    return box
+
+
+def test_the_grid_fits_1400px_and_its_header_row_stays_in_view(page, report):
+    pg = page.page
+    assert pg.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert pg.locator(".grid-wrap.fits").count() == 1
+    table = _box(pg.locator("table.overview"))
+    bar = _box(pg.locator("#bar"))
+    # Scroll the table's top 100 px past the bar's bottom edge.
+    pg.evaluate(f"window.scrollTo(0, {table['y'] - bar['height'] + 100})")
+    bar = _box(pg.locator("#bar"))
+    assert bar["y"] == 0  # the bar sticks at the top
+    header = _box(pg.locator("table.overview thead th.col").first)
+    assert abs(header["y"] - bar["height"]) <= 2  # stuck under the bar, not scrolled away
+    assert _box(pg.locator("table.overview"))["y"] < bar["height"] - 90
+    assert page.errors == []
+
+
+def test_a_grid_too_wide_scrolls_with_its_pair_column_in_view(browser, report):
+    p = Page(browser, report[1], width=700).open()
+    pg = p.page
+    assert pg.locator(".grid-wrap.fits").count() == 0
+    wrap = pg.locator(".grid-wrap")
+    pair = pg.locator("table.overview tbody th.pair").first
+    left = _box(pair)["x"]
+    wrap.evaluate("w => { w.scrollLeft = 400; w.scrollTop = 200; }")
+    assert abs(_box(pair)["x"] - left) <= 1  # the first column stays
+    assert abs(_box(pg.locator("table.overview thead th.col").first)["y"]
+               - _box(wrap)["y"]) <= 2  # and so does the header row
+    p.page.close()
+
+
+def test_clicking_a_grid_cell_opens_its_detail_below_the_bar(page, report, tmp_path):
     results, _ = report
-    cell = next(c for c in results["cells"] if not c["ok"] and c["detail"]["diff"])
-    detail = page.page.locator(f"#{cell_anchor(cell['id'])}")
+    cell = next(c for c in results["cells"] if c["detail"].get("cause"))
+    anchor = cell_anchor(cell["id"])
+    detail = page.page.locator(f"#{anchor}")
     assert not detail.is_visible()  # details are folded away while JS runs
-    page.page.locator(f'table.grid td.cell[data-cell-id="{cell["id"]}"] a').click()
+    assert detail.locator("table.hex").count() == 0  # byte views are drawn on demand
+    page.page.locator(f'table.overview td.ocell[data-cell-id="{cell["id"]}"] a').click()
     detail.wait_for(state="visible")
+    assert page.page.evaluate("location.hash") == f"#{anchor}"
+    bar = _box(page.page.locator("#bar"))
+    assert _box(detail)["y"] >= bar["y"] + bar["height"] - 1  # not hidden under the bar
+    # It leads with the cause: the summary, the readings side by side, the cause byte.
+    text = detail.inner_text()
+    assert text.index("Cause: the readings part at byte") < text.index("Symptom")
+    cause = cell["detail"]["cause"]
+    first = detail.locator("table.sbs tr.first")
+    assert first.count() == 1 and "ide/bus[1]/cmd = 5" in first.inner_text()
+    focus = detail.locator(".hexview table.hex .b.focus")
+    assert focus.count() == 1 and focus.inner_text().startswith("05")
+    assert "m-cause" in (focus.get_attribute("class") or "")
     offset = cell["detail"]["offset"]
     assert f"byte {offset} (0x{offset:x})" in detail.locator(".offset").inner_text()
     rows = detail.locator("table.diff tbody tr")
-    assert rows.count() == len(cell["detail"]["diff"])
+    assert rows.count() == len(cell["detail"]["diff"]) + len(cell["detail"]["one_sided"])
     assert cell["detail"]["diff"][0]["path"] in rows.first.inner_text()
-    assert detail.locator("table.hex .b.err").count() == 1
-    assert page.page.evaluate("location.hash") == f"#{cell_anchor(cell['id'])}"
+    one_sided = detail.locator("table.diff tr.one-sided")
+    assert "not defined by" in one_sided.inner_text()
+    assert cause["offset"] == int(detail.locator(".hexview").first.get_attribute("data-focus"))
     _screenshot(page.page, "report-detail.png", tmp_path)
     assert page.errors == []
+
+
+def test_field_paths_wrap_only_after_a_slash(browser, tmp_path):
+    results = sample_results()
+    cell = next(c for c in results["cells"] if c["detail"]["diff"])
+    long_path = "/".join(["0000:00:01.1", "ide", "bus[0]", "ifs[1]", "identify_data_long"] * 3)
+    cell["detail"]["diff"][0]["path"] = long_path
+    write_reports(results, tmp_path / "r")
+    p = Page(browser, tmp_path / "r", width=700).open(f"#{cell_anchor(cell['id'])}")
+    td = p.page.locator(f"#{cell_anchor(cell['id'])} table.diff td.path").first
+    lines = td.evaluate("""td => {
+        const r = document.createRange(); r.selectNodeContents(td);
+        const tops = new Set(); const out = [];
+        for (const node of td.childNodes) {
+            if (node.nodeType !== 3) continue;
+            const rr = document.createRange(); rr.selectNodeContents(node);
+            const rects = rr.getClientRects();
+            if (rects.length > 1) out.push(node.textContent);
+        }
+        return out; }""")
+    assert lines == []  # no part of the path (between slashes) is split over two lines
+    assert td.evaluate("td => td.getClientRects()[0].height") > 20  # it did wrap
+    p.page.close()
 
 
 def test_url_fragment_opens_detail(browser, report):
@@ -148,33 +219,53 @@ def test_url_fragment_opens_detail(browser, report):
     p.page.close()
 
 
-def test_filters_hide_what_they_should(page, report):
+def _visible_cells(pg) -> list[str]:
+    return pg.eval_on_selector_all(
+        "table.overview td.ocell",
+        "els => els.filter(e => e.offsetParent !== null && "
+        "!e.classList.contains('filtered')).map(e => e.dataset.cellId)")
+
+
+def test_filters_collapse_empty_rows_columns_and_groups(page, report):
     results, _ = report
     pg = page.page
-    by_verdict = pg.locator('table.grid td.cell[data-verdict="pass"]')
-    rejected = pg.locator('table.grid td.cell[data-verdict="rejected"]')
-    assert by_verdict.first.is_visible()
+    rows = pg.locator("table.overview tbody tr")
+    total_rows = rows.count()
 
     pg.locator('#filters input[name=verdict][value="pass"]').uncheck()
-    assert all(not by_verdict.nth(i).is_visible() for i in range(by_verdict.count()))
-    assert rejected.first.is_visible()
+    shown = _visible_cells(pg)
+    assert shown and all(c["verdict"] != "pass" for c in results["cells"] if c["id"] in shown)
     pg.locator('#filters button[type=reset]').click()
-    pg.wait_for_function("!document.querySelector('td.cell.filtered')")
+    pg.wait_for_function("!document.querySelector('td.ocell.filtered')")
+    assert len(_visible_cells(pg)) == len(results["cells"])
 
     pg.locator("#filters input[name=unexpected]").check()
-    visible = pg.eval_on_selector_all(
-        "table.grid td.cell",
-        "els => els.filter(e => getComputedStyle(e).visibility !== 'hidden')"
-        ".map(e => e.dataset.cellId)")
-    assert sorted(visible) == sorted(c["id"] for c in results["cells"] if not c["ok"])
+    unexpected = sorted(c["id"] for c in results["cells"] if not c["ok"])
+    assert sorted(_visible_cells(pg)) == unexpected
+    visible_rows = [i for i in range(total_rows) if rows.nth(i).is_visible()]
+    pairs = {(c["source"]["endpoint"], c["destination"]["endpoint"])
+             for c in results["cells"] if not c["ok"]}
+    assert len(visible_rows) == len(pairs)  # rows with no unexpected cell collapse
+    columns = pg.eval_on_selector_all(
+        "table.overview thead th.col", "els => els.filter(e => e.offsetParent !== null)"
+        ".map(e => e.textContent)")
+    assert len(columns) == len({c["id"].rsplit("[", 1)[1].rstrip("]")
+                                for c in results["cells"] if not c["ok"]})
+    groups = pg.locator("[data-known-group]")
+    for i in range(groups.count()):
+        g = groups.nth(i)
+        if g.is_visible():
+            assert g.locator("li:visible").count() >= 1  # no empty group is left
     pg.locator("#filters input[name=unexpected]").uncheck()
 
     pg.locator("#filters select[name=scenario]").select_option("ide-pio")
-    sections = pg.locator("section.grid-section")
-    shown = [sections.nth(i).get_attribute("data-grid-scenario")
-             for i in range(sections.count()) if sections.nth(i).is_visible()]
-    assert shown == ["ide-pio"]
+    assert {i.rsplit("[", 1)[1] for i in _visible_cells(pg)} == {"ide-pio]"}
     assert pg.locator("#filter-count").inner_text() == f"9 of {len(results['cells'])} cells shown"
+
+    for v in ("pass", "rejected", "corrupted", "truncated", "crashed", "timeout", "error"):
+        pg.locator(f'#filters input[name=verdict][value="{v}"]').uncheck()
+    assert pg.locator("#grid-empty").is_visible()
+    assert not pg.locator(".grid-wrap").is_visible()
     assert page.errors == []
 
 
@@ -186,7 +277,12 @@ def test_readable_without_javascript(browser, report):
     assert not pg.locator("#filters").is_visible()  # no dead controls
     cell = next(c for c in results["cells"] if not c["ok"])
     assert pg.locator(f"#{cell_anchor(cell['id'])}").is_visible()  # details all shown
-    assert pg.locator("table.grid td.cell").count() == len(results["cells"])
+    assert pg.locator("table.overview td.ocell").count() == len(results["cells"])
+    caused = next(c for c in results["cells"] if c["detail"].get("cause"))
+    detail = pg.locator(f"#{cell_anchor(caused['id'])}")
+    assert caused["detail"]["cause"]["summary"] in detail.inner_text()
+    assert detail.locator("table.sbs tr.first").is_visible()
+    assert "needs JavaScript" in detail.inner_text()
     context.close()
 
 
@@ -199,14 +295,16 @@ def test_hostile_names_show_as_text(browser, tmp_path):
     pg.wait_for_timeout(100)
     assert p.dialogs == []
     assert pg.locator("img").count() == 0
-    assert pg.locator("script").count() == 1
+    assert pg.locator("script:not([type])").count() == 1
     text = pg.locator("body").inner_text()
     assert HOSTILE[0] in text and HOSTILE[1] in text
     hostile_cells = [c for c in results["cells"] if c["scenario"] == HOSTILE[0]]
     for cell in hostile_cells:
-        assert pg.locator("table.grid td.cell").filter(
+        assert pg.locator("table.overview td.ocell").filter(
             has=pg.locator(f'a[href="#{cell_anchor(cell["id"])}"]')).count() == 1
     assert pg.locator('a[href^="javascript:"]').count() == 0
+    # Marks from the stream are drawn into the byte views as text.
+    assert pg.locator(".hexview table.hex").count() >= 1
     assert p.errors == []
     p.page.close()
 

@@ -6,6 +6,7 @@ a Unix process (pytest and ``migmatrix run`` do); elsewhere it is only measured.
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 import time
@@ -17,14 +18,16 @@ from typing import Any
 from ..emulator.errors import EmulatorError, LoadError
 from ..emulator.machine import Machine, compare_machines, jsonable
 from ..emulator.vmstate import Tracer
-from ..matrix import Cell
+from ..matrix import Cell, Endpoint
 from ..scenarios import apply_scenario, get_scenario
 from ..verdict import Outcome
 from . import Driver, diff_entry
 
-__all__ = ["InProcessDriver", "stream_window", "DIFF_LIMIT", "CellTimeout", "time_limit"]
+__all__ = ["InProcessDriver", "stream_window", "cell_cause", "one_sided_fields", "DIFF_LIMIT",
+           "CellTimeout", "time_limit"]
 
 DIFF_LIMIT = 50  # diff entries kept per cell; the total is kept too
+ONE_SIDED_LIMIT = 20  # fields defined on one side only kept per cell
 WINDOW = 48  # bytes kept on each side of the offset of interest
 
 
@@ -82,6 +85,94 @@ def stream_window(cell: Cell, stream: bytes, offset: int, label: str) -> dict[st
     ]
     marks.append({"offset": offset, "end": offset + 1, "label": label, "kind": "error"})
     return {"start": start, "hex": stream[start:end].hex(), "marks": marks}
+
+
+def cell_cause(cell: Cell, stream: bytes, diff_paths: frozenset[str] = frozenset()
+               ) -> dict[str, Any] | None:
+    """Where the destination's reading of ``stream`` first parts from what the writer meant
+    (``migmatrix analyze --as-destination``): the offset, one sentence, the two readings
+    side by side, and the bytes around it. When both read every element alike, the cause
+    is a field that both read at the same bytes under another name (a ``diff_paths``
+    field): the writer's ``bmdma[0]/status`` read as ``migration_compat_status``.
+    None when neither applies, or for real QEMU endpoints (no model of their loader)."""
+    if cell.source.kind != "emulator" or cell.destination.kind != "emulator":
+        return None
+    from ..analyze import Input, analyze, replay_as_destination
+
+    dst = cell.destination
+    try:
+        writer = analyze(stream, release=cell.source.release, machine=cell.source.machine)
+        replay = replay_as_destination(Input(stream), writer, f"{dst.release}/{dst.machine}")
+    except Exception:  # the explanation must never cost a cell its verdict
+        return None
+    reading = replay.get("destination_reading") or {}
+    if replay.get("diverges") and "size" not in reading:
+        return None  # the destination read nothing otherwise: it stopped, and said why
+    if replay.get("diverges"):
+        offset = int(replay["offset"])
+        rows = _around_divergence(replay["side_by_side"])
+        label = f"read by {dst.name} as {reading.get('text') or reading.get('kind')}"
+        summary = str(replay["summary"])
+    else:
+        renamed = next((r for r in replay.get("renamed", []) if r["writer"] in diff_paths), None)
+        if renamed is None:
+            return None
+        offset = int(renamed["offset"])
+        element = next((e for e in writer.elements
+                        if e.offset == offset and e.kind == "field"), None)
+        size = element.size if element is not None else 1
+        raw = stream[offset:offset + size]
+        value = f" = {int.from_bytes(raw, 'big')} (0x{raw.hex()})" if size <= 8 else ""
+        label = f"read by {dst.name} as {renamed['destination']}"
+        summary = (f"at offset {offset} (0x{offset:x}) the writer's field {renamed['writer']}"
+                   f"{value} is read by the destination as {renamed['destination']}")
+        rows = [{"offset": offset, "bytes": raw[:12].hex() + ("..." if size > 12 else ""),
+                 "writer": f"field {renamed['writer']}{value}",
+                 "destination": f"field {renamed['destination']}{value}", "diverged": True}]
+    return {"offset": offset, "summary": summary, "rows": rows,
+            "window": stream_window(cell, stream, offset, label)}
+
+
+def _around_divergence(rows: list[dict[str, Any]], before: int = 3, after: int = 8
+                       ) -> list[dict[str, Any]]:
+    """The side-by-side rows a reader needs: a few agreeing ones, then the first parted."""
+    agreed = [r for r in rows if not r["diverged"]]
+    parted = [r for r in rows if r["diverged"]]
+    return agreed[-before:] + parted[:after]
+
+
+@functools.lru_cache(maxsize=32)
+def _reset_devices(endpoint: Endpoint) -> dict[str, dict[str, Any]]:
+    machine = Machine(endpoint.release, endpoint.machine, endpoint.ram_size)
+    return {k: {p: jsonable(v) for p, v in f.items()} for k, f in machine.state().items()}
+
+
+def one_sided_fields(cell: Cell, source: dict[str, dict[str, Any]],
+                     destination: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fields of a device section that only one side's release defines, where that side
+    holds something other than its power-on value: state the destination cannot take
+    (source side), or state the stream put where the writer meant none (destination
+    side). Not part of the verdict, which compares the fields both define."""
+    out: list[dict[str, Any]] = []
+    if cell.source.kind != "emulator" or cell.destination.kind != "emulator":
+        return out
+    for side, mine, other, endpoint in (("source", source, destination, cell.source),
+                                        ("destination", destination, source,
+                                         cell.destination)):
+        reset = _reset_devices(endpoint)
+        for section, fields in mine.items():
+            theirs = other.get(section)
+            if theirs is None:
+                continue
+            for path, value in fields.items():
+                value = jsonable(value)
+                if path in theirs or value == reset.get(section, {}).get(path, value):
+                    continue
+                out.append({**diff_entry(f"{section}/{path}", value if side == "source"
+                                         else None, value if side == "destination" else None),
+                            "only_in": side})
+    out.sort(key=lambda d: d["path"])
+    return out[:ONE_SIDED_LIMIT]
 
 
 class _PastWindow(Exception):
@@ -159,6 +250,7 @@ class InProcessDriver(Driver):
             outcome.message = str(e)
             if e.offset is not None:
                 outcome.window = stream_window(cell, stream, e.offset, e.reason.text)
+            outcome.extra["cause"] = cell_cause(cell, stream)
             return
         except Exception as e:  # not a migration error: the destination crashed
             outcome.crash = f"{type(e).__name__}: {e}"
@@ -172,6 +264,9 @@ class InProcessDriver(Driver):
         diffs = compare_machines(source, dest)
         outcome.diff_total = len(diffs)
         outcome.diff = [diff_entry(d.path, d.source, d.destination) for d in diffs[:DIFF_LIMIT]]
+        outcome.extra["one_sided"] = one_sided_fields(cell, source.state(), dest.state())
+        if diffs or report.half_loaded:
+            outcome.extra["cause"] = cell_cause(cell, stream, frozenset(d.path for d in diffs))
         if report.half_loaded:
             eof_at = report.bytes_consumed - 1
             outcome.extra["offset"] = eof_at

@@ -37,7 +37,7 @@ from ..emulator.errors import Reason
 from ..matrix import Cell, Endpoint
 from ..verdict import Outcome
 from . import Driver, diff_entry
-from .inprocess import DIFF_LIMIT, stream_window
+from .inprocess import DIFF_LIMIT, cell_cause, one_sided_fields, stream_window
 
 __all__ = [
     "EndpointDied",
@@ -394,6 +394,8 @@ class QMPDriver(Driver):
             reason = str(error.get("reason", ""))
             label = _REASON_TEXT.get(reason, reason.replace("_", " "))
             outcome.window = stream_window(cell, stream, int(error["offset"]), label)
+        if stream:
+            outcome.extra["cause"] = cell_cause(cell, stream)
 
     async def _loaded(self, cell: Cell, outcome: Outcome, sq: QMPClient, dq: QMPClient,
                       stream: bytes) -> None:
@@ -413,6 +415,11 @@ class QMPDriver(Driver):
         outcome.diff = [
             diff_entry(d["path"], d["source"], d["destination"]) for d in diffs[:DIFF_LIMIT]
         ]
+        outcome.extra["one_sided"] = one_sided_fields(cell, src_state.get("devices", {}),
+                                                      dst_state.get("devices", {}))
+        if stream and (diffs or outcome.bytes_unread > 0 or outcome.not_loaded):
+            outcome.extra["cause"] = cell_cause(cell, stream,
+                                                frozenset(d["path"] for d in diffs))
         if outcome.bytes_unread > 0 or outcome.not_loaded:
             eof_at = int(report.get("bytes_consumed", 1)) - 1
             outcome.extra["offset"] = eof_at

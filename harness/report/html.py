@@ -1,9 +1,17 @@
 """The HTML report: turn results into plain view data and render it with jinja2 templates.
 
 All markup lives in `templates/` (package data, autoescape on). This module only computes:
-which cells go where in the grids, the annotated hex rows, the one-line explanations. Every
-string that came from a stream (idstrs, field paths, error messages) reaches the template
-as plain text and is escaped there.
+which cells go where in the grid, the known issues grouped by note, the one-line
+explanations, and the data of the byte views. Every string that came from a stream
+(idstrs, field paths, error messages) reaches the template as plain text and is escaped
+there.
+
+The page is laid out for a maintainer's first minute: the headline, the pair x scenario
+grid, the unexpected cells, the known issues grouped by their note; then one detail per
+cell, which leads with the cause (where the destination's reading first parts from the
+writer's) before the symptom. The heavy parts, the annotated byte windows, travel once
+each (many cells share one) as JSON inside the page and are drawn by the page's script
+when a detail opens; everything else reads without JavaScript.
 """
 
 from __future__ import annotations
@@ -36,9 +44,11 @@ VERDICT_MEANINGS: dict[str, str] = {
     "error": "the harness itself failed to run the cell: not a verdict on the emulator",
 }
 _NEVER_ACCEPTABLE = ("corrupted", "truncated", "crashed")
-_BYTES_PER_ROW = 16
-_MAX_WINDOW = 4096  # bytes of a window shown; the rest is summarised
+_MAX_WINDOW = 4096  # bytes of a window kept for the byte view; the rest is counted
+_MAX_MARKS = 64  # marks of a window kept; the rest is counted
+_MAX_LABEL = 200  # characters of a mark's label kept
 _MAX_VALUE = 160  # characters of a diff value shown
+_MAX_ROWS = 24  # rows of the side-by-side cause table shown
 
 _env: jinja2.Environment | None = None
 
@@ -53,7 +63,14 @@ def _environment() -> jinja2.Environment:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        _env.filters["path_breaks"] = _path_breaks
     return _env
+
+
+def _path_breaks(path: str) -> list[str]:
+    """A field path cut after each ``/``, where a line may break (the template puts a
+    ``<wbr>`` between the parts): never in the middle of a name such as ``bus[0]``."""
+    return [p for p in re.split(r"(?<=/)", path) if p]
 
 
 def cell_anchor(cell_id: str) -> str:
@@ -105,76 +122,38 @@ def _why(cell: Mapping[str, Any]) -> str:
     return f"As expected: {verdict}" + (f" ({rule})." if rule else ".")
 
 
-_KINDS = ("section", "subsection", "field", "sentinel", "error")
+_KINDS = ("section", "subsection", "field", "sentinel", "error", "cause")
 
 
-def _kind_order(kind: str) -> tuple[int, str]:
-    """Outer marks first, so that CSS can paint the innermost last."""
-    return (_KINDS.index(kind) if kind in _KINDS else len(_KINDS), kind)
+class _Windows:
+    """The byte windows of the page, each stored once (cells share many: every stream of
+    one source starts alike), as compact JSON the page's script draws from."""
 
+    def __init__(self) -> None:
+        self.table: dict[str, dict[str, Any]] = {}
 
-def _hex_view(window: Mapping[str, Any], error_offset: int | None) -> dict[str, Any]:
-    """Rows of 16 bytes with offsets, each byte tagged with the marks that cover it."""
-    data = bytes.fromhex(window["hex"])
-    start = int(window["start"])
-    shown = data[:_MAX_WINDOW]
-    marks = []
-    for n, m in enumerate(
-        sorted(window.get("marks") or [], key=lambda m: (m["offset"], -m["end"])), start=1
-    ):
-        end = max(int(m["end"]), int(m["offset"]) + 1)
-        marks.append({
-            "n": n,
-            "kind": m.get("kind") if m.get("kind") in _KINDS else "other",
-            "kind_text": str(m.get("kind") or ""),
-            "label": str(m.get("label") or ""),
-            "offset": int(m["offset"]),
-            "end": end,
-            "offset_hex": f"0x{int(m['offset']):x}",
-            "length": end - int(m["offset"]),
-            "has_error": error_offset is not None and m["offset"] <= error_offset < end,
-        })
-    rows = []
-    base = start - start % _BYTES_PER_ROW
-    stop = start + len(shown)
-    for row_start in range(base, stop, _BYTES_PER_ROW):
-        cells = []
-        for off in range(row_start, row_start + _BYTES_PER_ROW):
-            if not start <= off < stop:
-                cells.append(None)
-                continue
-            b = shown[off - start]
-            covering = [m for m in marks if m["offset"] <= off < m["end"]]
-            kinds = sorted({m["kind"] for m in covering}, key=_kind_order)
-            title = f"0x{off:x} ({off})"
-            if covering:
-                title += ": " + "; ".join(f"[{m['n']}] {m['kind']} {m['label']}" for m in covering)
-            if off == error_offset:
-                title += " <- error offset"
-            cells.append({
-                "offset": off,
-                "hex": f"{b:02x}",
-                "char": chr(b) if 0x20 <= b < 0x7F else ".",
-                "kinds": kinds,
-                "starts": [m["n"] for m in marks if m["offset"] == off],
-                "error": off == error_offset,
-                "title": title,
-            })
-        notes = [m for m in marks if row_start <= m["offset"] < row_start + _BYTES_PER_ROW]
-        rows.append({"offset": row_start, "offset_hex": f"{row_start:08x}", "bytes": cells,
-                     "notes": notes})
-    return {
-        "start": start,
-        "end": start + len(data),
-        "start_hex": f"0x{start:x}",
-        "end_hex": f"0x{start + len(data):x}",
-        "length": len(data),
-        "clipped": len(data) - len(shown),
-        "rows": rows,
-        "marks": marks,
-        "kinds": sorted({m["kind"] for m in marks}),
-        "error_in_window": error_offset is not None and start <= error_offset < stop,
-    }
+    def add(self, window: Mapping[str, Any] | None, focus: int | None,
+            extra: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        """Keep ``window`` (with ``extra`` marks); return a reference to it, or None."""
+        if not window:
+            return None
+        start = int(window["start"])
+        hexstr = str(window["hex"])[: 2 * _MAX_WINDOW]
+        length = len(window["hex"]) // 2
+        marks = list(window.get("marks") or []) + list(extra or [])
+        kept = []
+        for m in sorted(marks[:_MAX_MARKS], key=lambda m: (m["offset"], -m["end"])):
+            kind = m.get("kind") if m.get("kind") in _KINDS else "other"
+            kept.append([int(m["offset"]), max(int(m["end"]), int(m["offset"]) + 1), kind,
+                         str(m.get("label") or "")[:_MAX_LABEL]])
+        data = {"s": start, "h": hexstr, "m": kept, "more": max(0, len(marks) - _MAX_MARKS),
+                "clip": max(0, length - _MAX_WINDOW)}
+        key = hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+        self.table.setdefault(key, data)
+        end = start + length
+        return {"key": key, "start": start, "end": end, "start_hex": f"0x{start:x}",
+                "end_hex": f"0x{end:x}",
+                "focus": focus if focus is not None and start <= focus < end else None}
 
 
 def _prediction_view(cell: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -190,17 +169,68 @@ def _prediction_view(cell: Mapping[str, Any]) -> dict[str, Any] | None:
             "agrees": cell["verdict"] in verdicts, "known": True}
 
 
-def _cell_view(cell: Mapping[str, Any]) -> dict[str, Any]:
+def _diff_rows(d: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = [{"path": str(row.get("path")), "source": _json_text(row.get("source")),
+             "destination": _json_text(row.get("destination")), "only_in": None}
+            for row in d.get("diff") or []]
+    for row in d.get("one_sided") or []:
+        if not isinstance(row, Mapping):
+            continue
+        side = row.get("only_in")
+        rows.append({
+            "path": str(row.get("path")),
+            "source": _json_text(row.get("source")) if side == "source" else None,
+            "destination": _json_text(row.get("destination")) if side == "destination"
+            else None,
+            "only_in": side if side in ("source", "destination") else None,
+        })
+    return rows
+
+
+def _cause_view(d: Mapping[str, Any], windows: _Windows, symptom: int | None
+                ) -> dict[str, Any] | None:
+    cause = d.get("cause")
+    if not isinstance(cause, Mapping):
+        return None
+    offset = cause.get("offset")
+    rows = [{"offset": r.get("offset"), "offset_hex": f"0x{int(r.get('offset') or 0):x}",
+             "bytes": str(r.get("bytes") or ""), "writer": str(r.get("writer") or ""),
+             "destination": str(r.get("destination") or ""),
+             "diverged": bool(r.get("diverged")),
+             "first": r.get("offset") == offset}
+            for r in (cause.get("rows") or [])[:_MAX_ROWS] if isinstance(r, Mapping)]
+    window = cause.get("window")
+    extra = []
+    if isinstance(window, Mapping) and symptom is not None and symptom != offset:
+        extra.append({"offset": symptom, "end": symptom + 1, "kind": "error",
+                      "label": f"where the load stopped: {d.get('message') or ''}"})
+    view = windows.add(_with_cause_mark(window, offset), offset, extra)
+    return {"offset": offset, "offset_hex": f"0x{offset:x}" if isinstance(offset, int) else None,
+            "summary": str(cause.get("summary") or ""), "rows": rows, "hex": view,
+            "covers_symptom": view is not None and symptom is not None
+            and view["start"] <= symptom < view["end"]}
+
+
+def _with_cause_mark(window: Mapping[str, Any] | None, offset: Any) -> Mapping[str, Any] | None:
+    """The cause window with its focus byte marked as the cause (the driver marks it as the
+    byte of interest, kind ``error``)."""
+    if not isinstance(window, Mapping):
+        return None
+    marks = [dict(m, kind="cause") if m.get("kind") == "error" and m.get("offset") == offset
+             else m for m in window.get("marks") or []]
+    return {**window, "marks": marks}
+
+
+def _cell_view(cell: Mapping[str, Any], windows: _Windows) -> dict[str, Any]:
     d = cell.get("detail") or {}
     ki = cell.get("known_issue")
     offset = d.get("offset")
-    diff = [
-        {"path": str(row.get("path")), "source": _json_text(row.get("source")),
-         "destination": _json_text(row.get("destination"))}
-        for row in d.get("diff") or []
-    ]
-    diff_total = d.get("diff_total") or len(diff)
-    window = d.get("window")
+    diff = _diff_rows(d)
+    diff_total = d.get("diff_total") or len(d.get("diff") or [])
+    cause = _cause_view(d, windows, offset)
+    symptom = None
+    if not (cause and cause["covers_symptom"]):
+        symptom = windows.add(d.get("window"), offset)
     return {
         "id": cell["id"],
         "anchor": cell_anchor(cell["id"]),
@@ -222,6 +252,9 @@ def _cell_view(cell: Mapping[str, Any]) -> dict[str, Any]:
         "known_failing": bool(ki) and cell["ok"] and cell["verdict"] not in cell["expected"],
         "unexpected_pass": bool(cell.get("unexpected_pass")),
         "why": _why(cell),
+        "why_has_rule": bool(cell["ok"]) and not (ki and cell["verdict"] not in cell["expected"])
+        and not cell.get("unexpected_pass"),
+        "plain_pass": cell["verdict"] == "pass" and bool(cell["ok"]) and not ki,
         "message": d.get("message") or "",
         "reason": d.get("reason"),
         "errno": d.get("errno"),
@@ -233,8 +266,10 @@ def _cell_view(cell: Mapping[str, Any]) -> dict[str, Any]:
         "not_loaded": [str(x) for x in d.get("not_loaded") or []],
         "diff": diff,
         "diff_total": diff_total,
-        "diff_more": max(0, diff_total - len(diff)),
-        "hex": _hex_view(window, offset) if window else None,
+        "diff_more": max(0, diff_total - len(d.get("diff") or [])),
+        "one_sided": sum(1 for r in diff if r["only_in"]),
+        "cause": cause,
+        "hex": symptom,
         "stream_bytes": cell.get("stream_bytes"),
         "duration_s": cell.get("duration_s"),
         "commands": [{"name": str(k), "command": str(v)}
@@ -259,12 +294,38 @@ def _duration_text(seconds: Any) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min {sec} s"
 
 
+def _known_groups(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cells with a known issue, one group per note (first seen first)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for c in cells:
+        ki = c["known_issue"]
+        if not ki:
+            continue
+        g = groups.setdefault(ki["text"], {
+            "text": ki["text"], "link": ki["link"], "href": ki["href"], "cells": [],
+            "anchor": "known-" + hashlib.sha1(ki["text"].encode()).hexdigest()[:10],
+        })
+        g["cells"].append(c)
+    out = []
+    for g in groups.values():
+        counts: dict[str, int] = {}
+        for c in g["cells"]:
+            counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+        g["verdicts"] = [{"verdict": v, "count": counts[v]} for v in VERDICTS if v in counts]
+        g["passed"] = sum(c["unexpected_pass"] for c in g["cells"])
+        g["pairs"] = list(dict.fromkeys(f"{c['source']} → {c['destination']}"
+                                        for c in g["cells"]))
+        out.append(g)
+    return out
+
+
 def build_view(
     results: Mapping[str, Any], baseline: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The plain data the template renders: run facts, counts, lists, grids, details."""
+    """The plain data the template renders: run facts, counts, lists, the grid, details."""
     raw_cells = sorted(results["cells"], key=cell_order_key(results))
-    cells = [_cell_view(c) for c in raw_cells]
+    windows = _Windows()
+    cells = [_cell_view(c, windows) for c in raw_cells]
     summary = summarize(raw_cells)
 
     endpoints = _ordered(
@@ -290,28 +351,15 @@ def build_view(
         for dst in endpoints:
             row = [by_key.get((src, dst, col)) for col in columns]
             if any(row):
-                pairs.append({"source": src, "destination": dst, "cells": row})
-    grids = []
-    for col in columns:
-        col_cells = [c for c in cells if c["column"] == col]
-        sources = [e for e in endpoints if any(c["source"] == e for c in col_cells)]
-        dests = [e for e in endpoints if any(c["destination"] == e for c in col_cells)]
-        grids.append({
-            "key": col,
-            "anchor": "grid-" + cell_anchor(col)[len("cell-"):],
-            "scenario": col_cells[0]["scenario"],
-            "destinations": dests,
-            "rows": [{"source": s, "cells": [by_key.get((s, d, col)) for d in dests]}
-                     for s in sources],
-            "unexpected": sum(not c["ok"] for c in col_cells),
-            "total": len(col_cells),
-        })
+                pairs.append({"source": src, "destination": dst, "cells": row,
+                              "unexpected": sum(1 for c in row if c and not c["ok"])})
 
     shard = results.get("shard")
     total_cells = results.get("total_cells")
     run = {
         "matrix": results["matrix"],
         "matrix_file": results.get("matrix_file"),
+        "description": results.get("description"),
         "driver": results["driver"],
         "endpoints": endpoints,
         "releases": list(dict.fromkeys(
@@ -327,6 +375,7 @@ def build_view(
         "interrupted": results.get("finished") is None,
         "duration": _duration_text(results.get("duration_s")),
         "shard": f"{shard['index']}/{shard['count']}" if shard else None,
+        "selection": [str(s) for s in results.get("selection") or []],
         "total_cells": total_cells,
         "present": len(cells),
     }
@@ -348,14 +397,15 @@ def build_view(
         "mispredicted": [c for c in cells if c["prediction"] and not c["prediction"]["agrees"]],
         "predicted": sum(1 for c in cells if c["prediction"] and c["prediction"]["known"]),
         "known": [c for c in cells if c["known_issue"]],
+        "known_groups": _known_groups(cells),
         "baseline": diff,
         "merge_problems": [dict(p) for p in merge.get("problems") or []],
         "merge_sources": [str(s) for s in merge.get("sources") or []],
         "columns": columns,
         "scenario_names": scenario_names,
         "pairs": pairs,
-        "grids": grids,
         "cells": cells,
+        "windows": windows.table,
     }
 
 

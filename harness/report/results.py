@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ __all__ = [
     "SCHEMA",
     "VERDICTS",
     "ResultsError",
+    "MAX_RESULTS_BYTES",
     "load_results",
+    "parse_results_json",
     "validate_results",
     "model_counterpart",
     "model_vs_real",
@@ -54,19 +57,26 @@ _REQUIRED_TOP: dict[str, type | tuple[type, ...]] = {
     "started": str,
     "cells": list,
 }
+_NUMBER = (int, float)
 #: Top-level keys that may be absent (an interrupted run) and their types when present.
 _OPTIONAL_TOP: dict[str, type | tuple[type, ...]] = {
     "matrix_file": (str, type(None)),
+    "description": (str, type(None)),
     "host": (str, type(None)),
+    "platform": (str, type(None)),
     "python": (str, type(None)),
     "migmatrix_version": (str, type(None)),
     "finished": (str, type(None)),
-    "duration_s": (int, float, type(None)),
+    "duration_s": (*_NUMBER, type(None)),
     "endpoints": list,
     "scenarios": list,
+    "releases": (list, type(None)),
     "shard": (dict, type(None)),
+    "selection": (list, type(None)),
     "total_cells": (int, type(None)),
+    "excluded": (list, type(None)),
     "summary": (dict, type(None)),
+    "merge": (dict, type(None)),
 }
 _REQUIRED_CELL: dict[str, type | tuple[type, ...]] = {
     "id": str,
@@ -79,18 +89,38 @@ _REQUIRED_CELL: dict[str, type | tuple[type, ...]] = {
 }
 _OPTIONAL_CELL: dict[str, type | tuple[type, ...]] = {
     "seed": (int, type(None)),
+    "driver": (str, type(None)),
     "expected_rule": (str, type(None)),
     "known_issue": (dict, type(None)),
     "unexpected_pass": bool,
     "detail": (dict, type(None)),
     "stream_bytes": (int, type(None)),
-    "duration_s": (int, float, type(None)),
+    "duration_s": (*_NUMBER, type(None)),
     "commands": (dict, type(None)),
     "prediction": (dict, type(None)),
+}
+#: The keys of a cell's ``detail`` that the reports read, and their types.
+_DETAIL: dict[str, type | tuple[type, ...]] = {
+    "message": (str, type(None)),
+    "reason": (str, type(None)),
+    "errno": (str, int, type(None)),
+    "offset": (int, type(None)),
+    "section": (str, type(None)),
+    "field": (str, type(None)),
+    "bytes_unread": (int, type(None)),
+    "not_loaded": (list, type(None)),
+    "diff": (list, type(None)),
+    "diff_total": (int, type(None)),
+    "window": (dict, type(None)),
+    "cause": (dict, type(None)),
+    "one_sided": (list, type(None)),
 }
 #: Fields every shard of one matrix must agree on.
 _MATRIX_FIELDS = ("schema", "matrix", "matrix_file", "driver", "endpoints", "scenarios",
                   "total_cells")
+#: A results file larger than this is refused before it is parsed (a matrix of 10,000
+#: cells writes about 20 MB).
+MAX_RESULTS_BYTES = 256 << 20
 
 
 class ResultsError(ValueError):
@@ -104,17 +134,39 @@ def load_results(path: str | Path) -> dict[str, Any]:
     """Read and validate a results.json file; errors name the file and the offending key."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_RESULTS_BYTES + 1)
     except OSError as exc:
         raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_RESULTS_BYTES:
+        raise ResultsError(f"{path}: larger than {MAX_RESULTS_BYTES >> 20} MiB: not a "
+                           "results file this tool wrote")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ResultsError(
-            f"{path}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ResultsError(f"{path}: not UTF-8: byte 0x{raw[exc.start]:02x} at offset "
+                           f"{exc.start}") from None
+    data = parse_results_json(text, str(path))
     validate_results(data, name=str(path))
     return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ResultsError(f"{name} is not a number JSON allows")
+
+
+def parse_results_json(text: str, name: str) -> Any:
+    """``json.loads`` that refuses NaN and Infinity and names the place of a syntax error."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except ResultsError as exc:
+        raise ResultsError(f"{name}: not JSON: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ResultsError(
+            f"{name}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise ResultsError(f"{name}: not a results file: nested too deeply") from None
 
 
 def _type_names(types: type | tuple[type, ...]) -> str:
@@ -134,18 +186,34 @@ def _check_type(value: Any, types: type | tuple[type, ...], where: str) -> None:
         raise ResultsError(f"{where}: expected {_type_names(types)}, got boolean")
     if not isinstance(value, allowed):
         raise ResultsError(
-            f"{where}: expected {_type_names(types)}, got {type(value).__name__}"
+            f"{where}: expected {_type_names(types)}, got {_type_names(type(value))}"
         )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ResultsError(f"{where}: expected a finite number, got {value}")
+
+
+def _check_keys(data: Mapping[str, Any], types: Mapping[str, type | tuple[type, ...]],
+                where: str) -> None:
+    for key, t in types.items():
+        if key in data:
+            _check_type(data[key], t, f"{where}.{key}" if where else key)
+
+
+def _check_items(items: list[Any], types: type | tuple[type, ...], where: str) -> None:
+    for k, item in enumerate(items):
+        _check_type(item, types, f"{where}[{k}]")
 
 
 def validate_results(data: Any, name: str = "results") -> None:
     """Check `data` against the results schema; raise ResultsError naming `name` and the key.
 
-    Only what the report needs is enforced: unknown keys are allowed (newer runners may
-    add some), optional keys may be missing (an interrupted run writes what it has).
+    Everything the reports read is checked (types, verdict names, finite numbers); unknown
+    keys are allowed (newer runners may add some), optional keys may be missing (an
+    interrupted run writes what it has).
     """
     if not isinstance(data, Mapping):
-        raise ResultsError(f"{name}: expected a JSON object at the top, got {type(data).__name__}")
+        raise ResultsError(f"{name}: expected a JSON object at the top, "
+                           f"got {_type_names(type(data))}")
     for key, types in _REQUIRED_TOP.items():
         if key not in data:
             raise ResultsError(f"{name}: missing key {key!r}")
@@ -155,6 +223,8 @@ def validate_results(data: Any, name: str = "results") -> None:
     for key, types in _OPTIONAL_TOP.items():
         if key in data:
             _check_type(data[key], types, f"{name}: {key}")
+    for key in ("endpoints", "scenarios", "releases", "selection"):
+        _check_items(data.get(key) or [], str, f"{name}: {key}")
     shard = data.get("shard")
     if shard is not None:
         for key in ("index", "count"):
@@ -164,18 +234,25 @@ def validate_results(data: Any, name: str = "results") -> None:
             raise ResultsError(
                 f"{name}: shard: index {shard['index']} not within 1..{shard['count']}"
             )
+    merge = data.get("merge")
+    if merge is not None:
+        _check_keys(merge, {"sources": list, "problems": list}, f"{name}: merge")
+        for k, problem in enumerate(merge.get("problems") or []):
+            where = f"{name}: merge.problems[{k}]"
+            _check_type(problem, dict, where)
+            _check_keys(problem, {"kind": str, "message": str}, where)
     for i, cell in enumerate(data["cells"]):
         _validate_cell(cell, f"{name}: cells[{i}]")
 
 
 def _validate_cell(cell: Any, where: str) -> None:
     if not isinstance(cell, Mapping):
-        raise ResultsError(f"{where}: expected object, got {type(cell).__name__}")
+        raise ResultsError(f"{where}: expected object, got {_type_names(type(cell))}")
     for key, types in _REQUIRED_CELL.items():
         if key not in cell:
             raise ResultsError(f"{where}: missing key {key!r}")
         _check_type(cell[key], types, f"{where}.{key}")
-    where = f"{where} ({cell['id']})"
+    where = f"{where} ({cell['id'][:200]})"
     for key, types in _OPTIONAL_CELL.items():
         if key in cell:
             _check_type(cell[key], types, f"{where}.{key}")
@@ -192,37 +269,65 @@ def _validate_cell(cell: Any, where: str) -> None:
         ep = cell[side]
         if "endpoint" not in ep and not ("release" in ep and "machine" in ep):
             raise ResultsError(f"{where}.{side}: needs 'endpoint' or 'release' and 'machine'")
+        _check_keys(ep, {"endpoint": str, "release": str, "machine": str}, f"{where}.{side}")
     ki = cell.get("known_issue")
-    if ki is not None and not isinstance(ki.get("text"), str):
-        raise ResultsError(f"{where}.known_issue.text: expected string")
+    if ki is not None:
+        _check_type(ki.get("text"), str, f"{where}.known_issue.text")
+        _check_keys(ki, {"link": (str, type(None))}, f"{where}.known_issue")
+    for key, value in (cell.get("commands") or {}).items():
+        _check_type(value, str, f"{where}.commands.{key}")
+    prediction = cell.get("prediction")
+    if prediction is not None:
+        _check_keys(prediction, {"verdicts": list, "reason": (str, type(None))},
+                    f"{where}.prediction")
+        _check_items(prediction.get("verdicts") or [], str, f"{where}.prediction.verdicts")
     detail = cell.get("detail")
     if detail is not None:
         _validate_detail(detail, f"{where}.detail")
 
 
+def _validate_window(window: Mapping[str, Any], where: str) -> None:
+    _check_type(window.get("start"), int, f"{where}.start")
+    _check_type(window.get("hex"), str, f"{where}.hex")
+    if window["start"] < 0:
+        raise ResultsError(f"{where}.start: expected an offset, got {window['start']}")
+    try:
+        bytes.fromhex(window["hex"])
+    except ValueError as exc:
+        raise ResultsError(f"{where}.hex: not hexadecimal: {exc}") from exc
+    _check_keys(window, {"marks": (list, type(None))}, where)
+    for k, mark in enumerate(window.get("marks") or []):
+        _check_type(mark, dict, f"{where}.marks[{k}]")
+        for key in ("offset", "end"):
+            _check_type(mark.get(key), int, f"{where}.marks[{k}].{key}")
+        _check_keys(mark, {"kind": (str, type(None)), "label": (str, type(None))},
+                    f"{where}.marks[{k}]")
+
+
 def _validate_detail(detail: Mapping[str, Any], where: str) -> None:
-    for key in ("offset", "diff_total", "bytes_unread"):
-        if key in detail and detail[key] is not None:
-            _check_type(detail[key], int, f"{where}.{key}")
-    if "diff" in detail:
-        _check_type(detail["diff"], list, f"{where}.diff")
-        for k, row in enumerate(detail["diff"]):
-            _check_type(row, dict, f"{where}.diff[{k}]")
-            if "path" not in row:
-                raise ResultsError(f"{where}.diff[{k}]: missing key 'path'")
-    window = detail.get("window")
-    if window is not None:
-        _check_type(window, dict, f"{where}.window")
-        _check_type(window.get("start"), int, f"{where}.window.start")
-        _check_type(window.get("hex"), str, f"{where}.window.hex")
-        try:
-            bytes.fromhex(window["hex"])
-        except ValueError as exc:
-            raise ResultsError(f"{where}.window.hex: not hexadecimal: {exc}") from exc
-        for k, mark in enumerate(window.get("marks") or []):
-            _check_type(mark, dict, f"{where}.window.marks[{k}]")
-            for key in ("offset", "end"):
-                _check_type(mark.get(key), int, f"{where}.window.marks[{k}].{key}")
+    _check_keys(detail, _DETAIL, where)
+    _check_items(detail.get("not_loaded") or [], str, f"{where}.not_loaded")
+    for k, row in enumerate(detail.get("diff") or []):
+        _check_type(row, dict, f"{where}.diff[{k}]")
+        if "path" not in row:
+            raise ResultsError(f"{where}.diff[{k}]: missing key 'path'")
+        _check_type(row["path"], str, f"{where}.diff[{k}].path")
+    for k, row in enumerate(detail.get("one_sided") or []):
+        _check_type(row, dict, f"{where}.one_sided[{k}]")
+        _check_type(row.get("path"), str, f"{where}.one_sided[{k}].path")
+        _check_keys(row, {"only_in": str}, f"{where}.one_sided[{k}]")
+    if detail.get("window") is not None:
+        _validate_window(detail["window"], f"{where}.window")
+    cause = detail.get("cause")
+    if cause is not None:
+        _check_keys(cause, {"offset": int, "summary": str, "rows": list,
+                            "window": (dict, type(None))}, f"{where}.cause")
+        for k, row in enumerate(cause.get("rows") or []):
+            _check_type(row, dict, f"{where}.cause.rows[{k}]")
+            _check_keys(row, {"offset": int, "bytes": str, "writer": str, "destination": str,
+                              "diverged": bool}, f"{where}.cause.rows[{k}]")
+        if cause.get("window") is not None:
+            _validate_window(cause["window"], f"{where}.cause.window")
 
 
 # --------------------------------------------------------------------------- summary

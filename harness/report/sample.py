@@ -185,12 +185,44 @@ def _failure(src: str, dst: str, key: str, verdict: str, *, part: str = "subsect
     return make_cell(src, dst, key, verdict=verdict, detail=detail, **over)
 
 
+def _add_cause(cell: dict[str, Any]) -> None:
+    """The first divergence, as the drivers record it (harness.drivers.inprocess.cell_cause):
+    the subsection header's 0x05 read as the parent's next field, and a field only the
+    destination defines holding what the stream put there."""
+    detail = cell["detail"]
+    window = detail["window"]
+    sub = next(m for m in window["marks"] if m["kind"] == "subsection")
+    at = sub["offset"]
+    before = next(m for m in window["marks"] if m["kind"] == "field")
+    cause_window = {"start": window["start"], "hex": window["hex"],
+                    "marks": [m for m in window["marks"] if m["kind"] != "error"]
+                    + [{"offset": at, "end": at + 1, "kind": "error",
+                        "label": "read by new/pc-0.14 as field ide/bus[1]/cmd = 5"}]}
+    detail["cause"] = {
+        "offset": at,
+        "summary": f"at offset {at} (0x{at:x}) the writer meant subsection "
+                   f"'{sub['label']}' after ide/bus[0]; the destination reads field "
+                   "ide/bus[1]/cmd = 5 (0x5)",
+        "rows": [
+            {"offset": before["offset"], "bytes": "00", "writer": f"field {before['label']}",
+             "destination": f"field {before['label']}", "diverged": False},
+            {"offset": at, "bytes": "05", "writer": f"subsection '{sub['label']}'",
+             "destination": "field ide/bus[1]/cmd = 5 (0x5)", "diverged": True},
+            {"offset": at + 1, "bytes": "13", "writer": "",
+             "destination": "field ide/bus[1]/unit = 19 (0x13)", "diverged": True},
+        ],
+        "window": cause_window,
+    }
+    detail["one_sided"] = [{"path": "ide/bus[0]/retry_unit", "source": None,
+                            "destination": 1, "only_in": "destination"}]
+
+
 def _outcome(src: str, dst: str, key: str) -> dict[str, Any]:
     """The story of the fake matrix: which cell does what."""
     scen = key.partition(":")[0]
     if (src, dst) == ("0.14/pc", "new/pc-0.14"):
         if key == "ide-bus-error":
-            return _failure(
+            cell = _failure(
                 src, dst, key, "corrupted", part="subsection",
                 message="destination state differs from the source on 3 fields",
                 field_label="ide/bus[0]/error_status",
@@ -199,6 +231,8 @@ def _outcome(src: str, dst: str, key: str) -> dict[str, Any]:
                       {"path": "ide/bus[0]/ifs[0]/pio_state", "source": {"pos": 512,
                        "end": 512}, "destination": None}],
                 diff_total=3)
+            _add_cause(cell)
+            return cell
         if key == "fdc-media-changed":
             return _failure(
                 src, dst, key, "truncated", part="subsection", reason="early_eof",

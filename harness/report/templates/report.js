@@ -2,38 +2,177 @@
   "use strict";
   var root = document.documentElement;
   root.classList.add("js");
+  var bar = document.getElementById("bar");
   var form = document.getElementById("filters");
-  var cells = document.querySelectorAll("[data-cell-id]");
-  var grids = document.querySelectorAll("[data-grid-scenario]");
   var counter = document.getElementById("filter-count");
-  var total = document.querySelectorAll("td.cell[data-cell-id]").length;
+  var wrap = document.querySelector(".grid-wrap");
+  var table = wrap ? wrap.querySelector("table") : null;
+  var gridCells = document.querySelectorAll("table.overview td[data-cell-id]");
+  var windows = {};
+  try {
+    windows = JSON.parse(document.getElementById("windows").textContent || "{}");
+  } catch (e) {
+    windows = {};
+  }
 
-  function apply() {
-    var verdicts = {};
-    form.querySelectorAll("input[name=verdict]").forEach(function (cb) {
-      verdicts[cb.value] = cb.checked;
+  // Jump targets land below the sticky bar; the grid scrolls on its own only when it
+  // does not fit the page's width (then its header row and first column stay put).
+  function layout() {
+    root.style.setProperty("--bar-h", (bar ? bar.offsetHeight : 0) + "px");
+    if (wrap && table) {
+      wrap.classList.remove("fits");
+      wrap.classList.toggle("fits", table.scrollWidth <= wrap.clientWidth + 1);
+    }
+  }
+
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) { e.className = cls; }
+    if (text !== undefined) { e.textContent = text; }
+    return e;
+  }
+
+  var ORDER = ["section", "subsection", "field", "sentinel", "other", "error", "cause"];
+
+  function hex8(n) { return ("0000000" + n.toString(16)).slice(-8); }
+
+  // An annotated byte view: 16 bytes a row, runs of bytes under the same marks in one
+  // span (its title names them), the marks that start in a row beside it.
+  function drawHex(holder) {
+    if (holder.dataset.drawn) { return; }
+    holder.dataset.drawn = "1";
+    var w = windows[holder.dataset.window];
+    if (!w) { return; }
+    var focus = holder.dataset.focus !== undefined ? Number(holder.dataset.focus) : null;
+    var start = w.s, n = w.h.length / 2, stop = start + n;
+    var marks = w.m.map(function (m, i) {
+      return { n: i + 1, off: m[0], end: m[1], kind: m[2], label: m[3] };
     });
-    var scenario = form.elements.scenario.value;
-    var unexpectedOnly = form.elements.unexpected.checked;
-    var shown = 0;
-    cells.forEach(function (el) {
-      var show = verdicts[el.dataset.verdict] !== false &&
-        (scenario === "" || el.dataset.scenario === scenario) &&
-        (!unexpectedOnly || el.dataset.ok === "false");
-      el.classList.toggle("filtered", !show);
-      if (show && el.classList.contains("cell")) { shown += 1; }
-    });
-    grids.forEach(function (grid) {
-      grid.hidden = scenario !== "" && grid.dataset.gridScenario !== scenario;
-    });
-    root.classList.toggle("show-all", form.elements.details.checked);
-    counter.textContent = shown + " of " + total + " cells shown";
+    var t = el("table", "hex");
+    var body = el("tbody");
+    for (var row = start - (start % 16); row < stop; row += 16) {
+      var tr = el("tr");
+      tr.appendChild(el("td", "off", hex8(row)));
+      var bytesTd = el("td", "bytes"), ascii = "";
+      var run = null, runKey = null;
+      for (var off = row; off < row + 16; off += 1) {
+        var key, text, title = "";
+        if (off < start || off >= stop) {
+          key = "gap"; text = "  "; ascii += " ";
+        } else {
+          var b = parseInt(w.h.substr(2 * (off - start), 2), 16);
+          ascii += b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : ".";
+          var covering = marks.filter(function (m) { return m.off <= off && off < m.end; });
+          var kinds = covering.map(function (m) { return m.kind; })
+            .filter(function (k, i, a) { return a.indexOf(k) === i; })
+            .sort(function (a, b) { return ORDER.indexOf(a) - ORDER.indexOf(b); });
+          var starts = marks.some(function (m) { return m.off === off; });
+          key = kinds.map(function (k) { return "m-" + k; }).join(" ") +
+            (starts ? " start" : "") + (off === focus ? " focus" : "") +
+            (kinds.indexOf("error") >= 0 ? " err" : "");
+          text = w.h.substr(2 * (off - start), 2);
+          title = covering.slice(-3).map(function (m) {
+            return "[" + m.n + "] " + m.kind + " " + m.label;
+          }).join("; ");
+          key += "|" + title;
+        }
+        if (run && key === runKey && key.indexOf(" start") < 0) {
+          run.textContent += " " + text;
+        } else {
+          if (run) { bytesTd.appendChild(run); bytesTd.appendChild(document.createTextNode(" ")); }
+          run = el("span", "b " + key.split("|")[0], text);
+          if (key !== "gap" && key.split("|")[1]) { run.title = key.split("|")[1]; }
+          runKey = key;
+        }
+      }
+      if (run) { bytesTd.appendChild(run); }
+      tr.appendChild(bytesTd);
+      tr.appendChild(el("td", "ascii", ascii));
+      var notes = el("td", "notes");
+      marks.filter(function (m) { return m.off >= row && m.off < row + 16; })
+        .forEach(function (m, i) {
+          if (i) { notes.appendChild(document.createTextNode("; ")); }
+          notes.appendChild(el("sup", "mk", "[" + m.n + "]"));
+          notes.appendChild(document.createTextNode(" 0x" + m.off.toString(16) + " " + m.kind + " "));
+          notes.appendChild(el("code", "", m.label));
+        });
+      tr.appendChild(notes);
+      body.appendChild(tr);
+    }
+    t.appendChild(body);
+    var scroll = el("div", "scroll");
+    scroll.appendChild(t);
+    holder.appendChild(scroll);
+    if (w.clip) { holder.appendChild(el("p", "none", w.clip + " further bytes of the window are not shown.")); }
+    if (w.more) { holder.appendChild(el("p", "none", w.more + " further marks are not shown.")); }
+  }
+
+  function drawIn(container) {
+    container.querySelectorAll(".hexview[data-window]").forEach(drawHex);
   }
 
   function reveal() {
     var id = decodeURIComponent(window.location.hash.slice(1));
     var target = id ? document.getElementById(id) : null;
-    if (target) { target.scrollIntoView(); }
+    if (target) {
+      drawIn(target);
+      target.scrollIntoView();
+    }
+  }
+
+  function shows(e, f) {
+    return f.verdicts[e.dataset.verdict] !== false &&
+      (f.scenario === "" || e.dataset.scenario === f.scenario) &&
+      (!f.unexpected || e.dataset.ok === "false") &&
+      (!f.known || e.dataset.known === "true");
+  }
+
+  // Filters hide cells, then every row, column, group and table left empty.
+  function apply() {
+    var f = { verdicts: {}, scenario: form.elements.scenario.value,
+              unexpected: form.elements.unexpected.checked, known: form.elements.known.checked };
+    form.querySelectorAll("input[name=verdict]").forEach(function (cb) {
+      f.verdicts[cb.value] = cb.checked;
+    });
+    var shown = 0, columns = {};
+    document.querySelectorAll("table.overview tbody tr").forEach(function (tr) {
+      var n = 0;
+      tr.querySelectorAll("td[data-cell-id]").forEach(function (td) {
+        var show = shows(td, f);
+        td.classList.toggle("filtered", !show);
+        if (show) { n += 1; columns[td.dataset.col] = true; }
+      });
+      tr.hidden = n === 0;
+      shown += n;
+    });
+    document.querySelectorAll("table.overview [data-col]").forEach(function (c) {
+      c.classList.toggle("col-hidden", !columns[c.dataset.col]);
+    });
+    document.getElementById("grid-empty").hidden = shown > 0;
+    if (wrap) { wrap.hidden = shown === 0; }
+    document.querySelectorAll("[data-known-group]").forEach(function (g) {
+      var n = 0;
+      g.querySelectorAll("li[data-cell-id]").forEach(function (li) {
+        var show = shows(li, f);
+        li.hidden = !show;
+        if (show) { n += 1; }
+      });
+      g.hidden = n === 0;
+    });
+    document.querySelectorAll("table[data-filter-table]").forEach(function (t) {
+      var n = 0;
+      t.querySelectorAll("tbody tr[data-cell-id]").forEach(function (tr) {
+        var show = shows(tr, f);
+        tr.hidden = !show;
+        if (show) { n += 1; }
+      });
+      t.hidden = n === 0;
+    });
+    var all = form.elements.details.checked;
+    root.classList.toggle("show-all", all);
+    if (all) { drawIn(document.getElementById("details")); }
+    counter.textContent = shown + " of " + gridCells.length + " cells shown";
+    layout();
   }
 
   if (form) {
@@ -42,6 +181,8 @@
     form.addEventListener("reset", function () { window.setTimeout(apply, 0); });
     apply();
   }
+  layout();
+  window.addEventListener("resize", layout);
   window.addEventListener("hashchange", reveal);
   reveal();
 }());
