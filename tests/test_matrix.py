@@ -226,6 +226,45 @@ def test_corrupted_and_rejected_cells_keep_where_and_why(default_results: dict) 
                if c["verdict"] != "error")
 
 
+def test_a_misparse_names_its_cause_the_0x05_read_as_the_next_field(default_results: dict) -> None:
+    detail = default_results["new/pc-0.14->0.14/pc[ide-bus-error]"]["detail"]
+    cause = detail["cause"]
+    # The symptom is the EOF byte far later; the cause is the subsection header.
+    assert cause["offset"] < detail["offset"]
+    first = next(r for r in cause["rows"] if r["diverged"])
+    assert first["offset"] == cause["offset"] and first["bytes"].startswith("05")
+    assert first["writer"] == "subsection 'ide_bus/error' after 0000:00:01.1/ide/bus[0]"
+    assert first["destination"] == "field 0000:00:01.1/ide/bus[1]/cmd = 5 (0x5)"
+    assert "ide_bus/error" in cause["summary"] and "bus[1]/cmd = 5" in cause["summary"]
+    window = cause["window"]
+    assert window["start"] <= cause["offset"] < window["start"] + len(window["hex"]) // 2
+    assert bytes.fromhex(window["hex"])[cause["offset"] - window["start"]] == 0x05
+    # State the source held that 0.14 has no field for.
+    assert {"path": "0000:00:01.1/ide/bus[0]/error_status", "source": 8, "destination": None,
+            "only_in": "source"} in detail["one_sided"]
+
+
+def test_a_corruption_read_under_another_name_names_both_names(default_results: dict) -> None:
+    detail = default_results["0.14/pc->new/pc-0.14[ide-dma-capable]"]["detail"]
+    cause = detail["cause"]
+    assert cause["rows"] == [{
+        "offset": cause["offset"], "bytes": "60",
+        "writer": "field 0000:00:01.1/ide/bmdma[0]/status = 96 (0x60)",
+        "destination": "field 0000:00:01.1/ide/bmdma[0]/migration_compat_status = 96 (0x60)",
+        "diverged": True}]
+    # The spurious retry the destination's post_load made of those bits: a field only
+    # the destination defines, no longer at its power-on value.
+    assert detail["one_sided"] == [{"path": "0000:00:01.1/ide/bus[0]/error_status",
+                                    "source": None, "destination": 0x60,
+                                    "only_in": "destination"}]
+
+
+def test_a_clean_refusal_has_no_separate_cause(default_results: dict) -> None:
+    for cell_id in ("new/pc->0.14/pc[idle]", "new/pc-0.14->0.14/pc[atapi-media-event]"):
+        assert default_results[cell_id]["detail"]["cause"] is None, cell_id
+    assert default_results["new/pc->new/pc[idle]"]["detail"]["one_sided"] == []
+
+
 def test_history_matrix_shows_a_half_loaded_guest(tmp_path: Path) -> None:
     cells = run(HISTORY, tmp_path, k="->0.14/pc[collide-eof]")
     assert {c["verdict"] for c in cells.values()} >= {"truncated"}
