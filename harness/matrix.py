@@ -433,8 +433,8 @@ def load_matrix(ref: str | Path) -> Matrix:
     # means every emulator scenario, in a QEMU matrix every QEMU scenario.
     SCENARIOS: dict[str, Any] = {}
     for kind in dict.fromkeys(e.catalogue for e in endpoints):
-        for name, entry in catalogue(kind).items():
-            SCENARIOS.setdefault(name, entry)
+        for scenario_name, entry in catalogue(kind).items():
+            SCENARIOS.setdefault(scenario_name, entry)
     sc = _get(data, "scenarios", dict, path, "", {})
     _check_keys(sc, SCENARIOS_KEYS, path, "scenarios.")
     include = _get(sc, "include", list, path, "scenarios.", ["*"])

@@ -132,7 +132,7 @@ def commands(cell: Cell, matrix_path: str) -> dict[str, str]:
         from .drivers.historic import cell_commands as historic_commands
 
         return {**historic_commands(cell),
-                "run": f"migmatrix run --matrix {matrix_path} -k '{cell.id}'"}
+                "run": _run_command(cell, matrix_path)}
     if src.kind == "qemu":
         from .drivers.qemu import cell_commands
 
