@@ -183,14 +183,27 @@ def _add_result(result: dict[str, Any]) -> None:
     if state is None or not _ensure_matrix(config, state):
         return
     if state["results"] is None:
-        from .runner import ResultsFile, header
+        from .runner import ResultsFile, header, holds_full_run
 
         out = state["out"]
+        selection = _selection(config)
+        if out is not None and (selection or state["shard"]) and holds_full_run(out):
+            # A filtered session (-k, -m, a shard) never replaces the full report.
+            out = state["out"] = out / "selected"
         state["results"] = ResultsFile(
             out / "results.json" if out else None,
-            header(state["matrix"], state["driver"], state["shard"], state["total"]),
+            header(state["matrix"], state["driver"], state["shard"], state["total"],
+                   selection=selection),
         )
     state["results"].add(result)
+
+
+def _selection(config: pytest.Config) -> list[str]:
+    """The session's filters, as the report names them."""
+    out = [config.option.keyword] if config.option.keyword else []
+    if config.option.markexpr:
+        out.append(f"(marker {config.option.markexpr})")
+    return out
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -208,6 +221,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     state = terminalreporter.config.stash.get(RESULTS_KEY, None)
-    out = terminalreporter.config.getoption("--migmatrix-out")
-    if state and state.get("matrix") is not None and out:
-        terminalreporter.write_line(f"migmatrix: reports in {out}/ (index.html, results.json, junit.xml)")
+    if not state or state.get("matrix") is None or state.get("out") is None:
+        return
+    if state.get("results") is None:
+        terminalreporter.write_line(f"migmatrix: no cell ran; nothing written to {state['out']}/")
+        return
+    out = state["out"]
+    note = " (a filtered run: the full report one folder up is kept)" \
+        if out.name == "selected" and out != Path(terminalreporter.config.getoption(
+            "--migmatrix-out")) else ""
+    terminalreporter.write_line(
+        f"migmatrix: reports in {out}/ (index.html, results.json, junit.xml){note}")

@@ -41,7 +41,7 @@ from .verdict import Outcome, classify
 
 __all__ = ["cell_result", "driver_for", "run_cells", "select_cells", "ResultsFile",
            "ResultsWriteError", "OutputBusy", "OutputHoldsFullRun", "lock_output",
-           "check_overwrite", "worker_count"]
+           "check_overwrite", "holds_full_run", "is_full_run", "worker_count"]
 
 LOCK_NAME = ".migmatrix.lock"
 JOBS_PER_CORE = 4  # endpoint processes mostly wait on I/O; more than this only thrashes
@@ -105,15 +105,23 @@ def is_full_run(doc: Any) -> bool:
     return isinstance(cells, list) and isinstance(total, int) and len(cells) == total > 0
 
 
+def _previous(out: Path) -> Any:
+    try:
+        return json.loads((out / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # nothing there, or nothing worth keeping
+
+
+def holds_full_run(out: Path) -> bool:
+    """Whether ``out`` holds the results of a full run (see :func:`is_full_run`)."""
+    return is_full_run(_previous(out))
+
+
 def check_overwrite(out: Path, *, filtered: bool) -> None:
     """Refuse to let a filtered run replace a full run's results in ``out``."""
     if not filtered:
         return
-    path = out / "results.json"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # nothing there, or nothing worth keeping
+    doc = _previous(out)
     if is_full_run(doc):
         raise OutputHoldsFullRun(
             f"{out}/ holds the full run of matrix {doc.get('matrix')!r} "

@@ -165,3 +165,25 @@ def test_plugin_with_xdist_gathers_results_on_the_controller(pytester: pytest.Py
     outcomes = result.parseoutcomes()
     doc = json.loads((out / "results.json").read_text())
     assert len(doc["cells"]) == outcomes.get("passed", 0) + outcomes.get("xfailed", 0) == 15
+
+
+def test_plugin_with_k_keeps_the_full_report(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    m = pytester.mkdir("matrix") / "t.toml"
+    m.write_text('[defaults]\nram = "1M"\n[[endpoint]]\nname = "new/pc"\n'
+                 '[scenarios]\ninclude = ["idle", "ide-pio"]\n')
+    out = tmp_path / "reports"
+    pytester.runpytest_subprocess(str(m), "--migmatrix-out", str(out), "-p", "no:cacheprovider"
+                                  ).assert_outcomes(passed=2)
+    full = (out / "results.json").read_text()
+    result = pytester.runpytest_subprocess(str(m), "-k", "idle", "--migmatrix-out", str(out),
+                                           "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"migmatrix: reports in {out}/selected/*the full report*"])
+    assert (out / "results.json").read_text() == full
+    selected = json.loads((out / "selected" / "results.json").read_text())
+    assert [c["id"] for c in selected["cells"]] == ["new/pc->new/pc[idle]"]
+    assert selected["selection"] == ["idle"]
+    result = pytester.runpytest_subprocess(str(m), "-k", "nothing", "--migmatrix-out", str(out),
+                                           "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines([f"migmatrix: no cell ran; nothing written to {out}/"])
+    assert (out / "results.json").read_text() == full
