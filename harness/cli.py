@@ -393,8 +393,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                            help="cells run in parallel worker processes (default 1; at most "
                                 "one per cell and 4 per core)")
             s.add_argument("--driver", default=None, choices=sorted(DRIVERS),
-                           help="how endpoints run: inprocess (default), subprocess, docker; "
-                                "real QEMU endpoints always run under qemu")
+                           help="how model endpoints run: inprocess (default), subprocess, "
+                                "docker; real QEMU endpoints run under qemu or historic")
             s.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
         s.set_defaults(func=func)
 

@@ -87,21 +87,47 @@ def stream_window(cell: Cell, stream: bytes, offset: int, label: str) -> dict[st
     return {"start": start, "hex": stream[start:end].hex(), "marks": marks}
 
 
-def cell_cause(cell: Cell, stream: bytes, diff_paths: frozenset[str] = frozenset()
-               ) -> dict[str, Any] | None:
+HEADER_BYTES = 8  # magic and file version: a refusal there read nothing it could misread
+
+
+def _writer_analysis(release: str, machine: str, stream: bytes) -> Any:
+    """The stream decoded as its writer meant it; one source stream serves each of its
+    destinations, so the last few are kept."""
+    import hashlib
+
+    key = (release, machine, hashlib.sha1(stream).digest())
+    hit = _WRITERS.get(key)
+    if hit is None:
+        from ..analyze import analyze
+
+        hit = analyze(stream, release=release, machine=machine)
+        if len(_WRITERS) >= 8:
+            _WRITERS.pop(next(iter(_WRITERS)))
+        _WRITERS[key] = hit
+    return hit
+
+
+_WRITERS: dict[tuple[str, str, bytes], Any] = {}
+
+
+def cell_cause(cell: Cell, stream: bytes, diff_paths: frozenset[str] = frozenset(),
+               *, stopped_at: int | None = None) -> dict[str, Any] | None:
     """Where the destination's reading of ``stream`` first parts from what the writer meant
     (``migmatrix analyze --as-destination``): the offset, one sentence, the two readings
     side by side, and the bytes around it. When both read every element alike, the cause
     is a field that both read at the same bytes under another name (a ``diff_paths``
     field): the writer's ``bmdma[0]/status`` read as ``migration_compat_status``.
-    None when neither applies, or for real QEMU endpoints (no model of their loader)."""
+    None when neither applies, when the destination refused the header (``stopped_at``
+    within it), or for real QEMU endpoints (no model of their loader)."""
     if cell.source.kind != "emulator" or cell.destination.kind != "emulator":
         return None
-    from ..analyze import Input, analyze, replay_as_destination
+    if stopped_at is not None and stopped_at < HEADER_BYTES:
+        return None
+    from ..analyze import Input, replay_as_destination
 
     dst = cell.destination
     try:
-        writer = analyze(stream, release=cell.source.release, machine=cell.source.machine)
+        writer = _writer_analysis(cell.source.release, cell.source.machine, stream)
         replay = replay_as_destination(Input(stream), writer, f"{dst.release}/{dst.machine}")
     except Exception:  # the explanation must never cost a cell its verdict
         return None
@@ -250,7 +276,7 @@ class InProcessDriver(Driver):
             outcome.message = str(e)
             if e.offset is not None:
                 outcome.window = stream_window(cell, stream, e.offset, e.reason.text)
-            outcome.extra["cause"] = cell_cause(cell, stream)
+            outcome.extra["cause"] = cell_cause(cell, stream, stopped_at=e.offset)
             return
         except Exception as e:  # not a migration error: the destination crashed
             outcome.crash = f"{type(e).__name__}: {e}"

@@ -395,7 +395,9 @@ class QMPDriver(Driver):
             label = _REASON_TEXT.get(reason, reason.replace("_", " "))
             outcome.window = stream_window(cell, stream, int(error["offset"]), label)
         if stream:
-            outcome.extra["cause"] = cell_cause(cell, stream)
+            offset = error.get("offset")
+            outcome.extra["cause"] = cell_cause(
+                cell, stream, stopped_at=int(offset) if isinstance(offset, int) else None)
 
     async def _loaded(self, cell: Cell, outcome: Outcome, sq: QMPClient, dq: QMPClient,
                       stream: bytes) -> None:
