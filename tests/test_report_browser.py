@@ -266,6 +266,8 @@ def test_filters_collapse_empty_rows_columns_and_groups(page, report):
         pg.locator(f'#filters input[name=verdict][value="{v}"]').uncheck()
     assert pg.locator("#grid-empty").is_visible()
     assert not pg.locator(".grid-wrap").is_visible()
+    assert pg.locator("#known .filter-empty").is_visible()
+    assert pg.locator("#unexpected .filter-empty").is_visible()
     assert page.errors == []
 
 

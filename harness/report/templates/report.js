@@ -93,7 +93,8 @@
         .forEach(function (m, i) {
           if (i) { notes.appendChild(document.createTextNode("; ")); }
           notes.appendChild(el("sup", "mk", "[" + m.n + "]"));
-          notes.appendChild(document.createTextNode(" 0x" + m.off.toString(16) + " " + m.kind + " "));
+          var kind = m.label.indexOf(m.kind) === 0 ? "" : m.kind + " ";
+          notes.appendChild(document.createTextNode(" 0x" + m.off.toString(16) + " " + kind));
           notes.appendChild(el("code", "", m.label));
         });
       tr.appendChild(notes);
@@ -127,6 +128,11 @@
       (!f.known || e.dataset.known === "true");
   }
 
+  function emptyNote(section, empty) {
+    var note = section ? section.querySelector(".filter-empty") : null;
+    if (note) { note.hidden = !empty; }
+  }
+
   // Filters hide cells, then every row, column, group and table left empty.
   function apply() {
     var f = { verdicts: {}, scenario: form.elements.scenario.value,
@@ -150,6 +156,7 @@
     });
     document.getElementById("grid-empty").hidden = shown > 0;
     if (wrap) { wrap.hidden = shown === 0; }
+    var groups = 0;
     document.querySelectorAll("[data-known-group]").forEach(function (g) {
       var n = 0;
       g.querySelectorAll("li[data-cell-id]").forEach(function (li) {
@@ -158,7 +165,9 @@
         if (show) { n += 1; }
       });
       g.hidden = n === 0;
+      if (n) { groups += 1; }
     });
+    emptyNote(document.getElementById("known"), groups === 0);
     document.querySelectorAll("table[data-filter-table]").forEach(function (t) {
       var n = 0;
       t.querySelectorAll("tbody tr[data-cell-id]").forEach(function (tr) {
@@ -167,6 +176,7 @@
         if (show) { n += 1; }
       });
       t.hidden = n === 0;
+      emptyNote(t.parentNode, n === 0);
     });
     var all = form.elements.details.checked;
     root.classList.toggle("show-all", all);
