@@ -128,6 +128,17 @@
       (!f.known || e.dataset.known === "true");
   }
 
+  // Hide the items of ``container`` the filters leave out; how many are left.
+  function filterIn(container, selector, f) {
+    var n = 0;
+    container.querySelectorAll(selector).forEach(function (e) {
+      var show = shows(e, f);
+      e.hidden = !show;
+      if (show) { n += 1; }
+    });
+    return n;
+  }
+
   function emptyNote(section, empty) {
     var note = section ? section.querySelector(".filter-empty") : null;
     if (note) { note.hidden = !empty; }
@@ -158,23 +169,13 @@
     if (wrap) { wrap.hidden = shown === 0; }
     var groups = 0;
     document.querySelectorAll("[data-known-group]").forEach(function (g) {
-      var n = 0;
-      g.querySelectorAll("li[data-cell-id]").forEach(function (li) {
-        var show = shows(li, f);
-        li.hidden = !show;
-        if (show) { n += 1; }
-      });
+      var n = filterIn(g, "li[data-cell-id]", f);
       g.hidden = n === 0;
       if (n) { groups += 1; }
     });
     emptyNote(document.getElementById("known"), groups === 0);
     document.querySelectorAll("table[data-filter-table]").forEach(function (t) {
-      var n = 0;
-      t.querySelectorAll("tbody tr[data-cell-id]").forEach(function (tr) {
-        var show = shows(tr, f);
-        tr.hidden = !show;
-        if (show) { n += 1; }
-      });
+      var n = filterIn(t, "tbody tr[data-cell-id]", f);
       t.hidden = n === 0;
       emptyNote(t.parentNode, n === 0);
     });
