@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .emulator.errors import ConfigError, LoadError
-from .emulator.machine import Machine, compare_machines, jsonable
+from .emulator.machine import Machine, compare_machines
 from .emulator.recipes import OPERATIONS, apply_ops, found_dir, requirements
 from .emulator.releases import Release, parse_endpoint
 from .verdict import Outcome, Verdict, classify
@@ -94,6 +94,8 @@ def run_recipe(source: str, destination: str, ops: Any, *, ram_size: int = HUNT_
 
     Raises :class:`InvalidState` when the source cannot build the state.
     """
+    from .drivers import diff_entry  # long buffers cut to where they differ
+
     src_rel, src_machine = _endpoint(source)
     dst_rel, dst_machine = _endpoint(destination)
     outcome = Outcome()
@@ -122,8 +124,7 @@ def run_recipe(source: str, destination: str, ops: Any, *, ram_size: int = HUNT_
         outcome.not_loaded = report.not_loaded
         diffs = compare_machines(machine, dest)
         outcome.diff_total = len(diffs)
-        outcome.diff = [{"path": d.path, "source": jsonable(d.source),
-                         "destination": jsonable(d.destination)} for d in diffs[:20]]
+        outcome.diff = [diff_entry(d.path, d.source, d.destination) for d in diffs[:20]]
         if report.half_loaded:
             outcome.message = (f"an EOF byte at offset {report.bytes_consumed - 1} ended the "
                                f"load; never loaded: {', '.join(report.not_loaded) or 'none'}")

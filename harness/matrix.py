@@ -15,6 +15,7 @@ The matrices of ``matrix/`` ship with the package (a wheel holds them as
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -368,12 +369,17 @@ def _driver(defaults: dict[str, Any], path: Path) -> str:
     return driver
 
 
+@functools.lru_cache(maxsize=16)
 def matrix_ref(path: str | Path) -> str:
-    """How to name a matrix on a command line: its name if it is a shipped one."""
+    """How to name a matrix on a command line: its name if it is a shipped one (the same
+    file, or a copy of it: a checkout's matrix/ beside an installed package)."""
     p = Path(path)
     shipped = shipped_matrices().get(p.stem)
-    if shipped is not None and p.exists() and shipped.resolve() == p.resolve():
-        return p.stem
+    try:
+        if shipped is not None and shipped.read_bytes() == p.read_bytes():
+            return p.stem
+    except OSError:
+        pass
     return str(path)
 
 

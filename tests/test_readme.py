@@ -35,8 +35,9 @@ SKIPPED = {
 }
 
 
-def readme_commands() -> list[tuple[str, int]]:
-    """(command, expected exit code) for every line of every ``sh`` block."""
+def readme_commands() -> list[tuple[str, set[int]]]:
+    """(command, the exit codes its comment allows) for every line of every ``sh`` block:
+    ``(exit 1)``, ``(exit 0, or 1 on ...)``, else 0."""
     text = README.read_text(encoding="utf-8")
     out = []
     for block in re.findall(r"```sh\n(.*?)```", text, re.S):
@@ -45,8 +46,10 @@ def readme_commands() -> list[tuple[str, int]]:
                 continue
             m = re.match(r"(.*?)\s{2,}#\s?(.*)$", line)  # a comment: two spaces, then #
             command, comment = (m.group(1), m.group(2)) if m else (line, "")
-            code = re.search(r"\(exit (\d+)", comment)
-            out.append((command.strip(), int(code.group(1)) if code else 0))
+            codes = re.search(r"\(exit ([^)]*)\)", comment)
+            allowed = {int(n) for n in re.findall(r"\b\d+\b", codes.group(1))} if codes \
+                else {0}
+            out.append((command.strip(), allowed))
     return out
 
 
@@ -68,7 +71,7 @@ def test_the_readme_examples_run_as_written(tmp_path: Path) -> None:
         done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, text=True,
                               capture_output=True, timeout=600)
         assert "Traceback" not in done.stderr, (command, done.stderr[-2000:])
-        assert done.returncode == code, (command, done.returncode, done.stderr[-2000:])
+        assert done.returncode in code, (command, done.returncode, done.stderr[-2000:])
         ran.append(command)
     assert len(ran) >= 14
     # What they left: each report where the README says, the full one untouched by -k.
