@@ -2,9 +2,9 @@
 
 Exit codes, the same for every command (README "Exit codes"): 0 success (every cell met
 its expectation; a stream loaded or decoded to its end; no problem found); 1 a cell did
-not, or a stream was refused or did not decode, or a problem was found; 2 a usage error or
-a bad input file (matrix, results, recipe, a value on the command line), reported in one
-line; 3 no cell ran (none matched); 130 interrupted (SIGINT), with the finished cells
+not, or a stream was refused or did not decode, or a problem was found, or writing failed
+(a full disk); 2 a usage error or a bad input (matrix, results, recipe, a value or a path
+on the command line), reported in one line; 3 no cell ran (none matched); 130 interrupted (SIGINT), with the finished cells
 kept; 141 the output pipe closed early (``| head``), quietly, as a program killed by
 SIGPIPE.
 """
@@ -444,8 +444,10 @@ def _run_command(args: argparse.Namespace) -> int:
         return _fail(args, e, EXIT_FAIL)
     except BrokenPipeError:
         raise
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        return _fail(args, e, EXIT_USAGE)  # a path on the command line that cannot be used
     except OSError as e:
-        return _fail(args, e, EXIT_FAIL)
+        return _fail(args, e, EXIT_FAIL)  # the run itself failed (a full disk, I/O)
     except Exception as e:
         # Imported only here: a cheap start for analyze.
         from .matrix import MatrixError
