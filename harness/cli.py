@@ -4,9 +4,9 @@ Exit codes, the same for every command (README "Exit codes"): 0 success (every c
 its expectation; a stream loaded or decoded to its end; no problem found); 1 a cell did
 not, or a stream was refused or did not decode, or a problem was found, or writing failed
 (a full disk); 2 a usage error or a bad input (matrix, results, recipe, a value or a path
-on the command line), reported in one line; 3 no cell ran (none matched); 130 interrupted (SIGINT), with the finished cells
-kept; 141 the output pipe closed early (``| head``), quietly, as a program killed by
-SIGPIPE.
+on the command line), reported in one line; 3 no cell ran (none matched); 130
+interrupted (SIGINT), with the finished cells kept; 141 the output pipe closed early
+(``| head``), quietly, as a program killed by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from . import __version__
 
-__all__ = ["main"]
+__all__ = ["UsageError", "brief_buffer", "main"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOTHING_RAN = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_PIPE = 130, 141
@@ -32,7 +32,7 @@ LONG_BUFFER = 64  # bytes beyond which --dump-state summarises a buffer (without
 
 
 class UsageError(Exception):
-    pass
+    """A command line that cannot be carried out; the message says why, in one line."""
 
 
 def _cmd_releases(args: argparse.Namespace) -> int:
@@ -314,7 +314,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         doc = load_results(args.results)
         problems = []
     baseline = load_results(args.baseline) if args.baseline else None
-    with lock_output(out):
+    with lock_output(out, "migmatrix report"):
         _write_reports(doc, out, baseline)
     print(f"report written to {out / 'index.html'}", file=sys.stderr)
     return EXIT_FAIL if problems else EXIT_OK

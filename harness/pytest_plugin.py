@@ -126,7 +126,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             from .runner import OutputBusy, lock_output
 
             try:
-                lock.enter_context(lock_output(Path(out)))
+                lock.enter_context(lock_output(Path(out), "pytest --migmatrix-out"))
             except OutputBusy as e:
                 raise pytest.UsageError(str(e)) from None
         config.stash[RESULTS_KEY] = {

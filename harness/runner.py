@@ -70,7 +70,7 @@ class OutputHoldsFullRun(Exception):
 
 
 @contextlib.contextmanager
-def lock_output(out: Path) -> Iterator[None]:
+def lock_output(out: Path, holder: str = "migmatrix run") -> Iterator[None]:
     """Hold ``out`` for one run: a second run into the same folder fails at once with
     :class:`OutputBusy` (who holds it, since when) instead of mixing two runs' cells.
     The lock is an ``flock`` on ``out/.migmatrix.lock``: it ends with the process, even
@@ -82,11 +82,11 @@ def lock_output(out: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another run"
-            raise OutputBusy(f"{out}/ is in use by {holder}: wait for it to finish, or "
+            other = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another run"
+            raise OutputBusy(f"{out}/ is in use by {other}: wait for it to finish, or "
                              "choose another --out") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"migmatrix run (pid {os.getpid()}, started {_now()})\n".encode(), 0)
+        os.pwrite(fd, f"{holder} (pid {os.getpid()}, started {_now()})\n".encode(), 0)
         try:
             yield
         finally:
