@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -203,12 +204,15 @@ def test_schema_diff_exits_as_documented(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_a_closed_output_pipe_ends_quietly() -> None:
-    p = subprocess.Popen([sys.executable, "-m", "harness.cli", "releases", "--json"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
-    assert p.stdout is not None and p.stderr is not None
-    p.stdout.close()  # like `| head` exiting before the output is written
-    assert p.wait() == 141
-    assert p.stderr.read() == b""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `| head` gone before the output is written
+    try:
+        done = subprocess.run([sys.executable, "-m", "harness.cli", "releases", "--json"],
+                              stdout=write_end, stderr=subprocess.PIPE, cwd=ROOT)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert done.stderr == b""
 
 
 def test_every_option_of_run_has_help(capsys: pytest.CaptureFixture[str]) -> None:
