@@ -503,3 +503,53 @@ def test_prediction_beside_each_cell_and_disagreements_highlighted(results):
     # Without predictions the report is unchanged: no section, no flags.
     plain = render_html(results)
     assert 'id="mispredicted"' not in plain and "≠ predicted" not in plain
+
+
+def _with_real_twin(results: dict, model_id: str, verdict: str, *, historic: str = "both"
+                    ) -> dict:
+    """A copy of the model cell ``model_id`` as a cell with real historic sides."""
+    cell = copy.deepcopy(next(c for c in results["cells"] if c["id"] == model_id))
+    sides = ("source", "destination") if historic == "both" else (historic,)
+    for side in sides:
+        cell[side]["endpoint"] = "qemu-" + cell[side].get(
+            "endpoint", f"{cell[side]['release']}/{cell[side]['machine']}")
+        cell[side]["historic"] = True
+        cell[side]["kind"] = "qemu"
+    src, dst = cell["source"].get("endpoint"), cell["destination"].get("endpoint")
+    src = src or f"{cell['source']['release']}/{cell['source']['machine']}"
+    dst = dst or f"{cell['destination']['release']}/{cell['destination']['machine']}"
+    cell["id"] = f"{src}->{dst}{model_id[model_id.index('['):]}"
+    cell["verdict"] = verdict
+    return cell
+
+
+def test_real_cells_are_paired_with_their_model_cells(results):
+    """The summary and the report line each real cell up with the all-model cell of the
+    same pair and scenario, and flag every disagreement."""
+    model = next(c for c in results["cells"] if c["verdict"] == "pass")
+    agree = _with_real_twin(results, model["id"], "pass")
+    differ = _with_real_twin(results, model["id"], "truncated", historic="destination")
+    results["cells"] += [agree, differ]
+    results["summary"] = summarize(results["cells"])
+    pairs = results["summary"]["model_vs_real"]
+    assert (pairs["pairs"], pairs["agree"]) == (2, 1)
+    assert pairs["disagreements"] == [{
+        "cell": differ["id"], "model": model["id"], "verdict": "truncated",
+        "model_verdict": "pass", "agrees": False}]
+    page = render_html(results)
+    section = page[page.index('id="model-vs-real"'):page.index("</section>",
+                                                                 page.index('id="model-vs-real"'))]
+    assert "1 of 2 agree" in section
+    assert differ["id"] in html.unescape(section) and "real loader, model stream" in section
+    assert agree["id"] not in html.unescape(section)  # agreements are counted, not listed
+    # The model cell's grid entry shows both real verdicts after its own.
+    grid_cell = re.search(r'<td class="ocell[^"]*"[^>]*data-cell-id="'
+                          + re.escape(html.escape(model["id"])) + r'".*?</td>', page, re.S)
+    assert grid_cell is not None
+    assert grid_cell.group(0).count('class="real') == 2
+    assert grid_cell.group(0).count("real-disagrees") == 1
+
+
+def test_a_run_without_real_cells_has_no_model_vs_real(results):
+    assert "model_vs_real" not in results["summary"]
+    assert 'id="model-vs-real"' not in render_html(results)

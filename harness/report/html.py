@@ -25,7 +25,14 @@ from typing import Any
 
 import jinja2
 
-from .results import VERDICTS, cell_order_key, diff_against_baseline, endpoint_name, summarize
+from .results import (
+    VERDICTS,
+    cell_order_key,
+    diff_against_baseline,
+    endpoint_name,
+    model_counterpart,
+    summarize,
+)
 
 __all__ = ["VERDICT_MEANINGS", "build_view", "render_html", "cell_anchor"]
 
@@ -275,6 +282,7 @@ def _cell_view(cell: Mapping[str, Any], windows: _Windows) -> dict[str, Any]:
         "commands": [{"name": str(k), "command": str(v)}
                      for k, v in (cell.get("commands") or {}).items()],
         "prediction": _prediction_view(cell),
+        "real": [],  # filled by _model_vs_real for a model cell with real counterparts
     }
 
 
@@ -380,6 +388,7 @@ def build_view(
         "present": len(cells),
     }
     by_anchor = {c["id"]: c["anchor"] for c in cells}
+    model_vs_real = _model_vs_real(raw_cells, cells)
     diff = None
     if baseline is not None:
         diff = diff_against_baseline(results, baseline)
@@ -406,7 +415,38 @@ def build_view(
         "pairs": pairs,
         "cells": cells,
         "windows": windows.table,
+        "model_vs_real": model_vs_real,
     }
+
+
+def _model_vs_real(raw_cells: list[Mapping[str, Any]], cells: list[dict[str, Any]]
+                   ) -> dict[str, Any] | None:
+    """Each cell with a real side beside the model cell it lines up with. The model cell
+    gets ``real`` (the real cells of the same pair: the real -> real one and the mirror
+    ones), each with ``agrees``, so that its grid cell shows them next to its own."""
+    view_of = {c["id"]: c for c in cells}
+    rows = []
+    for raw in raw_cells:
+        model_id = model_counterpart(raw)
+        model = view_of.get(model_id or "")
+        if model is None:
+            continue
+        real = view_of[raw["id"]]
+        row = {"cell": real, "model": model, "agrees": real["verdict"] == model["verdict"],
+               "kind": _mixed_kind(raw)}
+        model["real"].append(row)
+        rows.append(row)
+    if not rows:
+        return None
+    return {"rows": rows, "agree": sum(r["agrees"] for r in rows),
+            "disagreements": [r for r in rows if not r["agrees"]]}
+
+
+def _mixed_kind(cell: Mapping[str, Any]) -> str:
+    src, dst = (bool(cell[side].get("historic")) for side in ("source", "destination"))
+    if src and dst:
+        return "real"
+    return "real loader, model stream" if dst else "model loader, real stream"
 
 
 def _script_hash(env: jinja2.Environment) -> str:
