@@ -170,6 +170,45 @@ def test_workload_is_deterministic():
     assert compare_ram(a, b) == []
 
 
+def pages_of(block) -> list[bytes]:
+    return [block.page(i) for i in range(block.npages)]
+
+
+def test_fill_pattern_is_deterministic_with_runs_of_distinct_random_pages():
+    a, b, c = (GuestRam.pc(16 << 20) for _ in range(3))
+    n = fill_pattern(a, random.Random("live-ram:0"), 0.5)
+    assert fill_pattern(b, random.Random("live-ram:0"), 0.5) == n
+    fill_pattern(c, random.Random("live-ram:1"), 0.5)
+    assert compare_ram(a, b) == [] and compare_ram(a, c) != []
+    pages = pages_of(a["pc.ram"])
+    data = [p for p in pages if p != bytes(PAGE_SIZE)]
+    assert len(data) == n and 0.3 < n / len(pages) < 0.7
+    assert len(set(data)) == n  # no two random pages alike, nor any page uniform
+    assert all(len(set(p)) > 1 for p in data)
+    assert a["pc.ram"].dirty_count() == a["pc.ram"].npages
+
+
+def test_fill_pattern_zeroes_what_the_block_held_before():
+    ram = GuestRam.pc(1 << 20)
+    block = ram["pc.ram"]
+    block.fill(0, len(block), 0xAA)
+    n = fill_pattern(ram, random.Random(3), 0.4)
+    pages = pages_of(block)
+    assert pages.count(bytes(PAGE_SIZE)) == block.npages - n
+    assert not any(p.startswith(b"\xaa" * 16) for p in pages)
+
+
+def test_zeroing_pages_reads_back_zeros_and_leaves_the_dirty_bits():
+    ram = GuestRam([("m", 8 * PAGE_SIZE)])
+    m = ram["m"]
+    m.write(0, DATA_PAGE * 8)
+    m.clear_dirty()
+    m.zero(2 * PAGE_SIZE, 5 * PAGE_SIZE)
+    assert [p == bytes(PAGE_SIZE) for p in pages_of(m)] == [False] * 2 + [True] * 3 + [False] * 3
+    assert m.page(1) == m.page(5) == DATA_PAGE
+    assert m.dirty_count() == 0
+
+
 def test_dirty_tracking_in_bulk():
     ram = GuestRam([("m", 16 * PAGE_SIZE)])
     m = ram["m"]
