@@ -125,16 +125,19 @@ class StreamWriter:
 class StreamReader:
     """Reads big-endian values from memory or from a stream, tracking the offset.
 
-    Over bytes it reads in place; over a stream it keeps a buffer of unconsumed bytes
-    that grows only as far as the largest single read or peek.
+    Over bytes it reads in place. Over a stream it reads ahead in large chunks into one
+    buffer that it reuses (``readinto``, ``recv_into``: one copy from the kernel), keeps
+    only the bytes not yet consumed, and grows the buffer only as far as the largest
+    single read or peek.
     """
 
-    __slots__ = ("_buf", "_pos", "_end", "_base", "_src", "_eof", "_chunk")
+    __slots__ = ("_buf", "_pos", "_end", "_base", "_src", "_eof", "_chunk", "_read_into")
 
-    def __init__(self, source: Any, *, chunk_size: int = 1 << 16) -> None:
+    def __init__(self, source: Any, *, chunk_size: int = 1 << 20) -> None:
         self._base = 0
         self._pos = 0
         self._chunk = chunk_size
+        self._read_into: Any = None
         if isinstance(source, (bytes, bytearray, memoryview)):
             self._buf: Any = memoryview(source).cast("B")
             self._end = len(self._buf)
@@ -142,9 +145,15 @@ class StreamReader:
             self._eof = True
         else:
             self._buf = bytearray()
-            self._end = 0
+            self._end = 0  # ``_buf[_pos:_end]`` is unconsumed; beyond ``_end``: free space
             self._src = source
             self._eof = False
+            # At most one read of the source per call, so a pipe or socket never waits to
+            # fill the whole buffer (a BufferedReader's ``readinto`` would).
+            for name in ("recv_into", "readinto1", "readinto"):
+                if hasattr(source, name):
+                    self._read_into = getattr(source, name)
+                    break
 
     # -- position -------------------------------------------------------------------
 
@@ -162,19 +171,33 @@ class StreamReader:
         """Make ``n`` unconsumed bytes available if the source has them."""
         if self._src is None:
             return self._end - self._pos >= n
-        if self._pos:
-            del self._buf[: self._pos]
-            self._base += self._pos
+        buf, pos = self._buf, self._pos
+        if pos:  # move the unconsumed bytes to the front
+            left = self._end - pos
+            if left:
+                buf[:left] = buf[pos : self._end]
+            self._base += pos
             self._pos = 0
-            self._end = len(self._buf)
+            self._end = left
+        room = max(self._chunk, n)
+        if len(buf) < room:
+            buf.extend(bytes(room - len(buf)))
         while self._end < n and not self._eof:
-            chunk = self._read_source(max(self._chunk, n - self._end))
-            if not chunk:
+            got = self._read_source_into(self._end)
+            if not got:
                 self._eof = True
                 break
-            self._buf += chunk
-            self._end = len(self._buf)
+            self._end += got
         return self._end >= n
+
+    def _read_source_into(self, at: int) -> int:
+        """One read of the source into the free space of the buffer from ``at``."""
+        if self._read_into is not None:
+            with memoryview(self._buf) as mv:
+                return self._read_into(mv[at:]) or 0
+        chunk = self._read_source(len(self._buf) - at)
+        self._buf[at : at + len(chunk)] = chunk
+        return len(chunk)
 
     def _read_source(self, n: int) -> bytes:
         src = self._src
@@ -232,10 +255,11 @@ class StreamReader:
         return bytes(self._buf[pos : pos + n])
 
     def read_into(self, target: memoryview) -> None:
-        """Fill ``target`` completely: buffered bytes first, then straight from the source."""
+        """Fill ``target`` completely: through the buffer when it is at most a chunk, else
+        buffered bytes first and then straight from the source."""
         n = len(target)
         have = self._end - self._pos
-        if have >= n or self._src is None:
+        if have >= n or self._src is None or n <= self._chunk:
             pos = self._need(n)
             target[:] = self._buf[pos : pos + n]
             return
