@@ -332,20 +332,21 @@ def _positive_int(text: str) -> int:
 
 # Commands whose parser lives in their own module (``configure_parser``).
 _MODULE_COMMANDS = ("analyze", "schema", "selftest", "hunt")
+# Commands of the emulator core alone: their parser imports nothing else, so that
+# ``migmatrix save`` and ``load`` start fast.
+_CORE_COMMANDS = ("releases", "save", "load")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser; given one of :data:`_MODULE_COMMANDS`, a parser of that command
-    only, so that ``migmatrix analyze`` imports the analyzer and nothing else."""
+    """The whole parser; given one of :data:`_MODULE_COMMANDS` or :data:`_CORE_COMMANDS`,
+    a parser of those commands only, so that ``migmatrix analyze`` imports the analyzer
+    and nothing else, and ``save`` and ``load`` the emulator core."""
     p = argparse.ArgumentParser(prog="migmatrix", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"migmatrix {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     if command in _MODULE_COMMANDS:
         importlib.import_module(f".{command}", __package__).configure_parser(sub)
         return p
-
-    from .drivers import DRIVERS
-    from .matrix import shipped_matrices
 
     s = sub.add_parser("releases", help="list releases, machine types, formats, peek policies")
     s.add_argument("--json", action="store_true")
@@ -373,6 +374,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--full", action="store_true",
                    help="with --dump-state: every buffer in full, as hex")
     s.set_defaults(func=_cmd_load)
+    if command in _CORE_COMMANDS:
+        return p
+
+    from .drivers import DRIVERS
+    from .matrix import shipped_matrices
 
     matrix_help = ("a matrix file, or the name of a shipped one: "
                    f"{', '.join(shipped_matrices())} (default: default)")

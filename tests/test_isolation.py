@@ -75,3 +75,30 @@ def test_the_probe_lists_transitive_imports() -> None:
         "harness.emulator.vmstate",
     ):
         assert needed in loaded
+
+
+COMMAND_PROBE = """
+import json, sys
+from harness import cli
+code = cli.main(sys.argv[1:])
+loaded = sorted(m for m in sys.modules if m == "harness" or m.startswith("harness."))
+print(json.dumps([code, loaded]))
+"""
+
+
+def test_save_and_load_commands_import_the_emulator_core_and_the_scenarios_only(
+    tmp_path: Path,
+) -> None:
+    """``migmatrix save`` and ``load`` start without the matrix, drivers or report."""
+    stream = str(tmp_path / "idle.mig")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for argv in (["save", "--release", "new", "--scenario", "live-ram", "-o", stream],
+                 ["load", "--release", "new", stream]):
+        proc = subprocess.run([sys.executable, "-c", COMMAND_PROBE, *argv], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+        code, loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert code == 0, proc.stderr
+        assert "harness.emulator.machine" in loaded
+        outside = [m for m in loaded if not m.startswith("harness.emulator")
+                   and m not in ("harness", "harness.cli", "harness.scenarios")]
+        assert outside == [], argv[0]
