@@ -544,3 +544,52 @@ def test_a_large_stream_over_a_pipe_or_socket_reads_the_same(source: str) -> Non
         assert r.offset == len(data)
         assert r.peek(1) == b""
         assert r.drain() == 0
+
+
+class CountingRaw(io.RawIOBase):
+    """An unbuffered file that counts the reads made of it."""
+
+    def __init__(self, data: bytes) -> None:
+        self._inner = io.BytesIO(data)
+        self.reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        self.reads += 1
+        return self._inner.readinto(target)
+
+
+def test_a_file_is_read_in_large_chunks_not_record_by_record() -> None:
+    data = _large_stream(1024)  # 4 MiB of 4-byte headers and 4092-byte pages
+    raw = CountingRaw(data)
+    r = StreamReader(io.BufferedReader(raw))  # as open(path, "rb") gives it
+    page = bytearray(4092)
+    for i in range(1024):
+        assert r.read_u32() == i
+        r.read_into(memoryview(page))
+    assert r.at_eof() and r.offset == len(data)
+    assert raw.reads <= 8  # a few 1 MiB chunks, and the read that finds the end
+
+
+def test_a_pipe_is_read_as_soon_as_the_bytes_asked_for_are_there() -> None:
+    """One read per call: the reader does not wait for the pipe to fill its buffer."""
+    rfd, wfd = os.pipe()
+    done = threading.Event()
+    got: list[int] = []
+
+    def read() -> None:
+        with os.fdopen(rfd, "rb") as f:
+            got.append(StreamReader(f, chunk_size=1 << 20).read_u64())
+        done.set()
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    os.write(wfd, struct.pack(">Q", 42))
+    try:
+        assert done.wait(10), "the reader waited for more than the 8 bytes it needed"
+        assert got == [42]
+    finally:
+        os.close(wfd)
+        t.join(10)
