@@ -209,6 +209,36 @@ def test_zeroing_pages_reads_back_zeros_and_leaves_the_dirty_bits():
     assert m.dirty_count() == 0
 
 
+def test_never_written_and_dropped_pages_are_absent_written_ones_not():
+    m = GuestRam([("m", 8 * PAGE_SIZE)])["m"]
+    m.write(PAGE_SIZE, DATA_PAGE)
+    m.fill(2 * PAGE_SIZE, 2 * PAGE_SIZE, 0)  # written zeros: memory the kernel holds
+    m.write(5 * PAGE_SIZE, DATA_PAGE)
+    m.zero(5 * PAGE_SIZE, 6 * PAGE_SIZE)  # dropped
+    absent = m.absent_pages(0, len(m))
+    if absent is None:
+        pytest.skip("the kernel does not say which pages it holds (not Linux)")
+    assert list(absent) == [1, 0, 0, 0, 1, 1, 1, 1]
+    assert m.absent_pages(PAGE_SIZE, 3 * PAGE_SIZE) == b"\x00\x00"
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_absent_pages_are_saved_as_the_zero_pages_they_read_as(version, monkeypatch):
+    """Skipping pages the kernel holds nothing for changes no byte of the stream."""
+    def stream() -> bytes:
+        ram = GuestRam([("a", 300 * PAGE_SIZE), ("b", 40 * PAGE_SIZE)])
+        a = ram["a"]
+        fill_pattern(a, random.Random(6), 0.3, max_run=9)
+        a.fill(7 * PAGE_SIZE, 3 * PAGE_SIZE, 0)  # zeros written over the pattern
+        a.fill(290 * PAGE_SIZE, PAGE_SIZE, 0x5A)
+        ram["b"].write(39 * PAGE_SIZE, DATA_PAGE)
+        return save(ram, LiveStage.START, section=RamSection(ram, version_id=version))
+
+    with_pagemap = stream()
+    monkeypatch.setattr("harness.emulator.ram._pagemap_fd", [-1])
+    assert stream() == with_pagemap
+
+
 def test_dirty_tracking_in_bulk():
     ram = GuestRam([("m", 16 * PAGE_SIZE)])
     m = ram["m"]

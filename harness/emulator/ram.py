@@ -55,10 +55,11 @@ import bisect
 import functools
 import hashlib
 import mmap
+import os
 import random
 import struct
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from . import faults as _faults
@@ -87,7 +88,6 @@ __all__ = [
     "SaveStats",
     "bios_image",
     "compare_ram",
-    "fill_pages",
     "fill_pattern",
     "option_rom_image",
     "pc_layout",
@@ -131,6 +131,13 @@ _DROP_PAGES = (sys.platform.startswith("linux") and mmap.PAGESIZE == PAGE_SIZE
 # maps never-written pages to the shared zero page). Not in Python's mmap module.
 _MADV_POPULATE = {False: 22, True: 23} if _DROP_PAGES else {}  # write -> advice
 _POOL_SIZE = 1 << 20  # random bytes that the random pages of one fill are cut from
+# /proc/self/pagemap has one u64 per page of our address space; in its top byte, bit 63
+# "present" and bit 62 "swapped". A page of private anonymous memory that is neither was
+# never written (or was dropped): it reads as zeros, and reading it would map it.
+_PAGEMAP = "/proc/self/pagemap"
+_PAGEMAP_TOP = 7 if sys.byteorder == "little" else 0
+_ABSENT = bytes(int(not top & 0xC0) for top in range(256))  # top byte -> 1 if absent
+_pagemap_fd: list[int] = []  # opened on first use; -1: not available
 
 
 @functools.cache
@@ -225,7 +232,7 @@ class RamBlock:
     same writable ``memoryview`` of them.
     """
 
-    __slots__ = ("idstr", "name", "data", "view", "dirty", "npages", "_mem")
+    __slots__ = ("idstr", "name", "data", "view", "dirty", "npages", "_mem", "_address")
 
     def __init__(self, idstr: str, length: int) -> None:
         if length <= 0 or length % PAGE_SIZE:
@@ -244,6 +251,7 @@ class RamBlock:
             # pages in it is slower there than with small pages (6x, bench/README.md).
             mem.madvise(_MADV_HUGEPAGE)
         self._mem = mem
+        self._address: int | None = None  # where the mapping starts (for the pagemap)
         self.view = self.data = memoryview(mem)
         self.npages = length >> PAGE_SHIFT
         self.dirty = bytearray(self.npages)
@@ -297,6 +305,35 @@ class RamBlock:
                 self._mem.madvise(advice, start, end - start)
             except OSError:  # a kernel before 5.14
                 _MADV_POPULATE.clear()
+
+    def absent_pages(self, start: int, end: int) -> bytes | None:
+        """One byte per page of ``[start, end)`` (page aligned): 1 where the kernel holds no
+        memory for the page, which therefore reads as zeros; ``None`` where the kernel
+        does not say (not Linux, no /proc). Lets the saver skip pages never written."""
+        if not _DROP_PAGES or start >= end:
+            return None
+        if not _pagemap_fd:
+            try:
+                _pagemap_fd.append(os.open(_PAGEMAP, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                _pagemap_fd.append(-1)
+        fd = _pagemap_fd[0]
+        if fd < 0:
+            return None
+        if self._address is None:
+            import ctypes  # only here: the address of the mapping, which mmap does not give
+
+            anchor = ctypes.c_char.from_buffer(self._mem)
+            self._address = ctypes.addressof(anchor)
+            del anchor  # releases its export of the mapping
+        n = (end - start) >> PAGE_SHIFT
+        try:
+            entries = os.pread(fd, 8 * n, ((self._address + start) >> PAGE_SHIFT) * 8)
+        except OSError:
+            return None
+        if len(entries) != 8 * n:
+            return None
+        return entries[_PAGEMAP_TOP::8].translate(_ABSENT)
 
     def read(self, offset: int, length: int) -> bytes:
         self._check(offset, length)
@@ -544,8 +581,24 @@ class RamSection:
             ap = parts.append
             p = o
             o = min(o + chunk, stop)
-            block.populate(p, o)  # one call, not a fault per never-written page read below
+            absent = block.absent_pages(p, o)
+            if absent is None:
+                block.populate(p, o)  # one call, not a fault per never-written page read
+            elif 1 not in absent:
+                absent = None
+            base_page = p >> PAGE_SHIFT  # of the chunk, for indexing ``absent``
             while p < o:
+                if absent is not None and absent[(p >> PAGE_SHIFT) - base_page]:
+                    # Pages the kernel holds nothing for: zeros, sent without reading them.
+                    e = absent.find(0, (p >> PAGE_SHIFT) - base_page)
+                    e = o if e < 0 else (base_page + e) << PAGE_SHIFT
+                    if v4:
+                        ap(records[9 * (p >> PAGE_SHIFT) : 9 * (e >> PAGE_SHIFT)])
+                    else:
+                        ap(b"".join([pack_u8((q + base) | fcomp, 0) for q in range(p, e, size)]))
+                    uniform += (e - p) >> PAGE_SHIFT
+                    p = e
+                    continue
                 b = view[p]
                 if b == view[p + last]:
                     if b == 0:
@@ -754,7 +807,7 @@ class RamSection:
 
 
 def fill_pattern(
-    ram: GuestRam | RamBlock,
+    ram: GuestRam | RamBlock | mmap.mmap,
     rng: random.Random,
     fraction_random: float = 0.5,
     *,
@@ -763,55 +816,41 @@ def fill_pattern(
 ) -> int:
     """Fill a block page by page: random bytes with probability ``fraction_random``, else
     zeros. Random pages come in runs (as in a real guest) of at most ``max_run`` pages.
-    Returns the number of random pages. Marks the whole block dirty. See :func:`fill_pages`.
-    """
-    b = ram if isinstance(ram, RamBlock) else ram[block]
-    random_pages = fill_pages(b.view, rng, fraction_random, max_run=max_run, zero=b.zero)
-    b.mark_dirty()
-    return random_pages
-
-
-def fill_pages(
-    view: memoryview | mmap.mmap,
-    rng: random.Random,
-    fraction_random: float = 0.5,
-    *,
-    max_run: int = 64,
-    zero: Callable[[int, int], None] | None = None,
-) -> int:
-    """:func:`fill_pattern` on any writable buffer of whole pages; ``zero(start, end)``
-    clears a run of zero pages (``None``: the buffer is all zeros already, a new file).
+    Returns the number of random pages. Marks the whole block dirty. ``ram`` may also be
+    a writable buffer of whole pages holding zeros (a new file's ``mmap``).
 
     Deterministic for ``rng`` and as fast as memory: one pool of random bytes is drawn,
     each run of random pages is a window of the pool at a random byte offset, and each
     page then carries its own offset XOR a key drawn per fill as its first 8 bytes, so no
-    two pages of the buffer are equal (a page loaded into the wrong place shows). Drawing
-    every byte from the generator instead ran at 0.1 GB/s (bench/README.md).
+    two pages are equal (a page loaded into the wrong place shows). Drawing every byte
+    from the generator instead ran at 0.1 GB/s (bench/README.md).
     """
+    if isinstance(ram, (GuestRam, RamBlock)):
+        b: RamBlock | None = ram if isinstance(ram, RamBlock) else ram[block]
+        view = b.view
+        b.zero(0, len(view))
+    else:
+        b, view = None, ram
     npages = len(view) >> PAGE_SHIFT
     pool = memoryview(rng.randbytes(max(_POOL_SIZE, 2 * max_run << PAGE_SHIFT)))
     key = rng.getrandbits(64)
     stamp = _BE64.pack_into
     random_pages = 0
-    zero_from = -1  # start of the zero pages not yet cleared
     i = 0
     while i < npages:
         run = min(rng.randint(1, max_run), npages - i)
-        o, size = i << PAGE_SHIFT, run << PAGE_SHIFT
         if rng.random() < fraction_random:
-            if zero_from >= 0 and zero is not None:
-                zero(zero_from, o)
-            zero_from = -1
+            o, size = i << PAGE_SHIFT, run << PAGE_SHIFT
             at = rng.randrange(len(pool) - size + 1)
+            if b is not None:
+                b.populate(o, o + size, write=True)
             view[o : o + size] = pool[at : at + size]
             for p in range(o, o + size, PAGE_SIZE):
                 stamp(view, p, key ^ p)
             random_pages += run
-        elif zero_from < 0:
-            zero_from = o
         i += run
-    if zero_from >= 0 and zero is not None:
-        zero(zero_from, npages << PAGE_SHIFT)
+    if b is not None:
+        b.mark_dirty()
     return random_pages
 
 
