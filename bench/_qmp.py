@@ -64,6 +64,13 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def wait_rusage(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """Wait for a child to exit: (exit code, peak RSS in MiB), from ``wait4``."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
