@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 import socket
 import struct
@@ -222,6 +223,27 @@ def test_never_written_and_dropped_pages_are_absent_written_ones_not():
     assert m.absent_pages(PAGE_SIZE, 3 * PAGE_SIZE) == b"\x00\x00"
 
 
+def test_a_forked_child_sees_its_own_absent_pages():
+    """A child must not read the page map its parent opened (``--jobs 2`` forks)."""
+    parent = GuestRam([("m", 4 * PAGE_SIZE)])["m"]
+    if parent.absent_pages(0, len(parent)) is None:
+        pytest.skip("the kernel does not say which pages it holds (not Linux)")
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child writes a page the parent never wrote, then asks
+        try:
+            child = GuestRam([("c", 4 * PAGE_SIZE)])["c"]
+            child.write(0, DATA_PAGE)
+            os.write(wfd, child.absent_pages(0, len(child)) or b"?")
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as r:
+        seen = r.read()
+    os.waitpid(pid, 0)
+    assert list(seen) == [0, 1, 1, 1]
+
+
 @pytest.mark.parametrize("version", [3, 4])
 def test_absent_pages_are_saved_as_the_zero_pages_they_read_as(version, monkeypatch):
     """Skipping pages the kernel holds nothing for changes no byte of the stream."""
@@ -235,7 +257,7 @@ def test_absent_pages_are_saved_as_the_zero_pages_they_read_as(version, monkeypa
         return save(ram, LiveStage.START, section=RamSection(ram, version_id=version))
 
     with_pagemap = stream()
-    monkeypatch.setattr("harness.emulator.ram._pagemap_fd", [-1])
+    monkeypatch.setattr("harness.emulator.ram._pagemap_fd", {os.getpid(): -1})
     assert stream() == with_pagemap
 
 

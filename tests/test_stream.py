@@ -12,6 +12,7 @@ import io
 import os
 import socket
 import struct
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -115,9 +116,23 @@ def bytesio_source(data: bytes) -> Iterator[Any]:
     yield io.BytesIO(data)
 
 
+@contextmanager
+def file_source(data: bytes, prefix: bytes = b"") -> Iterator[Any]:
+    """A regular file on disk, opened as ``open(path, "rb")`` and positioned after
+    ``prefix``: the reader maps it in windows instead of reading it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "stream")
+        with open(path, "wb") as f:
+            f.write(prefix + data)
+        with open(path, "rb") as f:
+            f.read(len(prefix))
+            yield f
+
+
 SOURCES = {
     "bytes": bytes_source,
     "bytesio": bytesio_source,
+    "file": file_source,
     "trickle-read": trickle_source,
     "trickle-readinto": trickle_into_source,
     "pipe": pipe_source,
@@ -395,7 +410,7 @@ def test_reading_past_the_end_of_a_stream_source_matches_bytes(source: str) -> N
         assert run_ops(StreamReader(src, chunk_size=4), ops) == expected
 
 
-@pytest.mark.parametrize("source", ["trickle-read", "trickle-readinto", "bytesio"])
+@pytest.mark.parametrize("source", ["trickle-read", "trickle-readinto", "bytesio", "file"])
 def test_read_into_past_the_end_of_a_stream_source_matches_bytes(source: str) -> None:
     data = bytes(range(10))
     ops: list[tuple[str, Any]] = [("read_u8", None), ("read_into", 20)]
@@ -593,3 +608,17 @@ def test_a_pipe_is_read_as_soon_as_the_bytes_asked_for_are_there() -> None:
     finally:
         os.close(wfd)
         t.join(10)
+
+
+def test_a_file_is_read_from_where_it_stands_with_offsets_from_there() -> None:
+    data = _large_stream(64)
+    prefix = b"x" * 5000  # not a multiple of the page size: the windows are aligned below
+    with file_source(data, prefix) as f:
+        r = StreamReader(f, chunk_size=8192)
+        assert r._file is not None  # noqa: SLF001 - the file is mapped, not read
+        for i in range(64):
+            assert (r.offset, r.read_u32()) == (4096 * i, i)
+            assert r.read_bytes(4092) == bytes([i % 256]) * 4092
+        with pytest.raises(TruncatedInput) as info:
+            r.read_u8()
+        assert (info.value.offset, info.value.available) == (len(data), 0)

@@ -137,7 +137,9 @@ _POOL_SIZE = 1 << 20  # random bytes that the random pages of one fill are cut f
 _PAGEMAP = "/proc/self/pagemap"
 _PAGEMAP_TOP = 7 if sys.byteorder == "little" else 0
 _ABSENT = bytes(int(not top & 0xC0) for top in range(256))  # top byte -> 1 if absent
-_pagemap_fd: list[int] = []  # opened on first use; -1: not available
+# Opened on first use, per process: a forked child reading its parent's open pagemap
+# would see the parent's pages. -1: not available.
+_pagemap_fd: dict[int, int] = {}
 
 
 @functools.cache
@@ -312,12 +314,17 @@ class RamBlock:
         does not say (not Linux, no /proc). Lets the saver skip pages never written."""
         if not _DROP_PAGES or start >= end:
             return None
-        if not _pagemap_fd:
+        fd = _pagemap_fd.get(os.getpid())
+        if fd is None:
+            for inherited in _pagemap_fd.values():  # a parent's, after a fork
+                if inherited >= 0:
+                    os.close(inherited)
+            _pagemap_fd.clear()
             try:
-                _pagemap_fd.append(os.open(_PAGEMAP, os.O_RDONLY | os.O_CLOEXEC))
+                fd = os.open(_PAGEMAP, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
-                _pagemap_fd.append(-1)
-        fd = _pagemap_fd[0]
+                fd = -1
+            _pagemap_fd[os.getpid()] = fd
         if fd < 0:
             return None
         if self._address is None:
@@ -699,6 +706,7 @@ class RamSection:
         view, limit, npages = block.view, len(block.view), block.npages
         unpack, size, mask = _BE64.unpack_from, PAGE_SIZE, FLAG_MASK
         records = None
+        mapped_from = mapped = 0  # pages mapped for writing by this call
         with memoryview(buf) as mv:
             while end - pos >= 9:
                 word = unpack(mv, pos)[0]
@@ -722,6 +730,13 @@ class RamSection:
                 elif flags == _FLAGS_CP:
                     if end - pos < 8 + size:
                         break
+                    if not mapped_from <= addr < mapped:
+                        # Map this run of consecutive pages in one call, not a fault each.
+                        q, mapped_from, mapped = pos + 8 + size, addr, addr + size
+                        while (end - q >= 8 + size and mapped < limit
+                               and unpack(mv, q)[0] == mapped | _FLAGS_CP):
+                            q, mapped = q + 8 + size, mapped + size
+                        block.populate(addr, mapped, write=True)
                     view[addr : addr + size] = mv[pos + 8 : pos + 8 + size]
                     pos += 8 + size
                 else:

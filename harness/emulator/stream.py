@@ -17,6 +17,9 @@ carrying the offset; :meth:`StreamReader.peek` never raises and may return fewer
 
 from __future__ import annotations
 
+import mmap
+import os
+import stat
 import struct
 from typing import Any, Protocol
 
@@ -125,19 +128,22 @@ class StreamWriter:
 class StreamReader:
     """Reads big-endian values from memory or from a stream, tracking the offset.
 
-    Over bytes it reads in place. Over a stream it reads ahead in large chunks into one
-    buffer that it reuses (``readinto``, ``recv_into``: one copy from the kernel), keeps
-    only the bytes not yet consumed, and grows the buffer only as far as the largest
-    single read or peek.
+    Over bytes it reads in place. A regular file it maps, a window of ``chunk_size``
+    bytes (or the largest single read) at a time, and reads in place. Over another
+    stream it reads ahead in large chunks into one buffer that it reuses (``readinto``,
+    ``recv_into``: one copy from the kernel), keeps only the bytes not yet consumed, and
+    grows the buffer only as far as the largest single read or peek.
     """
 
-    __slots__ = ("_buf", "_pos", "_end", "_base", "_src", "_eof", "_chunk", "_read_into")
+    __slots__ = ("_buf", "_pos", "_end", "_base", "_src", "_eof", "_chunk", "_read_into",
+                 "_file")
 
     def __init__(self, source: Any, *, chunk_size: int = 1 << 20) -> None:
         self._base = 0
         self._pos = 0
         self._chunk = chunk_size
         self._read_into: Any = None
+        self._file: _FileWindows | None = None
         if isinstance(source, (bytes, bytearray, memoryview)):
             self._buf: Any = memoryview(source).cast("B")
             self._end = len(self._buf)
@@ -148,6 +154,7 @@ class StreamReader:
             self._end = 0  # ``_buf[_pos:_end]`` is unconsumed; beyond ``_end``: free space
             self._src = source
             self._eof = False
+            self._file = _FileWindows.of(source)
             # At most one read of the source per call, so a pipe or socket never waits to
             # fill the whole buffer (a BufferedReader's ``readinto`` would).
             for name in ("recv_into", "readinto1", "readinto"):
@@ -170,6 +177,11 @@ class StreamReader:
     def _fill(self, n: int) -> bool:
         """Make ``n`` unconsumed bytes available if the source has them."""
         if self._src is None:
+            return self._end - self._pos >= n
+        if self._file is not None:
+            at = self._base + self._pos  # the stream offset of the next unconsumed byte
+            self._buf, skip = self._file.window(at, max(self._chunk, n))
+            self._base, self._pos, self._end = at - skip, skip, len(self._buf)
             return self._end - self._pos >= n
         buf, pos = self._buf, self._pos
         if pos:  # move the unconsumed bytes to the front
@@ -208,7 +220,8 @@ class StreamReader:
         return src.read(n)
 
     def _need(self, n: int) -> int:
-        """Return the position of ``n`` available bytes, consuming them."""
+        """Return the position of ``n`` available bytes, consuming them. Call it before
+        taking ``_buf``: it may replace the buffer (a file's next window)."""
         pos = self._pos
         if self._end - pos < n:
             if not self._fill(n):
@@ -224,29 +237,37 @@ class StreamReader:
         return self._buf[pos]
 
     def read_u16(self) -> int:
-        return _U16.unpack_from(self._buf, self._need(2))[0]
+        pos = self._need(2)
+        return _U16.unpack_from(self._buf, pos)[0]
 
     def read_u32(self) -> int:
-        return _U32.unpack_from(self._buf, self._need(4))[0]
+        pos = self._need(4)
+        return _U32.unpack_from(self._buf, pos)[0]
 
     def read_u64(self) -> int:
-        return _U64.unpack_from(self._buf, self._need(8))[0]
+        pos = self._need(8)
+        return _U64.unpack_from(self._buf, pos)[0]
 
     def read_i8(self) -> int:
-        return _I8.unpack_from(self._buf, self._need(1))[0]
+        pos = self._need(1)
+        return _I8.unpack_from(self._buf, pos)[0]
 
     def read_i16(self) -> int:
-        return _I16.unpack_from(self._buf, self._need(2))[0]
+        pos = self._need(2)
+        return _I16.unpack_from(self._buf, pos)[0]
 
     def read_i32(self) -> int:
-        return _I32.unpack_from(self._buf, self._need(4))[0]
+        pos = self._need(4)
+        return _I32.unpack_from(self._buf, pos)[0]
 
     def read_i64(self) -> int:
-        return _I64.unpack_from(self._buf, self._need(8))[0]
+        pos = self._need(8)
+        return _I64.unpack_from(self._buf, pos)[0]
 
     def unpack(self, fmt: struct.Struct) -> tuple[Any, ...]:
         """Read ``fmt.size`` bytes and unpack them (arrays of integers in one call)."""
-        return fmt.unpack_from(self._buf, self._need(fmt.size))
+        pos = self._need(fmt.size)
+        return fmt.unpack_from(self._buf, pos)
 
     def read_bytes(self, n: int) -> bytes:
         if n < 0:
@@ -259,7 +280,7 @@ class StreamReader:
         buffered bytes first and then straight from the source."""
         n = len(target)
         have = self._end - self._pos
-        if have >= n or self._src is None or n <= self._chunk:
+        if have >= n or self._src is None or self._file is not None or n <= self._chunk:
             pos = self._need(n)
             target[:] = self._buf[pos : pos + n]
             return
@@ -318,3 +339,57 @@ class StreamReader:
             self._pos += take
             count += take
         return count
+
+
+class _FileWindows:
+    """A regular file read through one ``mmap`` window at a time: the bytes go from the
+    page cache to where the reader copies them, with no read into a buffer first, and
+    only the current window is mapped."""
+
+    def __init__(self, fd: int, origin: int, size: int) -> None:
+        self._fd = fd
+        self._origin = origin  # file offset of stream offset 0
+        self._size = size
+        self._mem: mmap.mmap | None = None
+        self._view: memoryview | None = None
+
+    @classmethod
+    def of(cls, source: Any) -> _FileWindows | None:
+        """Windows over ``source`` if it is a regular, non-empty file (a file in /proc
+        says size 0 and is read as a stream), else ``None``."""
+        try:
+            fd = source.fileno()
+            info = os.fstat(fd)
+            origin = source.tell()
+        except (AttributeError, OSError, ValueError):
+            return None
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+            return None
+        return cls(fd, origin, info.st_size)
+
+    def window(self, at: int, length: int) -> tuple[memoryview, int]:
+        """A view of at least ``length`` bytes of the stream from offset ``at`` (fewer at
+        the end of the file), and where ``at`` is in it. The previous view is released."""
+        start = self._origin + at
+        if self._size - start < length:  # the file may have grown since
+            self._size = max(self._size, os.fstat(self._fd).st_size)
+        aligned = start - start % mmap.ALLOCATIONGRANULARITY
+        size = min(length + start - aligned, self._size - aligned)
+        self._release()
+        if size <= 0:
+            return memoryview(b""), 0
+        self._mem = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ, offset=aligned)
+        if hasattr(self._mem, "madvise") and hasattr(mmap, "MADV_WILLNEED"):
+            self._mem.madvise(mmap.MADV_WILLNEED)  # read ahead what is not cached yet
+        self._view = memoryview(self._mem)
+        return self._view, start - aligned
+
+    def _release(self) -> None:
+        if self._view is not None:
+            try:
+                self._view.release()
+                assert self._mem is not None
+                self._mem.close()
+            except BufferError:  # a caller still holds a slice: unmapped when it lets go
+                pass
+            self._view = self._mem = None
