@@ -64,11 +64,11 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def wait_rusage(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
-    """Wait for a child to exit: (exit code, peak RSS in MiB), from ``wait4``."""
+def wait_rusage(proc: subprocess.Popen[bytes]) -> tuple[int, float, float]:
+    """Wait for a child to exit: (exit code, peak RSS in MiB, CPU seconds), from ``wait4``."""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss / 1024
+    return proc.returncode, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def free_port() -> int:
