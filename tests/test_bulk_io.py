@@ -14,7 +14,6 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -23,6 +22,8 @@ from harness import cli
 from harness.emulator.errors import LoadError
 from harness.emulator.machine import Machine
 from harness.scenarios import apply_scenario
+
+from .sources import SocketSink, file_source, pipe_source, socket_source
 
 # -- streams ----------------------------------------------------------------------------
 
@@ -125,52 +126,6 @@ def digest(outcomes: list[tuple[Any, ...]]) -> str:
     return hashlib.sha256(repr(outcomes).encode()).hexdigest()
 
 
-@contextmanager
-def file_source(data: bytes, tmp: Any) -> Iterator[Any]:
-    path = os.path.join(tmp, "stream.mig")
-    with open(path, "wb") as f:
-        f.write(data)
-    with open(path, "rb") as f:
-        yield f
-
-
-def _feed(write: Callable[[bytes], Any], close: Callable[[], Any], data: bytes) -> threading.Thread:
-    def run() -> None:
-        try:
-            write(data)
-        except OSError:
-            pass  # the reader stopped early (a refusal): the rest is not wanted
-        finally:
-            close()
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
-@contextmanager
-def pipe_source(data: bytes, tmp: Any) -> Iterator[Any]:
-    rfd, wfd = os.pipe()
-    w, r = os.fdopen(wfd, "wb"), os.fdopen(rfd, "rb")
-    t = _feed(w.write, w.close, data)
-    try:
-        yield r
-    finally:
-        r.close()
-        t.join()
-
-
-@contextmanager
-def socket_source(data: bytes, tmp: Any) -> Iterator[Any]:
-    a, b = socket.socketpair()
-    t = _feed(b.sendall, b.close, data)
-    try:
-        yield a
-    finally:
-        a.close()
-        t.join()
-
-
 SOURCES = {"file": file_source, "pipe": pipe_source, "socket": socket_source}
 
 
@@ -197,14 +152,6 @@ OUTSIDE_RAM = {
     ("new", "pc-0.14", "live-ram", 5, "16M"): "412fa8db3a33d6df28f2680dd20c2699dcd9aaba3a04cc058275044320ba0deb",
     ("1.0", "pc", "live-ram", 3, "4M"): "412fa8db3a33d6df28f2680dd20c2699dcd9aaba3a04cc058275044320ba0deb",
 }  # fmt: skip
-
-
-class SocketSink:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def write(self, data: Any) -> None:
-        self.sock.sendall(data)
 
 
 def save_through(kind: str, release: str, machine: str, scenario: str, seed: int, ram: str,
@@ -336,12 +283,11 @@ def test_loads_refuse_and_accept_exactly_as_before(combo: tuple[Any, ...]) -> No
 
 @pytest.mark.parametrize("source", list(SOURCES))
 @pytest.mark.parametrize("combo", list(REFUSALS), ids=lambda c: "-".join(map(str, c)))
-def test_files_pipes_and_sockets_load_as_bytes_do(combo: tuple[Any, ...], source: str,
-                                                 tmp_path: Any) -> None:
+def test_files_pipes_and_sockets_load_as_bytes_do(combo: tuple[Any, ...], source: str) -> None:
     release, machine, _, _, ram = combo
 
     def load(data: bytes) -> tuple[Any, ...]:
-        with SOURCES[source](data, tmp_path) as src:
+        with SOURCES[source](data) as src:
             return outcome(release, machine, src, ram)
 
     cuts, flips = outcomes(combo, load, flips=source == "file")

@@ -26,6 +26,8 @@ from harness.emulator.savevm import HeaderPolicy, LiveStage, Saver, load_stream
 from harness.emulator.stream import StreamReader, StreamWriter
 from harness.emulator.vmstate import PeekPolicy
 
+from .sources import SocketSink
+
 Q = struct.Struct(">Q").pack
 COMPRESS, MEM_SIZE, PAGE, EOS, CONTINUE = 0x02, 0x04, 0x08, 0x10, 0x20
 DATA_PAGE = bytes(range(256)) * 16
@@ -384,14 +386,6 @@ def test_truncation_at_every_offset(source):
 
 
 # -- streaming ------------------------------------------------------------------------
-
-
-class SocketSink:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def write(self, data) -> None:
-        self.sock.sendall(data)
 
 
 def test_streaming_round_trip_over_a_socket_pair():

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import struct
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,6 +22,8 @@ from hypothesis import strategies as st
 
 from harness.emulator.errors import LoadError, Reason, TruncatedInput
 from harness.emulator.stream import StreamReader, StreamWriter
+
+from .sources import file_source, pipe_source, socket_source
 
 # -- sources ------------------------------------------------------------------------------
 
@@ -57,45 +57,6 @@ class TrickleInto(Trickle):
         return len(chunk)
 
 
-def _feed(write: Callable[[bytes], Any], close: Callable[[], Any], data: bytes) -> threading.Thread:
-    def run() -> None:
-        try:
-            for i in range(0, len(data), 4096):
-                write(data[i : i + 4096])
-        finally:
-            close()
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
-@contextmanager
-def pipe_source(data: bytes) -> Iterator[Any]:
-    """The read end of an OS pipe, fed by a thread (a buffered file object)."""
-    rfd, wfd = os.pipe()
-    wfile = os.fdopen(wfd, "wb", buffering=0)
-    rfile = os.fdopen(rfd, "rb")
-    t = _feed(wfile.write, wfile.close, data)
-    try:
-        yield rfile
-    finally:
-        rfile.close()
-        t.join()
-
-
-@contextmanager
-def socket_source(data: bytes) -> Iterator[Any]:
-    """One end of a socket pair, fed by a thread that closes the other end when done."""
-    a, b = socket.socketpair()
-    t = _feed(b.sendall, b.close, data)
-    try:
-        yield a
-    finally:
-        a.close()
-        t.join()
-
-
 @contextmanager
 def bytes_source(data: bytes) -> Iterator[Any]:
     yield data
@@ -114,19 +75,6 @@ def trickle_into_source(data: bytes) -> Iterator[Any]:
 @contextmanager
 def bytesio_source(data: bytes) -> Iterator[Any]:
     yield io.BytesIO(data)
-
-
-@contextmanager
-def file_source(data: bytes, prefix: bytes = b"") -> Iterator[Any]:
-    """A regular file on disk, opened as ``open(path, "rb")`` and positioned after
-    ``prefix``: the reader maps it in windows instead of reading it."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "stream")
-        with open(path, "wb") as f:
-            f.write(prefix + data)
-        with open(path, "rb") as f:
-            f.read(len(prefix))
-            yield f
 
 
 SOURCES = {
