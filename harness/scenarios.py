@@ -5,6 +5,11 @@ a seed. It declares the subsections its state needs (``requires``): a release th
 not define them cannot express it (a 0.14 source cannot set state only 0.15 saves), and
 the matrix does not generate such cells. Names are part of the interface (matrix files,
 cell ids, ``--scenario``).
+
+A scenario's state for a seed stays the same from one version of migmatrix to the next,
+device state and stream framing always. Guest RAM that a workload fills with random pages
+(``live-ram``) changed once, when its generator became fast (issue 18, bench/README.md):
+a stream saved before that carries other RAM pages for the same seed.
 """
 
 from __future__ import annotations

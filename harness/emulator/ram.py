@@ -838,7 +838,8 @@ def fill_pattern(
     each run of random pages is a window of the pool at a random byte offset, and each
     page then carries its own offset XOR a key drawn per fill as its first 8 bytes, so no
     two pages are equal (a page loaded into the wrong place shows). Drawing every byte
-    from the generator instead ran at 0.1 GB/s (bench/README.md).
+    from the generator instead ran at 0.1 GB/s (bench/README.md); the pages a seed gives
+    changed with it.
     """
     if isinstance(ram, (GuestRam, RamBlock)):
         b: RamBlock | None = ram if isinstance(ram, RamBlock) else ram[block]
