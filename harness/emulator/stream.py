@@ -1,10 +1,12 @@
 """Big-endian byte streams that always know their offset.
 
 :class:`StreamWriter` appends to memory and, given a sink, flushes to it in chunks so a
-large guest is never held whole. :class:`StreamReader` reads from bytes in memory or from
-anything with ``readinto``/``read``/``recv_into`` (a file, a pipe, a socket), buffering only
-what has not been consumed yet. A read past the end raises :class:`TruncatedInput`
-carrying the offset; :meth:`StreamReader.peek` never raises and may return fewer bytes.
+large guest is never held whole. :class:`StreamReader` reads from bytes in memory, maps a
+regular file a window at a time, and reads anything else with ``readinto``/``read``/
+``recv_into`` (a pipe, a socket) in large chunks, buffering only what has not been
+consumed yet. Whatever the source, a read past the end raises :class:`TruncatedInput`
+carrying the same offset; :meth:`StreamReader.peek` never raises and may return fewer
+bytes.
 
 >>> w = StreamWriter()
 >>> w.u8(1); w.u16(0x0203); w.i32(-1)
