@@ -189,7 +189,8 @@ class StreamReader:
         if pos:  # move the unconsumed bytes to the front
             left = self._end - pos
             if left:
-                buf[:left] = buf[pos : self._end]
+                with memoryview(buf) as mv:  # one memmove (a bytearray slice copies twice)
+                    mv[:left] = mv[pos : self._end]
             self._base += pos
             self._pos = 0
             self._end = left
@@ -210,7 +211,8 @@ class StreamReader:
             with memoryview(self._buf) as mv:
                 return self._read_into(mv[at:]) or 0
         chunk = self._read_source(len(self._buf) - at)
-        self._buf[at : at + len(chunk)] = chunk
+        with memoryview(self._buf) as mv:
+            mv[at : at + len(chunk)] = chunk
         return len(chunk)
 
     def _read_source(self, n: int) -> bytes:
@@ -284,7 +286,8 @@ class StreamReader:
         have = self._end - self._pos
         if have >= n or self._src is None or self._file is not None or n <= self._chunk:
             pos = self._need(n)
-            target[:] = self._buf[pos : pos + n]
+            with memoryview(self._buf) as mv:  # no intermediate copy of a bytearray slice
+                target[:] = mv[pos : pos + n]
             return
         start = self.offset
         target[:have] = self._buf[self._pos : self._end]
