@@ -202,6 +202,7 @@ def main() -> None:
     if not args.keep:
         os.unlink(qemu_stream)
     report(size, figures, sizes, args.rounds)
+    shutil.rmtree(tmp)  # logs and bytecode; kept only when a round failed
 
 
 def report(size: int, figures: dict[str, tuple[Figures, Figures]], sizes: dict[str, int],
