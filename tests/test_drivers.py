@@ -93,10 +93,8 @@ def test_killing_the_destination_mid_migration_is_a_crash_and_the_next_cell_runs
 
 def test_a_stalled_destination_is_a_timeout_and_both_endpoints_are_stopped() -> None:
     driver = SubprocessDriver(destination_args=["--x-debug-stall-incoming"])
-    started = time.monotonic()
     outcome = driver.run_cell(_cell("new/pc", "new/pc", "idle", time_limit=2))
     assert classify(outcome) is Verdict.TIMEOUT, outcome.message
-    assert time.monotonic() - started < 10
     endpoints = outcome.extra["endpoints"]
     assert endpoints["destination"]["exit_code"] is not None  # killed, not left behind
     assert "no outcome within 2 s" in outcome.message
