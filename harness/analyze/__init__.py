@@ -1,0 +1,185 @@
+"""The stream analyzer: what is in a stream, byte by byte, and where a destination's
+reading of it stops meaning what the writer meant.
+
+:func:`analyze` decodes a stream element by element (header, configuration, section
+headers, every field with its value, embedded struct elements, subsections, sentinels,
+section footers, commands, RAM summarised per block, EOF, the VMDESCRIPTION trailer), each
+with its byte offset and size. Two decoders:
+
+* a *modelled* stream (QEMU 0.13 to 1.0, or the "new" series) is decoded with a modelled
+  release's own descriptions, loaded through the emulator's engine with a tracer. Without
+  ``release`` the writer is inferred: the releases that accept the stream's file version
+  are tried, newest first, and the first one that decodes the whole stream is reported;
+* a *QEMU* stream (file version 3 with a 0x07 configuration section, section footers,
+  and/or the VMDESCRIPTION JSON of QEMU >= 2.3 after EOF) is decoded through that JSON.
+
+:func:`replay_as_destination` loads the same bytes as a destination release would and
+aligns its reading with the writer's: the first element where they part (for example the
+0x05 that a 0.14 ``ide_bus`` takes for parent data) and the destination's final outcome.
+
+RAM is never held: page bytes are skipped, only counts by kind are kept. Input comes from
+a file or standard input; standard input that is not seekable is spooled to a temporary
+file (memory-bounded) so that a second pass (inference, replay, a description at the end)
+can read it again.
+
+Errors: a stream that cannot be decoded is not an exception here: the analysis carries an
+``error`` (reason, message, offset, section, field) and everything decoded before it.
+
+The package, by what each module decodes:
+
+* :mod:`.modelled` modelled streams, through the model's machine descriptions;
+* :mod:`.qemu` QEMU streams, through their VMDESCRIPTION;
+* :mod:`.ram` RAM sections, as summaries (counts per block and kind);
+* :mod:`.replay` a destination's reading aligned with the writer's;
+* :mod:`.elements` the analysis and its elements; :mod:`.render` its text form;
+  :mod:`.source` files, pipes and bytes as re-readable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import sys
+from typing import Any, BinaryIO
+
+from ..emulator.errors import ConfigError, EmulatorError, LoadError, Reason
+from ..emulator.machine import jsonable
+from ..emulator.savevm import FILE_MAGIC
+from .elements import ANALYSIS_SCHEMA, Analysis, Element, SectionInfo
+from .modelled import candidates, decode_modelled, meaning_peek, release_named
+from .qemu import T_CONFIG, decode_qemu, find_vmdescription
+from .ram import (
+    F_COMPRESS_PAGE,
+    F_CONTINUE,
+    F_EOS,
+    F_MEM_SIZE,
+    F_PAGE,
+    F_XBZRLE,
+    F_ZERO,
+    RamSummary,
+)
+from .render import render_text
+from .replay import replay_as_destination
+from .source import Input
+
+__all__ = [
+    "ANALYSIS_SCHEMA",
+    "F_COMPRESS_PAGE",
+    "F_CONTINUE",
+    "F_EOS",
+    "F_MEM_SIZE",
+    "F_PAGE",
+    "F_XBZRLE",
+    "F_ZERO",
+    "Analysis",
+    "Element",
+    "Input",
+    "RamSummary",
+    "SectionInfo",
+    "analyze",
+    "configure_parser",
+    "decode_modelled",
+    "decode_qemu",
+    "find_vmdescription",
+    "meaning_peek",
+    "render_text",
+    "replay_as_destination",
+]
+
+
+def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = None,
+            machine: str | None = None, as_destination: str | None = None) -> Analysis:
+    """Decode ``source``; with ``as_destination`` ("R/M") also replay it there."""
+    inp = source if isinstance(source, Input) else Input(source)
+    a = Analysis(inp.name)
+    head = inp.reader().peek(9)
+    if len(head) >= 4 and struct.unpack(">I", head[:4])[0] != FILE_MAGIC:
+        # Not a savevm stream at all: say so, rather than what no release would decode.
+        a.error = LoadError(Reason.BAD_MAGIC, f"0x{head[:4].hex()}, not a savevm stream "
+                            "(which starts with QEVM)", offset=0).to_dict()
+        return a
+    file_version = struct.unpack(">I", head[4:8])[0] if len(head) >= 8 else None
+    a.file_version = file_version
+    qemu = release is None and (
+        (len(head) >= 9 and head[8] == T_CONFIG)
+        or (file_version == 3 and inp.seekable and find_vmdescription(inp) is not None))
+    if qemu:
+        decode_qemu(inp, a)
+    elif release is not None:
+        decode_modelled(inp, release_named(release), machine, analysis=a)
+        a.writer["inferred"] = False  # type: ignore[index]
+    else:
+        tried = []
+        best: Analysis | None = None
+        for rel, mach in candidates(file_version):
+            attempt = decode_modelled(inp, rel, mach, analysis=Analysis(inp.name))
+            ok = attempt.complete and not attempt.trailing_bytes
+            tried.append({"endpoint": f"{rel.name}/{mach}", "decodes": ok,
+                          "error": None if ok else (attempt.error or {}).get("message")
+                          or f"{attempt.trailing_bytes} byte(s) after EOF"})
+            if ok or best is None or attempt.bytes_read > best.bytes_read:
+                best = attempt
+            if ok:
+                break
+        if (best is None or not tried[-1]["decodes"]) and file_version == 3 and \
+                find_vmdescription(inp) is not None:
+            return decode_qemu(inp, Analysis(inp.name))
+        if best is None:
+            a.error = {"reason": "unsupported_version", "errno": None,
+                       "message": f"no modelled release accepts file version {file_version}",
+                       "offset": 4, "section": None, "field": None}
+            a.writer = {"inferred": True, "tried": tried}
+            return a
+        assert best.writer is not None
+        best.writer["inferred"] = True
+        best.writer["tried"] = tried
+        if not tried[-1]["decodes"]:
+            best.notes.append("no modelled release decodes the whole stream; shown as "
+                              f"{best.writer['endpoint']} reads it (it reads furthest)")
+        a = best
+    if as_destination:
+        if a.format != "modelled":
+            a.divergence = {"error": "--as-destination replays modelled releases only"}
+        else:
+            a.divergence = replay_as_destination(inp, a, as_destination)
+    return a
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    inp = Input(args.file)
+    try:
+        a = analyze(inp, release=args.release, machine=args.machine,
+                    as_destination=args.as_destination)
+    except (ConfigError, EmulatorError) as e:
+        print(f"migmatrix analyze: {e}", file=sys.stderr)
+        return 2
+    finally:
+        inp.close()
+    out = sys.stdout
+    if args.json:
+        json.dump(a.to_dict(), out, indent=1 if args.pretty else None,
+                  default=lambda v: jsonable(v))
+        out.write("\n")
+    else:
+        out.write(render_text(a, max_elements=args.limit))
+    return 0 if a.complete and not a.trailing_bytes else 1
+
+
+def configure_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``analyze`` to the ``migmatrix`` subcommands."""
+    s = subparsers.add_parser(
+        "analyze", help="decode a stream element by element, with offsets",
+        description="Decode a migration stream: header, sections, fields with values, "
+                    "subsections, sentinels, RAM per block; exit 1 if it does not decode "
+                    "to its end.")
+    s.add_argument("file", help="stream file, or - for standard input")
+    s.add_argument("--release", help="decode with this release (default: infer)")
+    s.add_argument("--machine", help="machine type (default: one matching the stream format)")
+    s.add_argument("--as-destination", metavar="R/M",
+                   help="replay how this destination reads the bytes; show the divergence")
+    s.add_argument("--json", action="store_true", help="JSON for tools")
+    s.add_argument("--pretty", action="store_true", help="indent the JSON")
+    s.add_argument("--limit", type=int, default=None, help="text: at most N elements")
+    s.set_defaults(func=_cmd_analyze)
+    return s

@@ -1,0 +1,206 @@
+"""Modelled streams (QEMU 0.13 to 1.0, or the "new" series), decoded with a modelled
+release's own descriptions: loaded through the emulator's engine with a tracer, RAM
+summarised."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+from ..emulator.errors import ConfigError, LoadError
+from ..emulator.machine import Machine
+from ..emulator.releases import RELEASES, Release
+from ..emulator.savevm import HeaderPolicy, load_stream
+from ..emulator.stream import StreamReader
+from ..emulator.vmstate import PeekPolicy, TraceMark, Tracer
+from .elements import Analysis, Element, SectionInfo, error_dict
+from .ram import PAGE_SIZE, RamSummary
+from .source import Input
+
+__all__ = ["candidates", "decode_modelled", "meaning_peek", "release_named",
+           "summary_handlers"]
+
+
+class _Probe:
+    """Wraps a section handler so that the analyzer learns which section is loading."""
+
+    def __init__(self, inner: Any, on_load: Any) -> None:
+        self.inner = inner
+        self.idstr = inner.idstr
+        self.instance_id = inner.instance_id
+        self.version_id = inner.version_id
+        self.live = inner.live
+        self._on_load = on_load
+
+    def load(self, r: StreamReader, version: int, rules: Any) -> None:
+        self._on_load(self.inner, r.offset)
+        self.inner.load(r, version, rules)
+
+
+def machine_for(release: Release, file_version: int | None, machine: str | None) -> str:
+    if machine:
+        return machine
+    for m in release.machines:
+        if file_version is None or m.stream_format == file_version:
+            return m.name
+    return release.machines[0].name
+
+
+def summary_handlers(release: Release, machine: str) -> tuple[list[Any], HeaderPolicy, RamSummary]:
+    m = Machine(release, machine, PAGE_SIZE * 4)  # RAM is summarised, never loaded
+    ram = RamSummary(m.ram.handler.version_id)
+    handlers = [ram, *m.handlers()[1:]]
+    return handlers, m.header_policy(), ram
+
+
+def marks_to_elements(marks: Iterable[TraceMark]) -> list[Element]:
+    out = []
+    for m in marks:
+        size = m.end - m.offset
+        if m.kind == "header":
+            out.append(Element("header", m.offset, size, "", m.value,
+                               f"magic QEVM, file version {m.value}"))
+        elif m.kind == "section":
+            out.append(Element("section", m.offset, size, "", m.value))
+        elif m.kind == "subsection":
+            out.append(Element("subsection", m.offset, size, m.path, m.value))
+        elif m.kind == "sentinel":
+            out.append(Element("sentinel", m.offset, size, m.path, m.value))
+        elif m.kind == "eof":
+            out.append(Element("eof", m.offset, size))
+        elif m.kind == "ram":
+            out.append(Element("ram", m.offset, size, "ram", None, m.value))
+        else:
+            out.append(Element(m.kind, m.offset, size, m.path, m.value))
+    # Stream order: by start, enclosing (struct) elements before what they contain.
+    order = {id(e): i for i, e in enumerate(out)}
+    out.sort(key=lambda e: (e.offset, -e.size, order[id(e)]))
+    return out
+
+
+def meaning_peek(release: Release, file_version: int | None) -> PeekPolicy:
+    """How the analyzer reads subsections to recover what the *writer* meant.
+
+    The save side never peeks: a subsection after a description is always one of that
+    description's own. The writer's own loader may misread its own stream (always-peek:
+    sibling subsections in both formats, the cpu's ymmh_regs in format 3; peek-if-defined:
+    a 0x05 of parent data after a struct that defines subsections), so the analyzer reads
+    with 1.0's prefix match over the writer's descriptions: a 0x05 is a subsection only
+    when the name that follows belongs to that description. In format 4 the sentinels are
+    still checked.
+    """
+    return PeekPolicy.PREFIX_MATCH
+
+
+def decode_modelled(inp: Input, release: Release, machine: str | None = None,
+                    *, analysis: Analysis | None = None) -> Analysis:
+    """Decode with ``release``'s descriptions (the writer's reading of the bytes)."""
+    a = analysis or Analysis(inp.name)
+    a.format = "modelled"
+    r = inp.reader()
+    head = r.peek(8)
+    file_version = struct.unpack(">I", head[4:8])[0] if len(head) == 8 else None
+    machine = machine_for(release, file_version, machine)
+    handlers, header, ram = summary_handlers(release, machine)
+    peek = meaning_peek(release, file_version)
+    a.writer = {"release": release.name, "machine": machine,
+                "endpoint": f"{release.name}/{machine}", "peek": peek.value}
+    tracer = Tracer()
+    current: dict[str, Any] = {}
+
+    def on_load(handler: Any, offset: int) -> None:
+        sec_mark = tracer.marks[-1]  # the "section" mark load_stream just made
+        close_section(sec_mark.offset)
+        current["section"] = (handler, sec_mark, len(tracer.marks))
+
+    sections: list[SectionInfo] = []
+
+    def close_section(end: int) -> None:
+        if "section" not in current:
+            return
+        handler, sec_mark, first = current.pop("section")
+        kind, _, idstr = str(sec_mark.value).partition(" ")
+        info = SectionInfo(kind, -1, handler.idstr, handler.instance_id, -1,
+                           sec_mark.offset, end)
+        prefix = handler.idstr + "/"
+        for m in tracer.marks[first:]:
+            if m.kind == "field" and m.path.startswith(prefix) and m.value is not None:
+                info.fields[m.path[len(prefix):]] = m.value
+        sections.append(info)
+
+    probes = [_Probe(h, on_load) for h in handlers]
+    try:
+        report = load_stream(r, probes, header, peek, tracer=tracer)
+        close_section(report.bytes_consumed - 1)
+        a.eof_offset = report.bytes_consumed - 1
+        a.trailing_bytes = report.bytes_unread
+        a.bytes_read = report.bytes_consumed + report.bytes_unread
+        if report.not_loaded:
+            a.notes.append("never sent: " + ", ".join(report.not_loaded))
+    except LoadError as e:
+        close_section(e.offset or r.offset)
+        a.error = error_dict(e)
+        a.bytes_read = r.offset
+    except Exception as e:  # a hook failed in a way that is not a LoadError
+        close_section(r.offset)
+        a.error = {"reason": "crashed", "errno": None,
+                   "message": f"{type(e).__name__}: {e}", "offset": r.offset,
+                   "section": None, "field": None}
+        a.bytes_read = r.offset
+    a.file_version = file_version
+    a.elements = marks_to_elements(tracer.marks)
+    _fill_section_headers(a, sections, tracer.marks, inp)
+    a.sections = sections
+    a.ram = ram.summary()
+    if a.trailing_bytes:
+        a.elements.append(Element("trailing", a.eof_offset + 1, a.trailing_bytes, "",
+                                  None, "bytes after EOF, never read by this loader"))
+    if a.error:
+        a.elements.append(Element("error", a.error["offset"] or 0, 0, a.error.get("field")
+                                  or "", None, a.error["message"]))
+    a.tracer_marks = tracer.marks  # type: ignore[attr-defined]
+    return a
+
+
+def _fill_section_headers(a: Analysis, sections: list[SectionInfo],
+                          marks: list[TraceMark], inp: Input) -> None:
+    """Section ids and versions from the header bytes (small random reads)."""
+    for s in sections:
+        head = inp.read_at(s.offset, 5)
+        if len(head) == 5:
+            s.section_id = struct.unpack(">I", head[1:5])[0]
+        if s.kind in ("START", "FULL"):
+            n = len(s.idstr.encode("latin-1"))
+            tail = inp.read_at(s.offset + 6 + n, 8)
+            if len(tail) == 8:
+                s.instance_id, s.version_id = struct.unpack(">II", tail)
+    by_offset = {s.offset: s for s in sections}
+    for e in a.elements:
+        if e.kind == "section" and e.offset in by_offset:
+            s = by_offset[e.offset]
+            e.path = s.idstr
+            e.detail = (f"{s.kind} {s.idstr} id {s.section_id}"
+                        + (f" instance {s.instance_id} version {s.version_id}"
+                           if s.kind in ("START", "FULL") else ""))
+
+
+def candidates(file_version: int | None) -> list[tuple[Release, str]]:
+    """Releases accepting ``file_version``, newest first, with a matching machine."""
+    out = []
+    for release in reversed(list(RELEASES.values())):
+        if file_version is not None and file_version not in release.accepted_versions:
+            continue
+        machines = [m.name for m in release.machines if m.stream_format == file_version]
+        if not machines:
+            if release.format_per_machine:
+                continue
+            machines = [release.machines[0].name]
+        out.append((release, machines[0]))
+    return out
+
+def release_named(name: str) -> Release:
+    try:
+        return RELEASES[name]
+    except KeyError:
+        raise ConfigError(f"unknown release {name!r} (known: {', '.join(RELEASES)})") from None
