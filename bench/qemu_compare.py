@@ -48,14 +48,16 @@ SCENARIO, SEED = "live-ram", 0
 GUEST_RNG = f"{SCENARIO}:{SEED}"  # the seed the scenario's program gets (guest.run_program)
 
 
-def fill_file(path: str, size: int) -> None:
-    """``size`` bytes at ``path``: the ``pc.ram`` of the migmatrix guest. In a process of
-    its own: Linux counts a parent's peak RSS in the peak of the children it forks later."""
+def fill_file(path: str, size: int, *, fraction_random: float = 0.5) -> None:
+    """``size`` bytes at ``path``: the ``pc.ram`` of the migmatrix guest (``fraction_random``
+    of its pages random, else zeros; bench/analyze_qemu.py asks for all random). In a
+    process of its own: Linux counts a parent's peak RSS in the peak of the children it
+    forks later."""
     code = ("import mmap, random, sys; from harness.emulator.ram import fill_pattern\n"
             "path, size = sys.argv[1], int(sys.argv[2])\n"
             "with open(path, 'wb') as f: f.truncate(size)\n"
             "with open(path, 'r+b') as f, mmap.mmap(f.fileno(), size) as m:\n"
-            f"    fill_pattern(m, random.Random({GUEST_RNG!r}), 0.5)\n")
+            f"    fill_pattern(m, random.Random({GUEST_RNG!r}), {fraction_random!r})\n")
     subprocess.run([sys.executable, "-c", code, path, str(size)], check=True, cwd=REPO)
 
 

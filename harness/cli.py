@@ -160,7 +160,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
         doc["load"] = report.to_dict()
         print(json.dumps(doc, indent=1))
     else:
-        print(f"loaded {len(report.sections)} section(s), {report.bytes_consumed} bytes",
+        print(f"loaded {report.section_count} section(s), {report.bytes_consumed} bytes",
               file=sys.stderr)
     return EXIT_OK
 

@@ -285,7 +285,7 @@ class InProcessDriver(Driver):
             return
         outcome.bytes_unread = report.bytes_unread
         outcome.not_loaded = report.not_loaded
-        outcome.extra["sections_loaded"] = len(report.sections)
+        outcome.extra["sections_loaded"] = report.section_count
         outcome.extra["bytes_consumed"] = report.bytes_consumed
         diffs = compare_machines(source, dest)
         outcome.diff_total = len(diffs)

@@ -24,6 +24,7 @@ __all__ = [
     "HeaderPolicy",
     "LiveHandler",
     "LoadReport",
+    "SECTIONS_KEPT",
     "SectionHandler",
     "SectionRecord",
     "SectionType",
@@ -194,12 +195,23 @@ class SectionRecord:
     end: int = 0
 
 
+SECTIONS_KEPT = 256  # section records a LoadReport lists one by one; the rest are counted
+
+
 @dataclass
 class LoadReport:
-    """What a load did. ``half_loaded`` is true when an EOF byte ended it early."""
+    """What a load did. ``half_loaded`` is true when an EOF byte ended it early.
+
+    Memory does not grow with the stream: ``sections`` lists the first
+    :data:`SECTIONS_KEPT` records read, ``section_count`` counts all of them and
+    ``section_kinds`` counts them by kind (a hostile stream of millions of empty RAM
+    PART records costs counters, not a record each).
+    """
 
     file_version: int
     sections: list[SectionRecord] = field(default_factory=list)
+    section_count: int = 0
+    section_kinds: dict[str, int] = field(default_factory=dict)
     bytes_consumed: int = 0
     bytes_unread: int = 0
     not_loaded: list[str] = field(default_factory=list)
@@ -208,10 +220,19 @@ class LoadReport:
     def half_loaded(self) -> bool:
         return self.bytes_unread > 0 or bool(self.not_loaded)
 
+    def add(self, record: SectionRecord) -> None:
+        """Count ``record``; keep it while fewer than :data:`SECTIONS_KEPT` are kept."""
+        self.section_count += 1
+        self.section_kinds[record.kind] = self.section_kinds.get(record.kind, 0) + 1
+        if len(self.sections) < SECTIONS_KEPT:
+            self.sections.append(record)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "file_version": self.file_version,
             "sections": [s.__dict__ for s in self.sections],
+            "section_count": self.section_count,
+            "section_kinds": dict(self.section_kinds),
             "bytes_consumed": self.bytes_consumed,
             "bytes_unread": self.bytes_unread,
             "not_loaded": list(self.not_loaded),
@@ -314,7 +335,7 @@ def load_stream(
             if tracer is not None:
                 tracer.leave()
         record.end = r.offset
-        report.sections.append(record)
+        report.add(record)
 
     report.bytes_consumed = r.offset
     if count_unread:

@@ -27,7 +27,9 @@ from typing import Any, Protocol
 
 from .errors import TruncatedInput
 
-__all__ = ["StreamReader", "StreamWriter", "Sink"]
+__all__ = ["MappedFile", "StreamReader", "StreamWriter", "Sink"]
+
+_KEEP_MOST = 1 << 26  # a skip cut short by the end puts back at most this much
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -127,18 +129,67 @@ class StreamWriter:
         return b"".join((*self._chunks, self._buf))
 
 
+class MappedFile:
+    """A regular file that :class:`StreamReader` reads through ``mmap`` windows.
+
+    The reader takes views of the mapping instead of copies, so skipping a page costs
+    nothing and a declared length longer than the file is seen before anything is
+    allocated. Pages behind the window being read are released (``MADV_DONTNEED``), so
+    resident memory stays at about one window however large the file. The file must not
+    shrink while it is mapped.
+    """
+
+    def __init__(self, f: Any, *, window: int = 16 << 20) -> None:
+        fileno = f.fileno() if hasattr(f, "fileno") else f
+        self.size = os.fstat(fileno).st_size
+        self.window = window
+        self._map = mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) if self.size else None
+        self._view = memoryview(self._map) if self._map is not None else memoryview(b"")
+
+    def view(self, offset: int, n: int) -> memoryview:
+        """At least ``n`` bytes from ``offset`` (fewer at the end), and up to a window."""
+        if offset >= self.size:
+            return self._view[0:0]
+        self.release(offset)
+        return self._view[offset : min(self.size, offset + max(n, self.window))]
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        return bytes(self._view[offset : offset + max(0, n)]) if offset < self.size else b""
+
+    def release(self, offset: int) -> None:
+        """Let the kernel take back the resident pages before ``offset``."""
+        if self._map is None or _MADV_DONTNEED is None:
+            return
+        end = offset - offset % mmap.PAGESIZE
+        if end > 0:
+            self._map.madvise(_MADV_DONTNEED, 0, end)
+
+    def close(self) -> None:
+        self._view.release()
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a reader still holds a view: closed when it goes
+                pass
+
+
+_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+
+
 class StreamReader:
     """Reads big-endian values from memory or from a stream, tracking the offset.
 
     Over bytes it reads in place. A regular file it maps, a window of ``chunk_size``
-    bytes (or the largest single read) at a time, and reads in place. Over another
-    stream it reads ahead in large chunks into one buffer that it reuses (``readinto``,
-    ``recv_into``: one copy from the kernel), keeps only the bytes not yet consumed, and
-    grows the buffer only as far as the largest single read or peek.
+    bytes (or the largest single read) at a time, and reads in place; over a
+    :class:`MappedFile` it reads views of windows of the mapping. Over another stream it
+    reads ahead in large chunks into one buffer that it reuses (``readinto``,
+    ``recv_into``: one copy from the kernel) and keeps only the bytes not yet consumed;
+    the buffer grows with the bytes that arrive, never ahead of them to a declared
+    length, and :meth:`skip` discards without buffering.
     """
 
     __slots__ = ("_buf", "_pos", "_end", "_base", "_src", "_eof", "_chunk", "_read_into",
-                 "_file")
+                 "_file", "_mapped")
 
     def __init__(self, source: Any, *, chunk_size: int = 1 << 20) -> None:
         self._base = 0
@@ -146,7 +197,14 @@ class StreamReader:
         self._chunk = chunk_size
         self._read_into: Any = None
         self._file: _FileWindows | None = None
-        if isinstance(source, (bytes, bytearray, memoryview)):
+        self._mapped: MappedFile | None = None
+        if isinstance(source, MappedFile):
+            self._mapped = source
+            self._buf = source.view(0, 0)
+            self._end = len(self._buf)
+            self._src = source
+            self._eof = False
+        elif isinstance(source, (bytes, bytearray, memoryview)):
             self._buf: Any = memoryview(source).cast("B")
             self._end = len(self._buf)
             self._src = None
@@ -180,6 +238,11 @@ class StreamReader:
         """Make ``n`` unconsumed bytes available if the source has them."""
         if self._src is None:
             return self._end - self._pos >= n
+        if self._mapped is not None:
+            start = self._base + self._pos
+            self._buf = self._mapped.view(start, n)
+            self._base, self._pos, self._end = start, 0, len(self._buf)
+            return self._end >= n
         if self._file is not None:
             at = self._base + self._pos  # the stream offset of the next unconsumed byte
             self._buf, skip = self._file.window(at, max(self._chunk, n))
@@ -195,9 +258,11 @@ class StreamReader:
             self._pos = 0
             self._end = left
         room = max(self._chunk, n)
-        if len(buf) < room:
-            buf.extend(bytes(room - len(buf)))
         while self._end < n and not self._eof:
+            if self._end == len(buf):
+                # Full: grow, at most doubling, so a declared length never allocates more
+                # than twice the bytes that really came (a 4 GiB read of a short pipe).
+                buf.extend(bytes(min(room, max(self._chunk, 2 * len(buf))) - len(buf)))
             got = self._read_source_into(self._end)
             if not got:
                 self._eof = True
@@ -284,7 +349,8 @@ class StreamReader:
         buffered bytes first and then straight from the source."""
         n = len(target)
         have = self._end - self._pos
-        if have >= n or self._src is None or self._file is not None or n <= self._chunk:
+        if (have >= n or self._src is None or self._file is not None
+                or self._mapped is not None or n <= self._chunk):
             pos = self._need(n)
             with memoryview(self._buf) as mv:  # no intermediate copy of a bytearray slice
                 target[:] = mv[pos : pos + n]
@@ -312,7 +378,37 @@ class StreamReader:
         self._base += n - have
 
     def skip(self, n: int) -> None:
-        self._need(n)
+        """Consume ``n`` bytes without keeping them: a stream source is read and
+        discarded in chunks, so skipping a declared length never allocates it. When the
+        input ends first, nothing is consumed and the bytes stay readable, as over bytes
+        (unless more than 64 MiB were read by then: those are consumed)."""
+        if n < 0:
+            raise ValueError("negative length")
+        have = self._end - self._pos
+        if (have >= n or self._src is None or self._file is not None
+                or self._mapped is not None):
+            self._need(n)
+            return
+        start = self.offset
+        kept: list[bytes] = [bytes(self._buf[self._pos : self._end])]
+        self._pos = self._end
+        done = have
+        while done < n:
+            chunk = self._read_source(min(n - done, max(self._chunk, 1 << 20)))
+            if not chunk:
+                self._eof = True
+                if kept:  # put back what was read: nothing consumed
+                    self._buf = bytearray(b"".join(kept))
+                    self._base, self._pos, self._end = start, 0, len(self._buf)
+                else:
+                    self._base = start + done - self._pos
+                raise TruncatedInput(start, n, done)
+            done += len(chunk)
+            if kept:
+                kept.append(chunk)
+                if done > _KEEP_MOST:
+                    kept = []
+        self._base += n - have
 
     def buffered(self) -> tuple[Any, int, int]:
         """``(buffer, start, end)``: the bytes already read ahead and not yet consumed are
