@@ -103,17 +103,19 @@ def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = Non
     a.file_version = file_version
     qemu = release is None and (
         (len(head) >= 9 and head[8] == T_CONFIG)
-        or (file_version == 3 and inp.seekable and find_vmdescription(inp) is not None))
+        or (file_version == 3 and find_vmdescription(inp) is not None))
     if qemu:
         decode_qemu(inp, a)
     elif release is not None:
-        decode_modelled(inp, release_named(release), machine, analysis=a)
+        decode_modelled(inp, release_named(release), machine, analysis=a,
+                        spill=bool(as_destination))
         a.writer["inferred"] = False  # type: ignore[index]
     else:
         tried = []
         best: Analysis | None = None
         for rel, mach in candidates(file_version):
-            attempt = decode_modelled(inp, rel, mach, analysis=Analysis(inp.name))
+            attempt = decode_modelled(inp, rel, mach, analysis=Analysis(inp.name),
+                                      spill=bool(as_destination))
             ok = attempt.complete and not attempt.trailing_bytes
             tried.append({"endpoint": f"{rel.name}/{mach}", "decodes": ok,
                           "error": None if ok else (attempt.error or {}).get("message")

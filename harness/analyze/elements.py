@@ -11,11 +11,14 @@ from ..emulator.errors import LoadError
 from ..emulator.machine import section_key
 from ..emulator.savevm import SectionRecord
 
-__all__ = ["ANALYSIS_SCHEMA", "Analysis", "Element", "SectionInfo", "error_dict",
+__all__ = ["ANALYSIS_SCHEMA", "ELEMENTS_KEPT", "PARTS_KEPT", "Analysis", "Element",
+           "SectionInfo", "error_dict",
            "json_value", "short"]
 
 ANALYSIS_SCHEMA = "migmatrix/analysis/1"
-_MAX_VALUE_BYTES = 32  # bytes of a buffer value kept in the analysis
+_MAX_VALUE_BYTES = 32  # bytes of a buffer value shown in the analysis
+ELEMENTS_KEPT = 50_000  # elements listed one by one; past that they are counted by kind
+PARTS_KEPT = 1_000  # PART/END section records listed; START/FULL are bounded by the stream
 
 
 @dataclass
@@ -33,6 +36,12 @@ class Element:
     @property
     def end(self) -> int:
         return self.offset + self.size
+
+    def __post_init__(self) -> None:
+        # Only the first bytes of a buffer are ever shown: a long one is not kept whole.
+        v = self.value
+        if isinstance(v, (bytes, bytearray, memoryview)) and len(v) > _MAX_VALUE_BYTES:
+            self.value = bytes(v[: _MAX_VALUE_BYTES + 1])
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "offset": self.offset, "size": self.size,
@@ -87,6 +96,28 @@ class Analysis:
     error: dict[str, Any] | None = None
     divergence: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    # What was decoded but not listed (the caps above), by kind.
+    omitted_elements: dict[str, int] = field(default_factory=dict)
+    omitted_sections: dict[str, int] = field(default_factory=dict)
+    _parts: int = field(default=0, repr=False)
+
+    def add(self, element: Element) -> None:
+        """List ``element`` while fewer than :data:`ELEMENTS_KEPT` are listed, else count
+        it: memory does not grow with the stream."""
+        if len(self.elements) < ELEMENTS_KEPT:
+            self.elements.append(element)
+        else:
+            self.omitted_elements[element.kind] = self.omitted_elements.get(element.kind,
+                                                                            0) + 1
+
+    def add_section(self, info: SectionInfo) -> None:
+        """List ``info``; past :data:`PARTS_KEPT` PART/END records, count them."""
+        if info.kind in ("PART", "END") and self._parts >= PARTS_KEPT:
+            self.omitted_sections[info.kind] = self.omitted_sections.get(info.kind, 0) + 1
+            return
+        if info.kind in ("PART", "END"):
+            self._parts += 1
+        self.sections.append(info)
 
     @property
     def complete(self) -> bool:
@@ -118,6 +149,8 @@ class Analysis:
             "sections": [s.to_dict() for s in self.sections],
             "ram": self.ram,
             "elements": [e.to_dict() for e in self.elements],
+            "omitted": {"elements": dict(self.omitted_elements),
+                        "sections": dict(self.omitted_sections)},
             "divergence": self.divergence,
         }
 

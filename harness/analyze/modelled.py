@@ -4,8 +4,10 @@ summarised."""
 
 from __future__ import annotations
 
+import pickle
 import struct
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..emulator.errors import ConfigError, LoadError
@@ -14,11 +16,11 @@ from ..emulator.releases import RELEASES, Release
 from ..emulator.savevm import HeaderPolicy, load_stream
 from ..emulator.stream import StreamReader
 from ..emulator.vmstate import PeekPolicy, TraceMark, Tracer
-from .elements import Analysis, Element, SectionInfo, error_dict
+from .elements import ELEMENTS_KEPT, Analysis, Element, SectionInfo, error_dict
 from .ram import PAGE_SIZE, RamSummary
 from .source import Input
 
-__all__ = ["candidates", "decode_modelled", "meaning_peek", "release_named",
+__all__ = ["MarkLog", "candidates", "decode_modelled", "meaning_peek", "release_named",
            "summary_handlers"]
 
 
@@ -93,9 +95,92 @@ def meaning_peek(release: Release, file_version: int | None) -> PeekPolicy:
     return PeekPolicy.PREFIX_MATCH
 
 
+class MarkLog:
+    """The trace marks of one decode, in stream order: the first ``keep`` in memory
+    (``marks``), the rest counted by kind (``omitted``) and, with ``spill``, written to a
+    temporary file, so that a replay can walk the writer's whole reading while memory
+    stays bounded. Buffer values are cut to what is shown (:class:`Element`)."""
+
+    def __init__(self, keep: int = ELEMENTS_KEPT, *, spill: bool = False) -> None:
+        self.keep = keep
+        self.marks: list[TraceMark] = []
+        self.count = 0
+        self.omitted: dict[str, int] = {}
+        self._spill = spill
+        self._file: Any = None
+        self._batch: list[tuple[Any, ...]] = []
+
+    def append(self, m: TraceMark) -> None:
+        self.count += 1
+        v = m.value
+        if isinstance(v, (bytes, bytearray, memoryview)) and len(v) > _VALUE_KEPT:
+            m = TraceMark(m.kind, m.offset, m.end, m.path, bytes(v[:_VALUE_KEPT]))
+        if len(self.marks) < self.keep:
+            self.marks.append(m)
+            return
+        self.omitted[m.kind] = self.omitted.get(m.kind, 0) + 1
+        if self._spill:
+            self._batch.append((m.kind, m.offset, m.end, m.path, m.value))
+            if len(self._batch) >= 4096:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="migmatrix-marks-")
+        pickle.dump(self._batch, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._batch = []
+
+    def __iter__(self) -> Iterator[TraceMark]:
+        """Every mark (those past ``keep`` only when spilled)."""
+        yield from self.marks
+        if not self._spill:
+            return
+        if self._file is not None:
+            if self._batch:
+                self._flush()
+            self._file.seek(0)
+            while True:
+                try:
+                    batch = pickle.load(self._file)
+                except EOFError:
+                    break
+                for item in batch:
+                    yield TraceMark(*item)
+            self._file.seek(0, 2)
+        else:
+            for item in self._batch:
+                yield TraceMark(*item)
+
+
+_VALUE_KEPT = 33  # bytes of a buffer value a mark keeps (one more than shown: "...")
+
+
+class _WriterTrace(Tracer):
+    """The writer's tracer: marks go to a :class:`MarkLog`, and the fields of the section
+    being loaded are collected as they are read (whatever the log keeps)."""
+
+    def __init__(self, log: MarkLog) -> None:
+        super().__init__()
+        self.log = log
+        self.last: TraceMark | None = None
+        self.section: SectionInfo | None = None
+
+    def mark(self, kind: str, offset: int, end: int, component: str = "",
+             value: Any = None) -> None:
+        m = TraceMark(kind, offset, end, self.path(component), value)
+        self.last = m
+        section = self.section
+        if kind == "field" and section is not None and value is not None:
+            prefix = section.idstr + "/"
+            if m.path.startswith(prefix):
+                section.fields[m.path[len(prefix):]] = value
+        self.log.append(m)
+
+
 def decode_modelled(inp: Input, release: Release, machine: str | None = None,
-                    *, analysis: Analysis | None = None) -> Analysis:
-    """Decode with ``release``'s descriptions (the writer's reading of the bytes)."""
+                    *, analysis: Analysis | None = None, spill: bool = False) -> Analysis:
+    """Decode with ``release``'s descriptions (the writer's reading of the bytes).
+    ``spill``: keep every trace mark (on disk past the cap) for a replay."""
     a = analysis or Analysis(inp.name)
     a.format = "modelled"
     r = inp.reader()
@@ -106,28 +191,24 @@ def decode_modelled(inp: Input, release: Release, machine: str | None = None,
     peek = meaning_peek(release, file_version)
     a.writer = {"release": release.name, "machine": machine,
                 "endpoint": f"{release.name}/{machine}", "peek": peek.value}
-    tracer = Tracer()
-    current: dict[str, Any] = {}
+    log = MarkLog(spill=spill)
+    tracer = _WriterTrace(log)
 
     def on_load(handler: Any, offset: int) -> None:
-        sec_mark = tracer.marks[-1]  # the "section" mark load_stream just made
+        sec_mark = tracer.last  # the "section" mark load_stream just made
+        assert sec_mark is not None
         close_section(sec_mark.offset)
-        current["section"] = (handler, sec_mark, len(tracer.marks))
-
-    sections: list[SectionInfo] = []
+        kind = str(sec_mark.value).partition(" ")[0]
+        tracer.section = SectionInfo(kind, -1, handler.idstr, handler.instance_id, -1,
+                                     sec_mark.offset)
 
     def close_section(end: int) -> None:
-        if "section" not in current:
+        info = tracer.section
+        if info is None:
             return
-        handler, sec_mark, first = current.pop("section")
-        kind, _, idstr = str(sec_mark.value).partition(" ")
-        info = SectionInfo(kind, -1, handler.idstr, handler.instance_id, -1,
-                           sec_mark.offset, end)
-        prefix = handler.idstr + "/"
-        for m in tracer.marks[first:]:
-            if m.kind == "field" and m.path.startswith(prefix) and m.value is not None:
-                info.fields[m.path[len(prefix):]] = m.value
-        sections.append(info)
+        tracer.section = None
+        info.end = end
+        a.add_section(info)
 
     probes = [_Probe(h, on_load) for h in handlers]
     try:
@@ -149,22 +230,22 @@ def decode_modelled(inp: Input, release: Release, machine: str | None = None,
                    "section": None, "field": None}
         a.bytes_read = r.offset
     a.file_version = file_version
-    a.elements = marks_to_elements(tracer.marks)
-    _fill_section_headers(a, sections, tracer.marks, inp)
-    a.sections = sections
+    a.elements = marks_to_elements(log.marks)
+    a.omitted_elements.update(log.omitted)
+    _fill_section_headers(a, a.sections, inp)
     a.ram = ram.summary()
     if a.trailing_bytes:
-        a.elements.append(Element("trailing", a.eof_offset + 1, a.trailing_bytes, "",
-                                  None, "bytes after EOF, never read by this loader"))
+        a.add(Element("trailing", a.eof_offset + 1, a.trailing_bytes, "", None,  # type: ignore[operator]
+                      "bytes after EOF, never read by this loader"))
     if a.error:
-        a.elements.append(Element("error", a.error["offset"] or 0, 0, a.error.get("field")
-                                  or "", None, a.error["message"]))
-    a.tracer_marks = tracer.marks  # type: ignore[attr-defined]
+        a.add(Element("error", a.error["offset"] or 0, 0, a.error.get("field") or "", None,
+                      a.error["message"]))
+    a.tracer_marks = log.marks  # type: ignore[attr-defined]
+    a.mark_log = log  # type: ignore[attr-defined]
     return a
 
 
-def _fill_section_headers(a: Analysis, sections: list[SectionInfo],
-                          marks: list[TraceMark], inp: Input) -> None:
+def _fill_section_headers(a: Analysis, sections: list[SectionInfo], inp: Input) -> None:
     """Section ids and versions from the header bytes (small random reads)."""
     for s in sections:
         head = inp.read_at(s.offset, 5)

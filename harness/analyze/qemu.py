@@ -4,8 +4,7 @@ through that JSON."""
 
 from __future__ import annotations
 
-import json
-import struct
+from collections import deque
 from typing import Any
 
 from ..emulator.errors import LoadError, Reason
@@ -13,6 +12,7 @@ from ..emulator.savevm import FILE_MAGIC
 from .elements import Analysis, Element, SectionInfo, error_dict
 from .ram import PAGE_SIZE, RamSummary, ram_chunk_text
 from .source import Input
+from .vmdesc import DescriptionError, Device, Trailer, Vmsd, find_trailer, parse_devices
 
 __all__ = ["T_CONFIG", "decode_qemu", "find_vmdescription"]
 
@@ -22,48 +22,52 @@ T_VMDESC, T_CONFIG, T_COMMAND, T_FOOTER = 0x06, 0x07, 0x08, 0x7E
 _TYPE_NAMES = {T_START: "START", T_PART: "PART", T_END: "END", T_FULL: "FULL"}
 
 
-def find_vmdescription(inp: Input, *, max_tail: int = 64 << 20) -> tuple[int, dict[str, Any]] | None:
-    """The VMDESCRIPTION trailer (offset of its 0x06, parsed JSON), scanning from the end."""
-    size = inp.size()
-    if not size:
+def find_vmdescription(inp: Input) -> tuple[int, dict[str, Any]] | None:
+    """The VMDESCRIPTION trailer as ``(offset of its 0x06, parsed JSON)``, when the stream
+    ends with one whose JSON parses to an object (see :func:`.vmdesc.find_trailer`)."""
+    trailer = find_trailer(inp)
+    if trailer is None or not isinstance(trailer.doc, dict):
         return None
-    window = 1 << 16
-    while True:
-        window = min(window, size)
-        tail = inp.read_at(size - window, window)
-        pos = len(tail)
-        while True:
-            pos = tail.rfind(b"\x06", 0, pos)
-            if pos < 0 or pos + 5 > len(tail):
-                break
-            (length,) = struct.unpack(">I", tail[pos + 1 : pos + 5])
-            if length == len(tail) - pos - 5 and tail[pos + 5 : pos + 6] == b"{":
-                try:
-                    return size - window + pos, json.loads(tail[pos + 5 :])
-                except ValueError:
-                    return None
-        if window >= size or window >= max_tail:
-            return None
-        window *= 4
+    return trailer.offset, trailer.doc
+
+
+MAX_NAME_BYTES = 4096  # a machine type name longer than this is refused
+MAX_CAPABILITIES = 256
 
 
 class _QemuDecoder:
-    """A QEMU >= 2.x stream, device sections decoded through its VMDESCRIPTION."""
+    """A QEMU >= 2.x stream, device sections decoded through its VMDESCRIPTION.
 
-    def __init__(self, inp: Input, a: Analysis, desc: dict[str, Any] | None,
-                 desc_offset: int | None) -> None:
-        self.inp, self.a, self.desc, self.desc_offset = inp, a, desc, desc_offset
-        self.devices: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for d in (desc or {}).get("devices", []):
-            self.devices.setdefault((d.get("name"), d.get("instance_id", 0)), []).append(d)
-        page = int((desc or {}).get("page_size") or PAGE_SIZE)
-        self.ram = RamSummary(4, qemu=True, page_size=page)
+    Everything the stream declares is checked before it is used: lengths against the
+    bytes left, counts against their bounds, the description by :mod:`.vmdesc`.
+    """
+
+    def __init__(self, inp: Input, a: Analysis, devices: list[Device],
+                 page_size: int | None) -> None:
+        self.inp, self.a = inp, a
+        self.size = inp.size()
+        self.devices: dict[tuple[str, int], deque[Device]] = {}
+        for d in devices:
+            self.devices.setdefault((d.name, d.instance_id), deque()).append(d)
+        self.device_count = len(devices)
+        self.ram = RamSummary(4, qemu=True, page_size=page_size or PAGE_SIZE)
         self.footers: bool | None = None
         self.section: SectionInfo | None = None
 
     def el(self, kind: str, offset: int, end: int, path: str = "", value: Any = None,
            detail: str = "") -> None:
-        self.a.elements.append(Element(kind, offset, end - offset, path, value, detail))
+        self.a.add(Element(kind, offset, end - offset, path, value, detail))
+        section = self.section
+        if kind == "field" and section is not None and path.startswith(section.idstr + "/"):
+            section.fields[path[len(section.idstr) + 1:]] = value
+
+    def need(self, n: int, what: str, **where: Any) -> None:
+        """Refuse a declared length ``n`` that runs past the end of the stream, before
+        anything is read or allocated for it."""
+        left = self.size - self.r.offset
+        if n > left:
+            raise LoadError(Reason.TRUNCATED, f"{what} declares {n} byte(s), {left} left",
+                            offset=self.r.offset, **where)
 
     def run(self) -> None:
         a, r = self.a, self.inp.reader()
@@ -76,6 +80,7 @@ class _QemuDecoder:
             self.el("header", 0, 8, "", a.file_version, f"magic QEVM, file version "
                     f"{a.file_version}")
             started: dict[int, SectionInfo] = {}
+            seen: set[tuple[str, int]] = set()
             while True:
                 at = r.offset
                 kind = r.read_u8()
@@ -95,8 +100,14 @@ class _QemuDecoder:
                     sid = r.read_u32()
                     idstr = r.read_bytes(r.read_u8()).decode("latin-1")
                     instance, version = r.read_u32(), r.read_u32()
+                    if sid in started or (idstr, instance) in seen:
+                        raise LoadError(Reason.DUPLICATE_SECTION, f"{idstr!r} {instance} "
+                                        f"(section id {sid}) started before", offset=at,
+                                        section=idstr)
+                    seen.add((idstr, instance))
                     info = SectionInfo(_TYPE_NAMES[kind], sid, idstr, instance, version, at)
-                    started[sid] = info
+                    if kind == T_START:
+                        started[sid] = info
                     self.el("section", at, r.offset, idstr, f"{info.kind} {idstr}",
                             f"{info.kind} {idstr} id {sid} instance {instance} "
                             f"version {version}")
@@ -128,6 +139,10 @@ class _QemuDecoder:
     def _configuration(self, at: int) -> None:
         r = self.r
         length = r.read_u32()
+        if length > MAX_NAME_BYTES:
+            raise LoadError(Reason.LIMIT_EXCEEDED, f"machine type name of {length} bytes "
+                            f"(at most {MAX_NAME_BYTES})", offset=at + 1,
+                            section="configuration")
         name = r.read_bytes(length).decode("latin-1")
         self.el("configuration", at, r.offset, "configuration", name,
                 f"machine type {name!r}")
@@ -142,7 +157,11 @@ class _QemuDecoder:
             if sname == "configuration/target-page-bits":
                 v: Any = r.read_u32()
             elif sname == "configuration/capabilities":
-                v = [r.read_bytes(r.read_u8()).decode("latin-1") for _ in range(r.read_u32())]
+                count = r.read_u32()
+                if count > MAX_CAPABILITIES:
+                    raise LoadError(Reason.LIMIT_EXCEEDED, f"{count} capabilities (at most "
+                                    f"{MAX_CAPABILITIES})", offset=fat, section="configuration")
+                v = [r.read_bytes(r.read_u8()).decode("latin-1") for _ in range(count)]
             else:
                 raise LoadError(Reason.UNKNOWN_SUBSECTION, f"{sname!r} in configuration",
                                 offset=sat, section="configuration")
@@ -151,11 +170,12 @@ class _QemuDecoder:
     def _payload(self, info: SectionInfo) -> None:
         r = self.r
         self.section = info
-        start_fields = len(self.a.elements)
         if info.idstr == "ram":
             self.ram.load(r, info.version_id, None)
-            chunk = self.ram.chunks[-1]
+            chunk = self.ram.last_chunk
+            assert chunk is not None
             self.el("ram", chunk["offset"], r.offset, "ram", None, ram_chunk_text(chunk))
+            self.inp.release(r.offset)
         elif info.kind == "FULL":
             queue = self.devices.get((info.idstr, info.instance_id))
             if not queue:
@@ -163,17 +183,17 @@ class _QemuDecoder:
                                 f"{info.idstr!r} instance {info.instance_id} is not in the "
                                 "stream's VMDESCRIPTION", offset=info.offset,
                                 section=info.idstr)
-            dev = queue.pop(0)
-            self._vmsd(dev, info.idstr)
+            dev = queue.popleft()
+            if dev.vmsd is None:
+                raise LoadError(Reason.INVALID_VALUE, f"its VMDESCRIPTION entry is malformed: "
+                                f"{dev.error}", offset=info.offset, section=info.idstr)
+            self._vmsd(dev.vmsd, info.idstr)
         else:
             raise LoadError(Reason.UNKNOWN_SECTION,
                             f"iterable section {info.idstr!r}: its format is not known to "
                             "the analyzer", offset=info.offset, section=info.idstr)
         info.end = r.offset
-        for e in self.a.elements[start_fields:]:
-            if e.kind == "field" and e.path.startswith(info.idstr + "/"):
-                info.fields[e.path[len(info.idstr) + 1:]] = e.value
-        self.a.sections.append(info)
+        self.a.add_section(info)
         self._footer(info)
         self.section = None
 
@@ -196,49 +216,55 @@ class _QemuDecoder:
                             section=info.idstr)
         self.el("footer", at, r.offset, info.idstr, sid, f"footer of section id {sid}")
 
-    def _vmsd(self, desc: dict[str, Any], path: str) -> None:
+    def _vmsd(self, desc: Vmsd, path: str) -> None:
         r = self.r
-        for f in desc.get("fields", []):
-            name = str(f.get("name"))
-            size = int(f.get("size") or 0)
-            n = f.get("array_len")
-            index = f.get("index")
-            comp = f"{name}[{index}]" if index is not None else name
-            if "struct" in f:
-                for i in range(int(n or 1)):
+        for f in desc.fields:
+            name, size, n = f.name, f.size, f.array_len
+            comp = f"{name}[{f.index}]" if f.index is not None else name
+            if f.struct is not None:
+                count = n or 1
+                if size:
+                    self.need(size * count, f"{path}/{comp}: {count} x {size}-byte struct",
+                              field=f"{path}/{comp}")
+                for i in range(count):
                     sub_path = f"{path}/{name}[{i}]" if n else f"{path}/{comp}"
                     start = r.offset
-                    self._vmsd(f["struct"], sub_path)
+                    self._vmsd(f.struct, sub_path)
                     used = r.offset - start
                     if size and used != size:
-                        self.a.notes.append(f"{sub_path}: decoded {used} byte(s), the "
-                                            f"description says {size}; resynchronised")
+                        if len(self.a.notes) < 100:
+                            self.a.notes.append(f"{sub_path}: decoded {used} byte(s), the "
+                                                f"description says {size}; resynchronised")
                         if used < size:
                             r.skip(size - used)
-                    self.el("struct", start, r.offset, sub_path, None,
-                            str(f["struct"].get("vmsd_name", "")))
+                    self.el("struct", start, r.offset, sub_path, None, f.struct.name)
+                    if r.offset == start and count - i > 1:
+                        # An element that takes no bytes: the others take none either.
+                        self.a.notes.append(f"{path}/{name}: {count - i - 1} more empty "
+                                            "element(s) of this struct array")
+                        break
                 continue
-            total = size * int(n or 1)
+            total = size * (n or 1)
+            self.need(total, f"{path}/{comp}", field=f"{path}/{comp}")
             start = r.offset
             if total <= 4096:
                 raw = r.read_bytes(total)
-                value = _typed_value(str(f.get("type", "")), raw, size, n)
+                value = _typed_value(f.type, raw, size, n)
             else:
                 r.skip(total)
                 value = f"<{total} bytes>"
-            self.el("field", start, r.offset, f"{path}/{comp}", value, str(f.get("type", "")))
-        for s in desc.get("subsections", []):
+            self.el("field", start, r.offset, f"{path}/{comp}", value, f.type)
+        for s in desc.subsections:
             at = r.offset
             marker = r.read_u8()
             if marker != 0x05:
                 raise LoadError(Reason.INVALID_VALUE, f"expected subsection "
-                                f"{s.get('vmsd_name')!r}, found 0x{marker:02x}", offset=at,
-                                field=path)
+                                f"{s.name!r}, found 0x{marker:02x}", offset=at, field=path)
             sname = r.read_bytes(r.read_u8()).decode("latin-1")
             sver = r.read_u32()
-            if sname != s.get("vmsd_name"):
+            if sname != s.name:
                 raise LoadError(Reason.UNKNOWN_SUBSECTION, f"stream has {sname!r}, "
-                                f"description {s.get('vmsd_name')!r}", offset=at, field=path)
+                                f"description {s.name!r}", offset=at, field=path)
             self.el("subsection", at, r.offset, path, sname, f"version {sver}")
             self._vmsd(s, path)
 
@@ -249,13 +275,12 @@ class _QemuDecoder:
         if len(head) == 5 and head[0] == T_VMDESC:
             r.skip(1)
             length = r.read_u32()
+            self.need(length, "VMDESCRIPTION")
             r.skip(length)
             self.el("vmdescription", at, r.offset, "", None,
-                    f"VMDESCRIPTION JSON, {length} bytes, "
-                    f"{len((self.desc or {}).get('devices', []))} device(s)")
+                    f"VMDESCRIPTION JSON, {length} bytes, {self.device_count} device(s)")
             self.a.qemu = {**(self.a.qemu or {}), "vmdescription": {
-                "offset": at, "size": r.offset - at,
-                "devices": len((self.desc or {}).get("devices", []))}}
+                "offset": at, "size": r.offset - at, "devices": self.device_count}}
         self.a.trailing_bytes = r.drain()
         if self.a.trailing_bytes:
             self.el("trailing", r.offset - self.a.trailing_bytes, r.offset, "", None,
@@ -281,12 +306,33 @@ def _typed_value(kind: str, raw: bytes, size: int, n: Any) -> Any:
 
 
 def decode_qemu(inp: Input, analysis: Analysis | None = None) -> Analysis:
+    """Decode a QEMU stream through its VMDESCRIPTION (see the module docstring)."""
     a = analysis or Analysis(inp.name)
     a.format = "qemu"
-    found = find_vmdescription(inp)
-    desc, off = (found[1], found[0]) if found else (None, None)
-    a.qemu = {"vmdescription": None if found else "absent"}
-    if found is None:
+    trailer = find_trailer(inp)
+    a.qemu = {"vmdescription": None if trailer else "absent"}
+    devices: list[Device] = []
+    page_size = None
+    if trailer is None:
         a.notes.append("no VMDESCRIPTION: device sections cannot be decoded")
-    _QemuDecoder(inp, a, desc, off).run()
+    else:
+        page_size, devices = _devices(trailer, a)
+    _QemuDecoder(inp, a, devices, page_size).run()
     return a
+
+
+def _devices(trailer: Trailer, a: Analysis) -> tuple[int | None, list[Device]]:
+    where = f"VMDESCRIPTION at offset {trailer.offset}"
+    if trailer.error is not None:
+        a.notes.append(f"{where}: {trailer.error}; device sections cannot be decoded")
+        return None, []
+    try:
+        page_size, devices = parse_devices(trailer.doc)
+    except DescriptionError as e:
+        a.notes.append(f"{where}: {e}; device sections cannot be decoded")
+        return None, []
+    bad = [d for d in devices if d.error is not None]
+    if bad:
+        a.notes.append(f"{where}: {len(bad)} device description(s) malformed, first "
+                       f"{bad[0].error}")
+    return page_size, devices

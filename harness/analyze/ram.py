@@ -23,11 +23,17 @@ PAGE_SIZE = 4096
 F_FULL, F_ZERO, F_MEM_SIZE, F_PAGE, F_EOS, F_CONTINUE = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 F_XBZRLE, F_HOOK, F_COMPRESS_PAGE, F_MULTIFD_FLUSH = 0x40, 0x80, 0x100, 0x200
 RAM_KINDS = ("zero", "fill", "page", "xbzrle", "compressed", "hook")
+MAX_BLOCKS = 256  # distinct block names a summary tracks (QEMU has about ten)
+CHUNKS_KEPT = 4096  # RAM chunks listed one by one; past that they are counted
+_PAGE_RECORD = 8 + PAGE_SIZE
+_FLAG_NIBBLE = bytes(b & 0x0F for b in range(256))  # the flag bits in byte 6 of a record
 
 
 class RamSummary:
     """A ``ram`` section handler that counts records by kind per block and skips page
-    bytes. Lenient: blocks and sizes are reported, not checked against a machine.
+    bytes. Lenient: blocks and sizes are reported, not checked against a machine. Bounded:
+    at most :data:`MAX_BLOCKS` block names, :data:`CHUNKS_KEPT` chunks listed (the rest
+    counted), whatever the stream declares.
 
     ``qemu``: accept the flags of QEMU >= 2.x (ZERO = 0x02, XBZRLE, HOOK, COMPRESS_PAGE,
     MULTIFD_FLUSH) and report them.
@@ -45,13 +51,18 @@ class RamSummary:
         self.blocks: dict[str, dict[str, int]] = {}
         self.order: list[str] = []
         self.chunks: list[dict[str, Any]] = []
+        self.chunk_count = 0
+        self.last_chunk: dict[str, Any] | None = None
         self.unlisted: set[str] = set()
         self._last: str | None = None
         self.on_chunk: Any = None  # callback(offset, end, summary)
 
-    def _block(self, name: str) -> dict[str, int]:
+    def _block(self, name: str, at: int | None = None) -> dict[str, int]:
         b = self.blocks.get(name)
         if b is None:
+            if len(self.blocks) >= MAX_BLOCKS:
+                raise LoadError(Reason.LIMIT_EXCEEDED, f"RAM block {name!r}: more than "
+                                f"{MAX_BLOCKS} distinct blocks", offset=at, field="ram")
             b = self.blocks[name] = {"length": -1, **dict.fromkeys(RAM_KINDS, 0)}
             self.order.append(name)
             self.unlisted.add(name)
@@ -90,10 +101,10 @@ class RamSummary:
             elif flags & (F_ZERO | F_PAGE | F_XBZRLE | F_COMPRESS_PAGE):
                 if version == 4 and not flags & F_CONTINUE:
                     last = read_bytes(read_u8()).decode("latin-1")
-                    block = self._block(last)
+                    block = self._block(last, at)
                 elif version == 3:
                     last = "(v3 address space)"
-                    block = self._block(last)
+                    block = self._block(last, at)
                 if block is None:
                     raise LoadError(Reason.INVALID_VALUE, "CONTINUE with no previous block",
                                     offset=at, field="ram")
@@ -124,7 +135,10 @@ class RamSummary:
                  "blocks": per_block}
         if mem_size is not None:
             chunk["mem_size"] = mem_size
-        self.chunks.append(chunk)
+        self.chunk_count += 1
+        self.last_chunk = chunk
+        if len(self.chunks) < CHUNKS_KEPT:
+            self.chunks.append(chunk)
         if self.on_chunk is not None:
             self.on_chunk(start, r.offset, chunk)
         tracer = getattr(rules, "tracer", None)
@@ -172,8 +186,9 @@ class RamSummary:
                         break
                     if not pages:
                         counts.setdefault((name, "page"), 0)  # type: ignore[arg-type]
-                    pages += 1
-                    pos += 8 + page
+                    n = _page_run(mv, pos, end) if page == PAGE_SIZE else 1
+                    pages += n
+                    pos += n * (8 + page)
                 else:
                     break
         if pos == start:
@@ -188,13 +203,23 @@ class RamSummary:
 
     def _mem_size(self, r: StreamReader, total: int, version: int) -> dict[str, Any]:
         self.total = total
-        listed = []
+        listed: list[dict[str, Any]] = []
         if version == 4:
             left = total
+            names: set[str] = set()
             while left > 0:
+                at = r.offset
                 name = r.read_bytes(r.read_u8()).decode("latin-1")
                 length = r.read_u64()
-                b = self._block(name)
+                if name in names:
+                    raise LoadError(Reason.INVALID_VALUE, f"RAM block {name!r} listed twice",
+                                    offset=at, field="ram")
+                if length == 0 or length > left:
+                    raise LoadError(Reason.RAM_SIZE_MISMATCH, f"RAM block {name!r}: length "
+                                    f"{length} (0, or beyond the {left} bytes left of the "
+                                    f"total {total})", offset=at + 1 + len(name), field="ram")
+                names.add(name)
+                b = self._block(name, at)
                 self.unlisted.discard(name)
                 b["length"] = length
                 listed.append({"name": name, "length": length})
@@ -202,6 +227,7 @@ class RamSummary:
         return {"total": total, "blocks": listed}
 
     def summary(self) -> dict[str, Any]:
+        """Per block counts by kind, and the chunks (the first :data:`CHUNKS_KEPT`)."""
         blocks = []
         for name in self.order:
             b = self.blocks[name]
@@ -209,7 +235,22 @@ class RamSummary:
                            self.unlisted, **{k: b[k] for k in RAM_KINDS if b[k] or k in
                                              ("zero", "fill", "page")}})
         return {"version": self.version_id, "total": self.total, "blocks": blocks,
-                "chunks": self.chunks}
+                "chunks": self.chunks, "chunk_count": self.chunk_count,
+                "chunks_omitted": self.chunk_count - len(self.chunks)}
+
+
+def _page_run(mv: memoryview, pos: int, end: int) -> int:
+    """How many ``CONTINUE|PAGE`` records of 4 KiB pages follow each other from ``pos``
+    (the caller has checked the first): their flag bytes are compared in strided slices,
+    so a run of pages costs a few C calls instead of a Python step per page."""
+    k = (end - pos) // _PAGE_RECORD
+    low = bytes(mv[pos + 7 : pos + 7 + _PAGE_RECORD * k : _PAGE_RECORD])
+    k -= len(low.lstrip(b"\x28"))  # byte 7: flags 0x028 with the page's low address bits
+    if k <= 1:
+        return 1
+    high = bytes(mv[pos + 6 : pos + 6 + _PAGE_RECORD * k : _PAGE_RECORD])
+    k -= len(high.translate(_FLAG_NIBBLE).lstrip(b"\x00"))  # byte 6: flag bits 8..11 zero
+    return max(k, 1)
 
 
 def ram_chunk_text(chunk: dict[str, Any]) -> str:

@@ -38,6 +38,13 @@ def render_text(a: Analysis, *, max_elements: int | None = None) -> str:
         lines.append(f"{e.offset:>10} {e.size:>8}  {e.kind:<13} {'  ' * depth}{text}")
     if max_elements is not None and len(a.elements) > max_elements:
         lines.append(f"... {len(a.elements) - max_elements} more element(s)")
+    if a.omitted_elements:
+        lines.append(f"... and {sum(a.omitted_elements.values())} element(s) past the first "
+                     f"{len(a.elements)} counted, not listed: " + ", ".join(
+                         f"{n} {k}" for k, n in a.omitted_elements.items()))
+    if a.omitted_sections:
+        lines.append("section records counted, not listed: " + ", ".join(
+            f"{n} {k}" for k, n in a.omitted_sections.items()))
     if a.ram and a.ram.get("blocks"):
         lines.append("RAM by block:")
         for b in a.ram["blocks"]:

@@ -3,21 +3,21 @@ reading: the first element where they part and the destination's outcome."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..emulator.errors import LoadError
+from ..emulator.machine import DEFAULT_RAM_SIZE, Machine
+from ..emulator.ram import PAGE_SIZE, pc_layout
 from ..emulator.savevm import load_stream
+from ..emulator.stream import StreamReader
 from ..emulator.vmstate import TraceMark, Tracer
 from .elements import Analysis, json_value, short
-from .modelled import release_named, summary_handlers
+from .modelled import release_named
 from .source import Input
 
-__all__ = ["describe_mark", "replay_as_destination"]
-
-
-def _leaf(marks: Iterable[TraceMark]) -> list[TraceMark]:
-    return [m for m in marks if m.kind != "struct"]
+__all__ = ["describe_mark", "destination_ram_size", "replay_as_destination"]
 
 
 def describe_mark(m: TraceMark | None) -> str:
@@ -40,19 +40,122 @@ def describe_mark(m: TraceMark | None) -> str:
     return f"{m.kind} {m.path}"
 
 
+MAX_DESTINATION_RAM = 16 << 30  # a larger declared pc.ram is not given to the replay
+
+
+class _Aligner(Tracer):
+    """The destination's tracer: each element it reads is compared, as it is read, with
+    the writer's next one, so neither reading is held whole. Kept: the ``before`` elements
+    before the first difference and ``after`` from it on, of both sides, and up to 20
+    elements read at the same bytes under another name."""
+
+    def __init__(self, writer: Iterator[TraceMark], before: int = 6, after: int = 10) -> None:
+        super().__init__()
+        self.writer = writer
+        self.after = after
+        self.index = 0  # destination elements read
+        self.first: int | None = None
+        self.w_recent: deque[TraceMark] = deque(maxlen=before)
+        self.d_recent: deque[TraceMark] = deque(maxlen=before)
+        self.w_window: list[TraceMark] = []
+        self.d_window: list[TraceMark] = []
+        self.w_at_first: TraceMark | None = None
+        self.d_at_first: TraceMark | None = None
+        self.renamed: list[dict[str, Any]] = []
+
+    def mark(self, kind: str, offset: int, end: int, component: str = "",
+             value: Any = None) -> None:
+        if kind == "struct":
+            return
+        dm = TraceMark(kind, offset, end, self.path(component), value)
+        if self.first is None:
+            wm = next(self.writer, None)
+            if wm is None or (wm.kind, wm.offset, wm.end) != (dm.kind, dm.offset, dm.end):
+                self._diverged(wm, dm)
+            else:
+                if wm.path != dm.path and len(self.renamed) < 20:
+                    self.renamed.append({"offset": wm.offset, "writer": wm.path,
+                                         "destination": dm.path})
+                self.w_recent.append(wm)
+                self.d_recent.append(dm)
+        elif len(self.d_window) - len(self.d_recent) < self.after:
+            self.d_window.append(dm)
+        self.index += 1
+
+    def _diverged(self, wm: TraceMark | None, dm: TraceMark | None) -> None:
+        self.first = self.index
+        self.w_at_first, self.d_at_first = wm, dm
+        self.w_window = list(self.w_recent)
+        if wm is not None:
+            self.w_window.append(wm)
+            for _, more in zip(range(self.after - 1), self.writer, strict=False):
+                self.w_window.append(more)
+        self.d_window = list(self.d_recent) + ([dm] if dm is not None else [])
+
+    def finish(self) -> None:
+        """After the destination stopped: the writer read more than it did?"""
+        if self.first is None:
+            wm = next(self.writer, None)
+            if wm is not None:
+                self._diverged(wm, None)
+
+
+class _MarkedRam:
+    """The destination's own RAM section handler (its checks, its refusals), marking each
+    chunk it loads as the writer's summary marks it, so that both readings align."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.idstr, self.instance_id = inner.idstr, inner.instance_id
+        self.version_id, self.live = inner.version_id, inner.live
+
+    def load(self, r: StreamReader, version: int, rules: Any) -> None:
+        start = r.offset
+        self.inner.load(r, version, rules)
+        if rules.tracer is not None:
+            rules.tracer.mark("ram", start, r.offset, "", "loaded")
+
+
+def destination_ram_size(writer: Analysis) -> int:
+    """The RAM size to give the destination: its ``pc.ram`` as the stream declares it
+    (a matrix cell's destination has the source's RAM size), else the default."""
+    ram = writer.ram or {}
+    for b in ram.get("blocks", []):
+        if b.get("name") == "pc.ram":
+            size = int(b.get("length") or -1)
+            break
+    else:
+        total = ram.get("total")
+        size = total - sum(n for _, n in pc_layout(PAGE_SIZE)[1:]) if isinstance(
+            total, int) else -1
+    if 0 < size <= MAX_DESTINATION_RAM and size % PAGE_SIZE == 0:
+        return size
+    return DEFAULT_RAM_SIZE
+
+
 def replay_as_destination(inp: Input, writer: Analysis, endpoint: str) -> dict[str, Any]:
-    """Load the bytes as ``endpoint`` ("R/M") would, with a tracer, and align its reading
-    with the writer's: the first element where they part, and the destination's outcome."""
+    """Load the bytes as ``endpoint`` ("R/M") would, and align its reading with the
+    writer's: the first element where they part, and the destination's outcome.
+
+    The destination is the real one: a machine of that release with the RAM size the
+    stream declares, loading through its own RAM section (so a page beyond a block is
+    refused here as ``migmatrix load`` refuses it). Memory: the destination's RAM, and
+    windows of both readings; the writer's marks are read back from its log.
+    """
     rel_name, _, mach = endpoint.partition("/")
     release = release_named(rel_name)
     mach = mach or release.machines[0].name
     release.machine(mach)
-    handlers, header, _ = summary_handlers(release, mach)
-    tracer = Tracer()
+    dest = Machine(release, mach, destination_ram_size(writer))
+    handlers = [_MarkedRam(h) if h.live else h for h in dest.handlers()]
+    log = getattr(writer, "mark_log", None)
+    marks: Iterable[TraceMark] = log if log is not None else getattr(writer, "tracer_marks",
+                                                                       [])
+    tracer = _Aligner(m for m in marks if m.kind != "struct")
     r = inp.reader()
     outcome: dict[str, Any]
     try:
-        report = load_stream(r, handlers, header, release.peek, tracer=tracer)
+        report = load_stream(r, handlers, dest.header_policy(), release.peek, tracer=tracer)
         if report.half_loaded:
             outcome = {"status": "half-loaded", "eof_offset": report.bytes_consumed - 1,
                        "bytes_unread": report.bytes_unread, "not_loaded": report.not_loaded,
@@ -65,28 +168,16 @@ def replay_as_destination(inp: Input, writer: Analysis, endpoint: str) -> dict[s
     except Exception as e:  # not a migration error: the destination would crash
         outcome = {"status": "crashed", "message": f"{type(e).__name__}: {e}",
                    "offset": r.offset}
-    w_marks = _leaf(getattr(writer, "tracer_marks", []))
-    d_marks = _leaf(tracer.marks)
-    first = None
-    renamed = []
-    for i, (wm, dm) in enumerate(zip(w_marks, d_marks, strict=False)):
-        if (wm.kind, wm.offset, wm.end) != (dm.kind, dm.offset, dm.end):
-            first = i
-            break
-        if wm.path != dm.path and len(renamed) < 20:
-            renamed.append({"offset": wm.offset, "writer": wm.path, "destination": dm.path})
-    if first is None and len(w_marks) != len(d_marks):
-        first = min(len(w_marks), len(d_marks))
+    tracer.finish()
     result: dict[str, Any] = {"destination": endpoint, "outcome": outcome,
-                              "renamed": renamed}
-    if first is None:
+                              "renamed": tracer.renamed}
+    if tracer.first is None:
         result["diverges"] = False
         result["summary"] = ("the destination reads every element as the writer meant it"
                              if outcome["status"] == "loaded" else
                              "the readings agree up to where the destination stopped")
         return result
-    wm = w_marks[first] if first < len(w_marks) else None
-    dm = d_marks[first] if first < len(d_marks) else None
+    wm, dm = tracer.w_at_first, tracer.d_at_first
     offset = min(m.offset for m in (wm, dm) if m is not None)
     result.update({
         "diverges": True,
@@ -98,7 +189,7 @@ def replay_as_destination(inp: Input, writer: Analysis, endpoint: str) -> dict[s
         "summary": f"at offset {offset} (0x{offset:x}) the writer meant "
                    f"{describe_mark(wm) or 'nothing more'}; the destination reads "
                    f"{describe_mark(dm) if dm else outcome.get('message', outcome['status'])}",
-        "side_by_side": _side_by_side(inp, w_marks, d_marks, first),
+        "side_by_side": _side_by_side(inp, tracer.w_window, tracer.d_window, wm, dm),
     })
     return result
 
@@ -110,16 +201,14 @@ def _mark_dict(m: TraceMark | None) -> dict[str, Any] | None:
             "value": json_value(m.value), "text": describe_mark(m)}
 
 
-def _side_by_side(inp: Input, w: list[TraceMark], d: list[TraceMark], first: int,
-                  before: int = 6, after: int = 10) -> list[dict[str, Any]]:
+def _side_by_side(inp: Input, w_win: list[TraceMark], d_win: list[TraceMark],
+                  w_first: TraceMark | None, d_first: TraceMark | None
+                  ) -> list[dict[str, Any]]:
     """Rows keyed by offset around the divergence: what each side reads starting there."""
-    lo = max(0, first - before)
-    w_win = w[lo : first + after]
-    d_win = d[lo : first + after]
     offsets = sorted({m.offset for m in w_win} | {m.offset for m in d_win})
     w_at = {m.offset: m for m in w_win}
     d_at = {m.offset: m for m in d_win}
-    pivot = min([m.offset for m in (w[first:first + 1] + d[first:first + 1])] or [0])
+    pivot = min([m.offset for m in (w_first, d_first) if m is not None] or [0])
     rows = []
     for off in offsets:
         wm, dm = w_at.get(off), d_at.get(off)

@@ -156,6 +156,10 @@ class MappedFile:
     def read_at(self, offset: int, n: int) -> bytes:
         return bytes(self._view[offset : offset + max(0, n)]) if offset < self.size else b""
 
+    def rfind(self, sub: bytes, start: int, end: int) -> int:
+        """The highest offset of ``sub`` in ``[start, end)``, or -1 (searched in C)."""
+        return self._map.rfind(sub, start, end) if self._map is not None else -1
+
     def release(self, offset: int) -> None:
         """Let the kernel take back the resident pages before ``offset``."""
         if self._map is None or _MADV_DONTNEED is None:
