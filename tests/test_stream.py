@@ -14,6 +14,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.emulator.errors import LoadError, Reason, TruncatedInput
-from harness.emulator.stream import StreamReader, StreamWriter
+from harness.emulator.stream import MappedFile, StreamReader, StreamWriter
 
 from .sources import file_source, pipe_source, socket_source
 
@@ -411,6 +412,53 @@ def test_any_operation_sequence_reads_the_same_over_a_trickling_source(
     expected = run_ops(StreamReader(data), ops)
     got = run_ops(StreamReader(Trickle(data, step), chunk_size=chunk), ops)
     assert got == expected
+
+
+@given(
+    data=st.binary(max_size=200),
+    ops=st.lists(
+        st.one_of(
+            st.sampled_from([("read_u8", None), ("read_u16", None), ("read_u32", None),
+                             ("read_u64", None), ("read_i64", None), ("at_eof", None),
+                             ("drain", None)]),
+            st.tuples(st.sampled_from(["peek", "read_bytes", "skip", "drain", "read_into"]),
+                      st.integers(0, 40)),
+        ),
+        max_size=30,
+    ),
+    window=st.integers(1, 16),
+)
+def test_any_operation_sequence_reads_the_same_over_a_mapped_file(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes, ops: list[tuple[str, Any]],
+    window: int
+) -> None:
+    """A mapped file is read through windows of a few bytes here: every value, offset and
+    truncation is the same as over bytes, across window boundaries."""
+    path = tmp_path_factory.mktemp("mapped") / "stream.bin"
+    path.write_bytes(data)
+    expected = run_ops(StreamReader(data), ops)
+    with open(path, "rb") as f:
+        mapped = MappedFile(f, window=window)
+        got = run_ops(StreamReader(mapped), ops)
+    assert got == expected
+
+
+def test_a_mapped_file_is_read_through_windows_of_its_pages(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 64
+    path = tmp_path / "s.bin"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        m = MappedFile(f, window=1000)
+    r = StreamReader(m)
+    r.skip(999)
+    assert r.read_u16() == int.from_bytes(data[999:1001], "big")  # across a window edge
+    buf, start, end = r.buffered()
+    assert end - start <= 1000  # a window, not the file
+    r.skip(len(data) - r.offset - 2)
+    assert r.read_bytes(2) == data[-2:] and r.at_eof()
+    with pytest.raises(TruncatedInput):
+        r.skip(1 << 40)  # a declared length far past the end: refused, nothing allocated
+    assert m.read_at(10, 3) == data[10:13] and m.rfind(b"\x06", 0, len(data)) == len(data) - 250
 
 
 @given(

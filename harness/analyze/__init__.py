@@ -38,16 +38,15 @@ The package, by what each module decodes:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import struct
 import sys
 from typing import Any, BinaryIO
 
 from ..emulator.errors import ConfigError, EmulatorError, LoadError, Reason
-from ..emulator.machine import jsonable
-from ..emulator.savevm import FILE_MAGIC
+from ..emulator.sections import FILE_MAGIC
 from .elements import ANALYSIS_SCHEMA, Analysis, Element, SectionInfo
-from .modelled import candidates, decode_modelled, meaning_peek, release_named
 from .qemu import T_CONFIG, decode_qemu, find_vmdescription
 from .ram import (
     F_COMPRESS_PAGE,
@@ -60,8 +59,8 @@ from .ram import (
     RamSummary,
 )
 from .render import render_text
-from .replay import replay_as_destination
 from .source import Input
+from .vmdesc import find_trailer
 
 __all__ = [
     "ANALYSIS_SCHEMA",
@@ -88,6 +87,19 @@ __all__ = [
 ]
 
 
+# The model (machine descriptions, releases, the engine) is imported only for a modelled
+# stream: a QEMU stream is decoded without it, and starts faster for that.
+_LAZY = {"decode_modelled": "modelled", "meaning_peek": "modelled",
+         "replay_as_destination": "replay"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = None,
             machine: str | None = None, as_destination: str | None = None) -> Analysis:
     """Decode ``source``; with ``as_destination`` ("R/M") also replay it there."""
@@ -103,10 +115,16 @@ def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = Non
     a.file_version = file_version
     qemu = release is None and (
         (len(head) >= 9 and head[8] == T_CONFIG)
-        or (file_version == 3 and find_vmdescription(inp) is not None))
+        or (file_version == 3 and find_trailer(inp) is not None))
     if qemu:
         decode_qemu(inp, a)
-    elif release is not None:
+        if as_destination:
+            a.divergence = {"error": "--as-destination replays modelled releases only"}
+        return a
+    from .modelled import candidates, decode_modelled, release_named
+    from .replay import replay_as_destination
+
+    if release is not None:
         decode_modelled(inp, release_named(release), machine, analysis=a,
                         spill=bool(as_destination))
         a.writer["inferred"] = False  # type: ignore[index]
@@ -125,7 +143,7 @@ def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = Non
             if ok:
                 break
         if (best is None or not tried[-1]["decodes"]) and file_version == 3 and \
-                find_vmdescription(inp) is not None:
+                find_trailer(inp) is not None:
             return decode_qemu(inp, Analysis(inp.name))
         if best is None:
             a.error = {"reason": "unsupported_version", "errno": None,
@@ -160,12 +178,17 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         inp.close()
     out = sys.stdout
     if args.json:
-        json.dump(a.to_dict(), out, indent=1 if args.pretty else None,
-                  default=lambda v: jsonable(v))
+        json.dump(a.to_dict(), out, indent=1 if args.pretty else None, default=_jsonable)
         out.write("\n")
     else:
         out.write(render_text(a, max_elements=args.limit))
     return 0 if a.complete and not a.trailing_bytes else 1
+
+
+def _jsonable(value: Any) -> Any:
+    from ..emulator.machine import jsonable
+
+    return jsonable(value)
 
 
 def configure_parser(subparsers: Any) -> argparse.ArgumentParser:

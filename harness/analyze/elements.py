@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..emulator.errors import LoadError
-from ..emulator.machine import section_key
-from ..emulator.savevm import SectionRecord
+from ..emulator.sections import SectionRecord, section_key
 
 __all__ = ["ANALYSIS_SCHEMA", "ELEMENTS_KEPT", "PARTS_KEPT", "Analysis", "Element",
            "SectionInfo", "error_dict",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pickle
 import struct
-import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -126,6 +125,8 @@ class MarkLog:
 
     def _flush(self) -> None:
         if self._file is None:
+            import tempfile
+
             self._file = tempfile.TemporaryFile(prefix="migmatrix-marks-")
         pickle.dump(self._batch, self._file, protocol=pickle.HIGHEST_PROTOCOL)
         self._batch = []

@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any
 
 from ..emulator.errors import LoadError, Reason
-from ..emulator.savevm import FILE_MAGIC
+from ..emulator.sections import FILE_MAGIC
 from .elements import Analysis, Element, SectionInfo, error_dict
 from .ram import PAGE_SIZE, RamSummary, ram_chunk_text
 from .source import Input

@@ -7,7 +7,6 @@ import struct
 from typing import Any
 
 from ..emulator.errors import LoadError, Reason
-from ..emulator.ram import zero_records, zero_records_prefix
 from ..emulator.stream import StreamReader
 
 __all__ = [
@@ -176,6 +175,9 @@ class RamSummary:
                     index = word >> 12
                     if index + 1 < npages:
                         if not pattern:
+                            # Here, not at module level: a QEMU stream without zero-page
+                            # runs never needs the model's RAM module.
+                            from ..emulator.ram import zero_records, zero_records_prefix
                             pattern = zero_records(npages)
                         n = zero_records_prefix(pattern, 9 * index, mv, pos,
                                                 min((end - pos) // 9, npages - index))

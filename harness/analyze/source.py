@@ -12,10 +12,8 @@ description at the end) reads it again for free.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import sys
-import tempfile
 from typing import Any, BinaryIO
 
 from ..emulator.stream import MappedFile, StreamReader
@@ -39,6 +37,7 @@ class Input:
         self._mapped: MappedFile | None = None
         self._spool: Any = None
         self.seekable = True
+        self.cache: dict[Any, Any] = {}  # what decoders found once (the trailer)
         if isinstance(source, (bytes, bytearray, memoryview)):
             self.name = "<bytes>"
             self._data = bytes(source)
@@ -59,6 +58,9 @@ class Input:
             if _regular_file(f):
                 self._mapped = MappedFile(f)
             else:
+                import shutil  # here: only a pipe needs them, and they cost a start
+                import tempfile
+
                 self.seekable = False
                 self._spool = tempfile.TemporaryFile(prefix="migmatrix-analyze-")
                 shutil.copyfileobj(f, self._spool, READ_CHUNK)

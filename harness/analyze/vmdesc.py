@@ -88,8 +88,16 @@ def find_trailer(inp: Input, *, max_tail: int = 64 << 20) -> Trailer | None:
     """The VMDESCRIPTION trailer at the end of ``inp``, or ``None`` when there is none.
 
     Linear whatever the bytes: one backward search for the last 0x06 in the last
-    ``max_tail`` bytes, then at most five candidate positions are checked.
+    ``max_tail`` bytes, then at most five candidate positions are checked. The result is
+    kept on ``inp`` (detection and decoding both ask).
     """
+    key = ("trailer", max_tail)
+    if key not in inp.cache:
+        inp.cache[key] = _find_trailer(inp, max_tail)
+    return inp.cache[key]  # type: ignore[no-any-return]
+
+
+def _find_trailer(inp: Input, max_tail: int) -> Trailer | None:
     size = inp.size()
     lo = max(0, size - max_tail)
     last = inp.rfind(b"\x06", lo, size)

@@ -19,6 +19,7 @@ from .errors import ConfigError
 from .ram import RAM, compare_ram
 from .releases import MachineType, Release, get_release
 from .savevm import HeaderPolicy, LoadReport, Saver, load_stream
+from .sections import section_key
 from .stream import Sink, StreamReader, StreamWriter
 from .vmstate import Tracer, dump_state
 
@@ -211,11 +212,6 @@ class Machine:
     def randomize(self, rng: random.Random) -> None:
         for device in self.devices.values():
             device.randomize(rng)
-
-
-def section_key(idstr: str, instance_id: int) -> str:
-    """The key of a section in :meth:`Machine.state`: idstr, plus the instance when not 0."""
-    return idstr if instance_id == 0 else f"{idstr}@{instance_id:#x}"
 
 
 def jsonable(value: Any) -> Any:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .errors import LoadError, Reason
+from .sections import FILE_MAGIC, SectionRecord
 from .stream import StreamReader, StreamWriter
 from .vmstate import Description, PeekPolicy, Tracer, WireRules, load_state, save_state
 
@@ -34,7 +35,6 @@ __all__ = [
     "wire_rules_for",
 ]
 
-FILE_MAGIC = 0x5145564D  # "QEVM"
 UNREAD_LIMIT = 1 << 30  # bytes after the EOF byte that a load counts (and consumes) at most
 SENTINEL_FORMATS = frozenset({4})  # file versions whose embedded structs end with 0x06
 
@@ -180,19 +180,6 @@ class Saver:
                 raise
         self.w.u8(SectionType.EOF)
         self.w.flush()
-
-
-@dataclass
-class SectionRecord:
-    """One section as the destination read it."""
-
-    kind: str
-    section_id: int
-    idstr: str
-    instance_id: int
-    version_id: int
-    offset: int
-    end: int = 0
 
 
 SECTIONS_KEPT = 256  # section records a LoadReport lists one by one; the rest are counted

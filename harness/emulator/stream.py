@@ -139,12 +139,13 @@ class MappedFile:
     shrink while it is mapped.
     """
 
-    def __init__(self, f: Any, *, window: int = 16 << 20) -> None:
+    def __init__(self, f: Any, *, window: int = 4 << 20) -> None:
         fileno = f.fileno() if hasattr(f, "fileno") else f
         self.size = os.fstat(fileno).st_size
         self.window = window
         self._map = mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) if self.size else None
         self._view = memoryview(self._map) if self._map is not None else memoryview(b"")
+        self._released = 0  # pages below this were released since the last rewind
 
     def view(self, offset: int, n: int) -> memoryview:
         """At least ``n`` bytes from ``offset`` (fewer at the end), and up to a window."""
@@ -161,12 +162,15 @@ class MappedFile:
         return self._map.rfind(sub, start, end) if self._map is not None else -1
 
     def release(self, offset: int) -> None:
-        """Let the kernel take back the resident pages before ``offset``."""
+        """Let the kernel take back the resident pages before ``offset`` (those released
+        already are skipped, until a reader goes back to an earlier offset)."""
         if self._map is None or _MADV_DONTNEED is None:
             return
         end = offset - offset % mmap.PAGESIZE
-        if end > 0:
-            self._map.madvise(_MADV_DONTNEED, 0, end)
+        start = self._released if end >= self._released else 0
+        if end > start:
+            self._map.madvise(_MADV_DONTNEED, start, end - start)
+        self._released = end
 
     def close(self) -> None:
         self._view.release()
