@@ -140,10 +140,7 @@ class JSONStreamer:
                     text = bytes(buf[start : i + 1])
                     start = i + 1
                     self._depth = 0
-                    try:
-                        yield json.loads(text)
-                    except ValueError as e:
-                        yield e
+                    yield _parse(text)
             elif self._depth == 0 and c not in b" \t\r\n":
                 # A bare token outside any object: consume up to the next delimiter.
                 j = i
@@ -152,10 +149,7 @@ class JSONStreamer:
                 text = bytes(buf[start:j])
                 start = j
                 i = j
-                try:
-                    yield json.loads(text)
-                except ValueError as e:
-                    yield e
+                yield _parse(text)
                 continue
             i += 1
         del buf[:start]
@@ -165,6 +159,17 @@ class JSONStreamer:
             self._scan = self._depth = 0
             self._in_string = self._escape = False
             yield ValueError("JSON message too large")
+
+
+def _parse(text: bytes) -> Any:
+    """One JSON value, or a ``ValueError`` saying why not (nesting deeper than the
+    parser's recursion limit included, as QEMU's parser refuses deep nesting)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return ValueError("JSON nesting too deep")
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        return e
 
 
 class _Client:
@@ -197,6 +202,8 @@ class QMPServer:
         are accepted and ignored); returns the address actually bound."""
         spec = address.split(",", 1)[0]
         kind, _, rest = spec.partition(":")
+        if "\x00" in spec:
+            raise ValueError(f"bad QMP address {address!r}: a NUL byte in it")
         if kind == "unix" and rest:
             if os.path.exists(rest) and stat.S_ISSOCK(os.stat(rest).st_mode):
                 os.unlink(rest)  # a stale socket of an earlier endpoint
@@ -306,6 +313,9 @@ class QMPServer:
             if set(arguments) - {"enable"}:
                 return QMPError(f"Parameter '{sorted(set(arguments) - {'enable'})[0]}' "
                                 "is unexpected").to_reply()
+            if not isinstance(enable, list) or not all(isinstance(c, str) for c in enable):
+                return QMPError("Invalid parameter type for 'enable', expected: array of "
+                                "strings").to_reply()
             if enable:
                 return QMPError(f"Capability '{enable[0]}' not available").to_reply()
             client.negotiated = True
@@ -322,4 +332,6 @@ class QMPServer:
             result = await command.handler(arguments)
         except QMPError as e:
             return e.to_reply()
+        except Exception as e:  # a handler bug must not cost the client its connection
+            return QMPError(f"{name}: internal error: {type(e).__name__}: {e}").to_reply()
         return {"return": {} if result is None else result}

@@ -183,6 +183,8 @@ class Endpoint:
         except TransportError as e:
             raise QMPError(str(e)) from e
         tee = args.get("x-tee")
+        if tee is not None and (not tee or "\x00" in tee):
+            raise QMPError(f"Invalid parameter 'x-tee': {tee!r} is not a path")
         self.mig_error = None
         self.mig_started = time.time()
         self.mig_counter = None
@@ -262,10 +264,15 @@ class Endpoint:
     # -- outgoing ------------------------------------------------------------------------
 
     def _save_thread(self, uri: Any, tee: str | None) -> None:
+        # Whatever happens here ends in completed or failed: a migration left in setup
+        # would refuse every later migrate.
         try:
             out = Outgoing(uri)
         except TransportError as e:
             self._from_thread(self._save_failed, str(e), "transport")
+            return
+        except Exception as e:
+            self._from_thread(self._save_failed, f"{type(e).__name__}: {e}", "transport")
             return
         self.mig_counter = out.sent
         self._from_thread(self._migration_event, "active")
@@ -334,7 +341,7 @@ class Endpoint:
         assert self.incoming is not None
         try:
             source = self.incoming.open(self._debug_hook())
-        except TransportError as e:
+        except (TransportError, OSError) as e:
             self._from_thread(self._load_failed, None, f"{e}")
             return
         self._from_thread(self._migration_event, "active")

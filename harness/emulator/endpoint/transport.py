@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
 import subprocess
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -56,6 +57,8 @@ def parse_uri(text: str) -> Uri:
     kind, sep, rest = text.partition(":")
     if not sep or not rest:
         raise TransportError(f"unknown migration protocol: {text}")
+    if "\x00" in text:  # QEMU's JSON parser refuses \u0000 before it gets this far
+        raise TransportError(f"invalid migration URI {text!r}: a NUL byte in it")
     if kind == "tcp":
         host, sep, port = rest.split(",", 1)[0].rpartition(":")
         if not sep:
@@ -65,10 +68,20 @@ def parse_uri(text: str) -> Uri:
             port_no = int(port)
         except ValueError:
             raise TransportError(f"address resolution failed for {rest}: bad port") from None
+        if not 0 <= port_no <= 65535:
+            raise TransportError(f"address resolution failed for {rest}: port {port_no} "
+                                 "is outside 0..65535")
         return Uri("tcp", host=host, port=port_no)
     if kind in ("unix", "exec", "file"):
         return Uri(kind, path=rest)
     raise TransportError(f"unknown migration protocol: {text}")
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 class Counter:
@@ -106,8 +119,9 @@ class Outgoing:
                 self._file = self._proc.stdin
             else:
                 self._file = open(uri.path, "wb")  # noqa: SIM115 - closed in close()
-        except OSError as e:
-            raise TransportError(f"Failed to connect to '{uri}': {e.strerror or e}") from e
+        except (OSError, ValueError, OverflowError) as e:  # a name that cannot resolve...
+            raise TransportError(f"Failed to connect to '{uri}': "
+                                 f"{getattr(e, 'strerror', None) or e}") from e
 
     def write(self, data: Any) -> None:
         if self._sock is not None:
@@ -237,16 +251,19 @@ class Incoming:
                 s.listen(1)
                 self._listener = s
             elif uri.kind == "unix":
-                if os.path.exists(uri.path):
-                    os.unlink(uri.path)
+                if _is_socket(uri.path):
+                    os.unlink(uri.path)  # a stale socket of an earlier endpoint
+                elif os.path.lexists(uri.path):  # anything else stays, as bind would leave it
+                    raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 pending = f"{uri.path}.{os.getpid()}.tmp"  # visible only once listening
                 s.bind(pending)
                 s.listen(1)
                 os.rename(pending, uri.path)
                 self._listener = s
-        except OSError as e:
-            raise TransportError(f"Failed to bind socket for '{uri}': {e.strerror or e}") from e
+        except (OSError, ValueError, OverflowError) as e:
+            raise TransportError(f"Failed to bind socket for '{uri}': "
+                                 f"{getattr(e, 'strerror', None) or e}") from e
 
     def socket_address(self) -> list[dict[str, str]]:
         """As QEMU's query-migrate reports it on the destination."""
@@ -269,8 +286,9 @@ class Incoming:
         else:
             try:
                 self._conn = open(self.uri.path, "rb")  # noqa: SIM115 - closed in close()
-            except OSError as e:
-                raise TransportError(f"Failed to open '{self.uri.path}': {e.strerror}") from e
+            except (OSError, ValueError) as e:
+                raise TransportError(f"Failed to open '{self.uri.path}': "
+                                     f"{getattr(e, 'strerror', None) or e}") from e
         return _Source(self._conn, self.received, on_bytes)
 
     def close(self) -> None:
