@@ -114,3 +114,55 @@ def test_a_guest_program_the_source_does_not_know_is_a_harness_error() -> None:
     outcome = SubprocessDriver().run_cell(_cell("new/pc", "new/pc", "no-such-program"))
     assert classify(outcome) is Verdict.ERROR
     assert "unknown guest program" in outcome.harness_error
+
+
+PHASES = [("destination", "migrate-incoming"), ("destination", "query-migrate"),
+          ("source", "x-guest-run"), ("source", "migrate"), ("source", "x-dump-state"),
+          ("destination", "x-dump-state")]
+
+
+@pytest.mark.parametrize("role,command", PHASES, ids=[f"{r}-{c}" for r, c in PHASES])
+def test_an_endpoint_killed_in_any_qmp_command_is_a_crash_and_the_run_goes_on(
+        role: str, command: str) -> None:
+    """SIGKILL while the endpoint handles ``command``: the client sees its connection
+    break under the command, and the cell is crashed (not a harness error)."""
+    args = ["--x-debug-kill-on", command]
+    driver = SubprocessDriver(**{f"{role}_args": args})
+    killed = driver.run_cell(_cell("new/pc", "new/pc", "idle"))
+    assert classify(killed) is Verdict.CRASHED, (killed.message, killed.harness_error)
+    assert killed.crash == f"{role} died during {command}: killed by SIGKILL"
+    assert killed.extra["endpoints"][role]["exit_code"] == -9
+    following = SubprocessDriver().run_cell(_cell("new/pc", "new/pc", "idle"))
+    assert classify(following) is Verdict.PASS, following.message
+
+
+@pytest.mark.parametrize("role,command", [("destination", "migrate-incoming"),
+                                          ("source", "migrate"),
+                                          ("destination", "x-dump-state")])
+def test_an_endpoint_that_hangs_in_a_qmp_command_is_a_timeout(role: str, command: str) -> None:
+    driver = SubprocessDriver(**{f"{role}_args": ["--x-debug-hang-on", command]})
+    started = time.monotonic()
+    outcome = driver.run_cell(_cell("new/pc", "new/pc", "idle", time_limit=2))
+    assert classify(outcome) is Verdict.TIMEOUT, (outcome.message, outcome.harness_error)
+    assert time.monotonic() - started < 15
+    assert all(e["exit_code"] is not None for e in outcome.extra["endpoints"].values())
+
+
+def test_killed_and_hung_endpoints_leave_the_rest_of_a_run_intact() -> None:
+    """A run of cells through run_cells: the crashed and timed-out cells are recorded as
+    such and every other cell still runs to its verdict."""
+
+    class Faulty(SubprocessDriver):
+        def endpoint_args(self, cell: Cell, role: str) -> list[str]:
+            if cell.scenario == "ide-pio" and role == "source":
+                return ["--x-debug-kill-on", "migrate"]
+            if cell.scenario == "serial-configured" and role == "destination":
+                return ["--x-debug-hang-on", "x-dump-state"]
+            return []
+
+    cells = [_cell("new/pc", "new/pc", s, time_limit=3)
+             for s in ("idle", "ide-pio", "serial-configured", "live-ram")]
+    driver = Faulty()
+    results = [(c.scenario, classify(driver.run_cell(c))) for c in cells]
+    assert results == [("idle", Verdict.PASS), ("ide-pio", Verdict.CRASHED),
+                       ("serial-configured", Verdict.TIMEOUT), ("live-ram", Verdict.PASS)]

@@ -315,23 +315,23 @@ class QemuDriver(QMPDriver):
             else:
                 if transport == "unix":
                     listen = workdir / "incoming.sock"
-                    await dq.execute("migrate-incoming", {"uri": f"unix:{listen}"})
+                    await self._execute(dst, dq, "migrate-incoming", {"uri": f"unix:{listen}"})
                     relay = Relay(stream, lambda: asyncio.open_unix_connection(str(listen)))
                     out_uri = await relay.start_unix(workdir / "relay.sock")
                 else:
-                    await dq.execute("migrate-incoming", {"uri": "tcp:127.0.0.1:0"})
-                    port = _listening_port(await dq.execute("query-migrate"))
+                    await self._execute(dst, dq, "migrate-incoming", {"uri": "tcp:127.0.0.1:0"})
+                    port = _listening_port(await self._execute(dst, dq, "query-migrate"))
                     relay = Relay(stream, lambda: asyncio.open_connection("127.0.0.1", port))
                     out_uri = await relay.start_tcp()
 
             if scenario.runs_guest:
-                await sq.execute("cont")
+                await self._execute(src, sq, "cont")
                 await self._wait_serial(src, workdir / "source.serial", 2, BOOT_TIMEOUT,
                                         outcome, "the guest did not boot on the source")
                 lap("guest_running")
-                await sq.execute("migrate-set-parameters",
+                await self._execute(src, sq, "migrate-set-parameters",
                                  {"downtime-limit": 1, "max-bandwidth": 1 << 40})
-            await sq.execute("migrate", {"uri": out_uri})
+            await self._execute(src, sq, "migrate", {"uri": out_uri})
             src_info = await self._source_migration(src, sq, scenario.runs_guest)
             outcome.extra["migration"] = _migration_stats(src_info)
             if transport == "exec":
@@ -341,7 +341,7 @@ class QemuDriver(QMPDriver):
                                              f"{src_info.get('error-desc', '')}")
                     outcome.message = outcome.harness_error
                     raise _CellFailed()
-                await dq.execute("migrate-incoming",
+                await self._execute(dst, dq, "migrate-incoming",
                                  {"uri": f"exec:cat {shlex.quote(str(stream))}"})
             dst_status, dst_desc = await self._destination_migration(dst, dq)
             lap("migrated")
@@ -361,7 +361,7 @@ class QemuDriver(QMPDriver):
             raise _CellFailed()
 
         # The destination loaded: have it save what it holds, and compare.
-        await dq.execute("migrate", {"uri": f"exec:cat > {shlex.quote(str(workdir / DEST_STATE))}"})
+        await self._execute(dst, dq, "migrate", {"uri": f"exec:cat > {shlex.quote(str(workdir / DEST_STATE))}"})
         saved = await self._source_migration(dst, dq, False)
         if saved.get("status") != "completed":
             outcome.harness_error = f"destination could not save its state: {saved}"
@@ -389,7 +389,7 @@ class QemuDriver(QMPDriver):
             if problem:
                 diffs.append({"path": "guest/page-counters", "source": "at most one step",
                               "destination": problem})
-            await dq.execute("cont")
+            await self._execute(dst, dq, "cont")
             serial = workdir / "destination.serial"
             before = serial.stat().st_size if serial.exists() else 0
             if not await self._serial_grows(serial, before, ALIVE_TIMEOUT):
@@ -451,7 +451,8 @@ class QemuDriver(QMPDriver):
             if status in ("completed", "failed", "cancelled"):
                 return info
             if not lifted and info.get("ram", {}).get("dirty-sync-count", 0) >= LIVE_PASSES:
-                await client.execute("migrate-set-parameters", {"downtime-limit": 30000})
+                await self._execute(handle, client, "migrate-set-parameters",
+                                    {"downtime-limit": 30000})
                 lifted = True
             await asyncio.sleep(POLL)
 

@@ -13,8 +13,10 @@ Two layers, kept apart so that a real-QEMU driver can reuse the upper one:
   driver builds it.
 
 An endpoint that fails to start, dies or exits without finishing its migration makes a
-``crashed`` cell; no outcome within ``cell.time_limit`` makes a ``timeout`` cell (both
-endpoints are killed). Either carries, per endpoint, the command line, the exit code and
+``crashed`` cell, whichever command it was in (a connection that breaks under a QMP
+command is the endpoint's death, not the harness's); no outcome within
+``cell.time_limit`` makes a ``timeout`` cell (both endpoints are killed), a hang in a
+command included. Either carries, per endpoint, the command line, the exit code and
 the tail of its log in ``Outcome.extra["endpoints"]``.
 """
 
@@ -288,6 +290,23 @@ class QMPDriver(Driver):
                     raise
             await asyncio.sleep(0.02)
 
+    async def _execute(self, handle: EndpointHandle, client: QMPClient, command: str,
+                       arguments: dict[str, Any] | None = None) -> Any:
+        """``command`` on ``handle``'s monitor. A QMP error is the caller's to read; a
+        connection that breaks instead means the endpoint died (or dropped its monitor)
+        in that command: :class:`EndpointDied`, so the cell is ``crashed``."""
+        try:
+            return await client.execute(command, arguments)
+        except ExecuteError:
+            raise
+        except Exception as e:  # ExecInterruptedError, ConnectionError, EOF...
+            if handle.exit_code() is None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(handle.wait_exit(), 2.0)
+            when = (f"died during {command}" if handle.exit_code() is not None else
+                    f"dropped its QMP connection during {command}")
+            raise EndpointDied(handle, when) from e
+
     async def _cell(self, cell: Cell, outcome: Outcome, workdir: Path,
                     handles: dict[str, EndpointHandle], clients: dict[str, QMPClient]) -> None:
         launch = self.launcher.launch
@@ -309,12 +328,14 @@ class QMPDriver(Driver):
         clients["destination"] = dq = await self._connect(dst)
         clients["source"] = sq = await self._connect(src)
 
-        await dq.execute("migrate-incoming", {"uri": self.launcher.incoming_uri(dst)})
-        listening = await dq.execute("query-migrate")
+        await self._execute(dst, dq, "migrate-incoming",
+                            {"uri": self.launcher.incoming_uri(dst)})
+        listening = await self._execute(dst, dq, "query-migrate")
         uri = self.launcher.outgoing_uri(dst, listening.get("socket-address", []))  # type: ignore[union-attr]
 
         try:
-            await sq.execute("x-guest-run", {"program": cell.scenario, "seed": cell.seed})
+            await self._execute(src, sq, "x-guest-run",
+                                {"program": cell.scenario, "seed": cell.seed})
         except ExecuteError as e:
             outcome.harness_error = f"source: {e.error_class}: {e}"
             outcome.message = outcome.harness_error
@@ -323,8 +344,8 @@ class QMPDriver(Driver):
         dst_events, src_events = EventListener("MIGRATION"), EventListener("MIGRATION")
         with dq.listen(dst_events), sq.listen(src_events):
             copy = workdir / STREAM_COPY
-            await sq.execute("migrate", {"uri": uri,
-                                         "x-tee": self.launcher.endpoint_path(src, STREAM_COPY)})
+            await self._execute(src, sq, "migrate", {
+                "uri": uri, "x-tee": self.launcher.endpoint_path(src, STREAM_COPY)})
             dst_status, dst_data = await self._migration_result(dst, dst_events)
             src_status, src_data = await self._migration_result(src, src_events)
 
@@ -341,7 +362,7 @@ class QMPDriver(Driver):
         if dst_status == "failed":
             await self._rejected(cell, outcome, dst, dst_data, stream)
             return
-        await self._loaded(cell, outcome, sq, dq, stream)
+        await self._loaded(cell, outcome, (src, sq), (dst, dq), stream)
 
     async def _migration_result(self, handle: EndpointHandle, events: EventListener
                                 ) -> tuple[str, dict[str, Any]]:
@@ -399,10 +420,12 @@ class QMPDriver(Driver):
             outcome.extra["cause"] = cell_cause(
                 cell, stream, stopped_at=int(offset) if isinstance(offset, int) else None)
 
-    async def _loaded(self, cell: Cell, outcome: Outcome, sq: QMPClient, dq: QMPClient,
-                      stream: bytes) -> None:
-        src_state, dst_state = await asyncio.gather(sq.execute("x-dump-state"),
-                                                    dq.execute("x-dump-state"))
+    async def _loaded(self, cell: Cell, outcome: Outcome,
+                      source: tuple[EndpointHandle, QMPClient],
+                      destination: tuple[EndpointHandle, QMPClient], stream: bytes) -> None:
+        (src, sq), (dst, dq) = source, destination
+        src_state, dst_state = await asyncio.gather(self._execute(src, sq, "x-dump-state"),
+                                                    self._execute(dst, dq, "x-dump-state"))
         assert isinstance(src_state, dict) and isinstance(dst_state, dict)
         report = dst_state.get("load") or {}
         outcome.bytes_unread = int(report.get("bytes_unread", 0))
@@ -412,7 +435,7 @@ class QMPDriver(Driver):
         diffs = compare_states(src_state, dst_state)
         for d in diffs:
             if d["path"].startswith("ram/") and d["source"] is None:
-                d["source"] = await self._ram_pages(sq, dq, d["path"][4:])
+                d["source"] = await self._ram_pages(source, destination, d["path"][4:])
         outcome.diff_total = len(diffs)
         outcome.diff = [
             diff_entry(d["path"], d["source"], d["destination"]) for d in diffs[:DIFF_LIMIT]
@@ -436,11 +459,13 @@ class QMPDriver(Driver):
                 f"loaded without error but {len(diffs)} field(s) differ, first {diffs[0]['path']}"
             )
 
-    async def _ram_pages(self, sq: QMPClient, dq: QMPClient, block: str, limit: int = 20) -> str:
+    async def _ram_pages(self, source: tuple[EndpointHandle, QMPClient],
+                         destination: tuple[EndpointHandle, QMPClient], block: str,
+                         limit: int = 20) -> str:
         """Which pages of ``block`` differ, worded as the in-process comparison words it."""
         try:
-            a = await sq.execute("x-query-ram-pages", {"block": block})
-            b = await dq.execute("x-query-ram-pages", {"block": block})
+            a = await self._execute(*source, "x-query-ram-pages", {"block": block})
+            b = await self._execute(*destination, "x-query-ram-pages", {"block": block})
         except ExecuteError:
             return "digests differ"
         assert isinstance(a, list) and isinstance(b, list)

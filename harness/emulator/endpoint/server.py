@@ -52,6 +52,8 @@ class Endpoint:
         start_paused: bool = False,
         debug_stall_incoming: bool = False,
         debug_kill_after: int | None = None,
+        debug_kill_on: str | None = None,
+        debug_hang_on: str | None = None,
     ) -> None:
         self.release = release
         self.machine_name = machine
@@ -72,6 +74,8 @@ class Endpoint:
         self.load_error: dict[str, Any] | None = None
         self.debug_stall_incoming = debug_stall_incoming
         self.debug_kill_after = debug_kill_after
+        self.debug_kill_on = debug_kill_on
+        self.debug_hang_on = debug_hang_on
         self.exit_code: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Future[int] | None = None
@@ -83,7 +87,7 @@ class Endpoint:
             }
         })
         for command in self._commands():
-            self.qmp.register(command)
+            self.qmp.register(self._debug_command(command))
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -325,6 +329,19 @@ class Endpoint:
         self.mig_counter = self.incoming.received
         threading.Thread(target=self._load_thread, daemon=True, name="incoming").start()
 
+    def _debug_command(self, command: Command) -> Command:
+        """Test hooks: die by SIGKILL, or never answer, when ``command`` arrives."""
+        if command.name not in (self.debug_kill_on, self.debug_hang_on):
+            return command
+        kill = command.name == self.debug_kill_on
+
+        async def handler(args: dict[str, Any]) -> Any:
+            if kill:
+                _kill_self()
+            await asyncio.Event().wait()  # hang: the monitor answers nothing more
+
+        return Command(command.name, handler, command.args)
+
     def _debug_hook(self) -> Any:
         limit = self.debug_kill_after
         if limit is None:
@@ -332,9 +349,7 @@ class Endpoint:
 
         def on_bytes(total: int) -> None:
             if total >= limit:
-                if os.getpid() == 1:  # PID 1 of a container cannot be killed from inside
-                    os._exit(128 + signal.SIGKILL)
-                os.kill(os.getpid(), signal.SIGKILL)
+                _kill_self()
         return on_bytes
 
     def _load_thread(self) -> None:
@@ -391,6 +406,12 @@ class Endpoint:
         self._finish(1)
 
 
+def _kill_self() -> None:
+    if os.getpid() == 1:  # PID 1 of a container cannot be killed from inside
+        os._exit(128 + signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 # -- command line ------------------------------------------------------------------------
 
 
@@ -409,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Test hooks, not part of the interface.
     p.add_argument("--x-debug-stall-incoming", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--x-debug-kill-after", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--x-debug-kill-on", metavar="COMMAND", help=argparse.SUPPRESS)
+    p.add_argument("--x-debug-hang-on", metavar="COMMAND", help=argparse.SUPPRESS)
     return p
 
 
@@ -421,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             start_paused=args.start_paused,
             debug_stall_incoming=args.x_debug_stall_incoming,
             debug_kill_after=args.x_debug_kill_after,
+            debug_kill_on=args.x_debug_kill_on, debug_hang_on=args.x_debug_hang_on,
         )
     except EmulatorError as e:
         print(f"{prog}: {e}", file=sys.stderr)
