@@ -100,8 +100,8 @@ class MarkLog:
     temporary file, so that a replay can walk the writer's whole reading while memory
     stays bounded. Buffer values are cut to what is shown (:class:`Element`)."""
 
-    def __init__(self, keep: int = ELEMENTS_KEPT, *, spill: bool = False) -> None:
-        self.keep = keep
+    def __init__(self, keep: int | None = None, *, spill: bool = False) -> None:
+        self.keep = ELEMENTS_KEPT if keep is None else keep
         self.marks: list[TraceMark] = []
         self.count = 0
         self.omitted: dict[str, int] = {}

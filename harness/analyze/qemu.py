@@ -50,6 +50,7 @@ class _QemuDecoder:
         for d in devices:
             self.devices.setdefault((d.name, d.instance_id), deque()).append(d)
         self.device_count = len(devices)
+        self.unusable: str | None = None  # why there is no description to decode with
         self.ram = RamSummary(4, qemu=True, page_size=page_size or PAGE_SIZE)
         self.footers: bool | None = None
         self.section: SectionInfo | None = None
@@ -178,6 +179,11 @@ class _QemuDecoder:
             self.inp.release(r.offset)
         elif info.kind == "FULL":
             queue = self.devices.get((info.idstr, info.instance_id))
+            if not queue and self.unusable is not None:
+                raise LoadError(Reason.UNKNOWN_SECTION,
+                                f"{info.idstr!r} instance {info.instance_id} cannot be "
+                                f"decoded: the stream's VMDESCRIPTION is unusable "
+                                f"({self.unusable})", offset=info.offset, section=info.idstr)
             if not queue:
                 raise LoadError(Reason.UNKNOWN_SECTION,
                                 f"{info.idstr!r} instance {info.instance_id} is not in the "
@@ -313,26 +319,28 @@ def decode_qemu(inp: Input, analysis: Analysis | None = None) -> Analysis:
     a.qemu = {"vmdescription": None if trailer else "absent"}
     devices: list[Device] = []
     page_size = None
+    unusable: str | None = "there is none"
     if trailer is None:
         a.notes.append("no VMDESCRIPTION: device sections cannot be decoded")
     else:
-        page_size, devices = _devices(trailer, a)
-    _QemuDecoder(inp, a, devices, page_size).run()
+        page_size, devices, unusable = _devices(trailer, a)
+    decoder = _QemuDecoder(inp, a, devices, page_size)
+    decoder.unusable = unusable
+    decoder.run()
     return a
 
 
-def _devices(trailer: Trailer, a: Analysis) -> tuple[int | None, list[Device]]:
+def _devices(trailer: Trailer, a: Analysis) -> tuple[int | None, list[Device], str | None]:
+    """The trailer's devices, its page size, and why it gave none (a note says more)."""
     where = f"VMDESCRIPTION at offset {trailer.offset}"
     if trailer.error is not None:
         a.notes.append(f"{where}: {trailer.error}; device sections cannot be decoded")
-        return None, []
+        return None, [], trailer.error
     try:
-        page_size, devices = parse_devices(trailer.doc)
+        page_size, devices, problems = parse_devices(trailer.doc)
     except DescriptionError as e:
         a.notes.append(f"{where}: {e}; device sections cannot be decoded")
-        return None, []
-    bad = [d for d in devices if d.error is not None]
-    if bad:
-        a.notes.append(f"{where}: {len(bad)} device description(s) malformed, first "
-                       f"{bad[0].error}")
-    return page_size, devices
+        return None, [], str(e)
+    if problems:
+        a.notes.append(f"{where}: {len(problems)} malformed member(s), first {problems[0]}")
+    return page_size, devices, None

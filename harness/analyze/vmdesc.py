@@ -195,26 +195,39 @@ def _vmsd(obj: Any, path: str, depth: int) -> Vmsd:
     return vmsd
 
 
-def parse_devices(doc: Any) -> tuple[int | None, list[Device]]:
-    """``(page size, devices)`` of a parsed VMDESCRIPTION. Raises
-    :class:`DescriptionError` when the document itself is malformed; a malformed device
-    comes back with its ``error`` set instead."""
+def parse_devices(doc: Any) -> tuple[int | None, list[Device], list[DescriptionError]]:
+    """``(page size, devices, problems)`` of a parsed VMDESCRIPTION.
+
+    Raises :class:`DescriptionError` only when the document itself is not an object with
+    a ``devices`` array. A device whose description is malformed comes back with its
+    ``error`` set (or, without a usable name, not at all); a bad ``page_size`` is
+    ignored. Each is also listed in ``problems``.
+    """
     top = _obj(doc, "VMDESCRIPTION")
-    page = top.get("page_size")
+    problems: list[DescriptionError] = []
     page_size = None
-    if page is not None:
-        page_size = _int(page, "page_size", 0, 1 << 30)
-        if page_size not in PAGE_SIZES:
-            raise DescriptionError("page_size", f"{page_size} is not a power of two in "
-                                                "512..65536")
+    if top.get("page_size") is not None:
+        try:
+            page_size = _int(top["page_size"], "page_size", 0, 1 << 30)
+            if page_size not in PAGE_SIZES:
+                raise DescriptionError("page_size", f"{page_size} is not a power of two in "
+                                                    "512..65536")
+        except DescriptionError as e:
+            problems.append(e)
+            page_size = None
     devices = []
     for i, dev in enumerate(_list(top.get("devices", []), "devices")):
         path = f"devices[{i}]"
-        d = _obj(dev, path)
-        name = _str(d.get("name"), f"{path}.name")
-        instance = _int(d.get("instance_id", 0), f"{path}.instance_id", 0, 2**32 - 1)
+        try:
+            d = _obj(dev, path)
+            name = _str(d.get("name"), f"{path}.name")
+            instance = _int(d.get("instance_id", 0), f"{path}.instance_id", 0, 2**32 - 1)
+        except DescriptionError as e:
+            problems.append(e)
+            continue
         try:
             devices.append(Device(i, name, instance, _vmsd(d, path, 0)))
         except DescriptionError as e:
+            problems.append(e)
             devices.append(Device(i, name, instance, None, e))
-    return page_size, devices
+    return page_size, devices, problems
