@@ -1,80 +1,132 @@
-"""``migmatrix analyze`` on a real QEMU 7.2 stream of a 1 GiB half-random guest.
+"""``migmatrix analyze`` against QEMU's own analyze-migration.py, side by side in one run.
 
-    python bench/analyze_qemu.py [--stream FILE] [--qemu-src DIR] [--ram 1G]
+    python bench/analyze_qemu.py [--stream FILE] [--ram 512M] [--anchor PATH]
+                                 [--before TREE] [--runs 15]
 
-Without ``--stream`` it makes the stream first (bench/qemu_compare.py's QEMU save: a
-memory-backend-file filled half with random pages, migrated to a file over QMP). Prints
-migmatrix's wall time, MB/s and peak RSS (a fresh process, as a user runs it). With
-``--qemu-src`` (a QEMU source tree; not part of this project) it also runs that tree's
-``scripts/analyze-migration.py -f FILE`` on the same file and prints the ratio; the target
-is migmatrix at least 3x faster.
+Without ``--stream`` it makes the stream first: Debian's QEMU 7.2 (pc-i440fx-7.2) with a
+guest RAM of ``--ram`` taken from a file filled with random pages (bench/qemu_compare.py),
+migrated to a file over QMP; 512 MiB gives the 514 MiB stream of issue 16. The anchor is
+``../shared/anchors/analyze-migration.py`` (QEMU's script, run as it is, never copied
+into the project). Both commands run as a user runs them, in fresh processes, alternated
+run by run so that load on the machine falls on both alike: ``migmatrix analyze FILE``
+(the ``migmatrix`` next to this interpreter, or ``python -m harness.cli``) and ``python3
+analyze-migration.py -f FILE``, with the system's python3 for both when it can import
+this tree. ``--before TREE`` (a checkout of an earlier commit) times that tree too.
+
+Prints per command the best and median wall time, CPU time and peak RSS, then the ratio
+of the anchor's time to migmatrix's (target >= 3x, and peak RSS no higher than the
+anchor's). With hyperfine installed it also prints hyperfine's own comparison.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, os.path.dirname(__file__))
 
 
-def timed(argv: list[str]) -> tuple[float, float, int]:
-    """Wall time, peak RSS (MiB) and exit status of one child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, int]:
+    """Wall time, CPU time, peak RSS (MiB, from wait4: the child's own) and exit status
+    of one fresh process."""
     t = time.perf_counter()
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if rss <= before:  # ru_maxrss of children is the largest so far, not this one's
-        rss = before
-    if proc.returncode not in (0, 1):
-        sys.stderr.write(proc.stderr.decode(errors="replace")[-2000:])
-    return wall, rss / 1024, proc.returncode
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode
+
+
+def make_stream(ram: str) -> str:
+    from qemu_compare import run_qemu
+
+    from harness.emulator.machine import parse_size
+
+    if shutil.which("qemu-system-x86_64") is None:
+        sys.exit("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
+    tmp = tempfile.mkdtemp(prefix="mm-analyze-")
+    stream = os.path.join(tmp, "qemu.mig")
+    run_qemu("qemu-system-x86_64", parse_size(ram), tmp, stream, fraction_random=1.0)
+    return stream
+
+
+def python_for(tree: Path) -> str:
+    """The system's python3 when it can import ``tree``'s analyzer (so that both tools
+    run on the same interpreter), else this one."""
+    system = shutil.which("python3") or sys.executable
+    ok = subprocess.run([system, "-P", "-c", "import harness.analyze"],
+                        env={**os.environ, "PYTHONPATH": str(tree)},
+                        capture_output=True).returncode == 0
+    return system if ok else sys.executable
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stream", help="an existing QEMU stream file")
-    p.add_argument("--qemu-src", help="a QEMU source tree, for scripts/analyze-migration.py")
-    p.add_argument("--ram", default="1G")
-    p.add_argument("--repeat", type=int, default=3, help="runs of each; the best is kept")
+    p.add_argument("--ram", default="512M", help="guest RAM when making the stream")
+    p.add_argument("--anchor", default=str(REPO.parent / "shared" / "anchors" /
+                                           "analyze-migration.py"))
+    p.add_argument("--before", help="a checkout of an earlier tree, timed as well")
+    p.add_argument("--runs", type=int, default=15)
     args = p.parse_args()
-    stream = args.stream
-    if stream is None:
-        from qemu_compare import run_qemu
-
-        from harness.emulator.machine import parse_size
-
-        tmp = tempfile.mkdtemp(prefix="mm-analyze-")
-        stream = os.path.join(tmp, "qemu.mig")
-        run_qemu("qemu-system-x86_64", parse_size(args.ram), tmp, stream)
+    stream = args.stream or make_stream(args.ram)
+    if not os.path.exists(args.anchor):
+        sys.exit(f"{args.anchor}: QEMU's analyze-migration.py is not there (--anchor PATH)")
     size = os.path.getsize(stream)
-    mb = size / 1e6
-    print(f"stream {stream}: {size / 2**20:,.0f} MiB")
-    runs = [timed([sys.executable, "-m", "harness.cli", "analyze", stream])
-            for _ in range(args.repeat)]
-    wall = min(r[0] for r in runs)
-    rss = max(r[1] for r in runs)
-    print(f"migmatrix analyze:          {wall:6.3f} s  {mb / wall:7,.0f} MB/s  peak RSS "
-          f"{rss:5.0f} MiB (best of {args.repeat}, exit {runs[0][2]})")
-    if args.qemu_src:
-        script = os.path.join(args.qemu_src, "scripts", "analyze-migration.py")
-        qruns = [timed([sys.executable, script, "-f", stream]) for _ in range(args.repeat)]
-        qwall = min(r[0] for r in qruns)
-        print(f"QEMU analyze-migration.py:  {qwall:6.3f} s  {mb / qwall:7,.0f} MB/s  peak RSS "
-              f"{max(r[1] for r in qruns):5.0f} MiB")
-        print(f"speed-up {qwall / wall:.2f}x  target >= 3x "
-              f"({'met' if qwall >= 3 * wall else 'NOT met'})")
-    else:
-        ref = 1.1 * size / (514 << 20)
-        print(f"no --qemu-src: the script's figure measured earlier on these machines "
-              f"(514 MiB in 1.1 s, 26 MB peak RSS) scales to {ref:.2f} s here: "
-              f"{ref / wall:.2f}x (target >= 3x)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for label, tree in (("migmatrix analyze", REPO),
+                        *((("before: " + Path(args.before).name, Path(args.before)),)
+                          if args.before else ())):
+        py = python_for(tree)
+        # -P: the tree comes from PYTHONPATH, not from the working directory.
+        commands[label] = ([py, "-P", "-m", "harness.cli", "analyze", stream],
+                           {**env, "PYTHONPATH": str(tree)})
+    anchor_py = shutil.which("python3") or sys.executable
+    commands["analyze-migration.py"] = ([anchor_py, args.anchor, "-f", stream], env)
+    print(f"stream {stream}: {size / 2**20:,.0f} MiB; {args.runs} alternated runs each; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for argv, e in commands.values():  # warm the page cache and the .pyc files
+        measure(argv, e)
+    results: dict[str, list[tuple[float, float, float, int]]] = {k: [] for k in commands}
+    for _ in range(args.runs):
+        for label, (argv, e) in commands.items():
+            results[label].append(measure(argv, e))
+    print(f"{'':24} {'best':>8} {'median':>8} {'CPU':>8} {'peak RSS':>10}  exit")
+    summary = {}
+    for label, runs in results.items():
+        best = min(r[0] for r in runs)
+        med = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[1] for r in runs)
+        rss = max(r[2] for r in runs)
+        summary[label] = (best, med, cpu, rss)
+        print(f"{label:24} {best:7.3f}s {med:7.3f}s {cpu:7.3f}s {rss:8.1f} MiB  "
+              f"{sorted({r[3] for r in runs})}")
+    mine, ref = summary["migmatrix analyze"], summary["analyze-migration.py"]
+    ratio_best, ratio_med, ratio_cpu = ref[0] / mine[0], ref[1] / mine[1], ref[2] / mine[2]
+    met = ratio_med >= 3 and mine[3] <= ref[3]
+    print(f"analyze-migration.py / migmatrix: {ratio_best:.2f}x (best), {ratio_med:.2f}x "
+          f"(median), {ratio_cpu:.2f}x (CPU); peak RSS {mine[3]:.1f} vs {ref[3]:.1f} MiB; "
+          f"target >= 3x and RSS no higher: {'met' if met else 'NOT met'}")
+    if args.before:
+        label = next(k for k in summary if k.startswith("before"))
+        print(f"{label} -> now: {summary[label][1] / mine[1]:.2f}x faster (median)")
+    if shutil.which("hyperfine"):
+        argv = ["hyperfine", "-N", "-w", "2", "-r", str(args.runs)]
+        for label, (cmd, e) in commands.items():
+            prefix = f"env PYTHONPATH={e['PYTHONPATH']} " if "PYTHONPATH" in e else ""
+            argv += ["-n", label, prefix + " ".join(cmd)]
+        print("\nhyperfine:", flush=True)
+        subprocess.run(argv, check=False, stdout=sys.stdout)
 
 
 if __name__ == "__main__":
