@@ -24,7 +24,6 @@ F_XBZRLE, F_HOOK, F_COMPRESS_PAGE, F_MULTIFD_FLUSH = 0x40, 0x80, 0x100, 0x200
 RAM_KINDS = ("zero", "fill", "page", "xbzrle", "compressed", "hook")
 MAX_BLOCKS = 256  # distinct block names a summary tracks (QEMU has about ten)
 CHUNKS_KEPT = 4096  # RAM chunks listed one by one; past that they are counted
-_PAGE_RECORD = 8 + PAGE_SIZE
 _FLAG_NIBBLE = bytes(b & 0x0F for b in range(256))  # the flag bits in byte 6 of a record
 
 
@@ -149,14 +148,14 @@ class RamSummary:
         """Count and skip the buffered ``CONTINUE|ZERO`` and ``CONTINUE|PAGE`` records of
         the current block (the bulk of any stream) without a per-record trip through the
         general loop, which reads whatever else comes; returns the number of records.
-        A run of zero pages is matched against :func:`zero_records` in one memcmp."""
+        Runs of zero-page and page records are counted from strided slices of their flag
+        bytes (:func:`_record_run`): a few C calls a run, not a Python step a record."""
         buf, pos, end = r.buffered()
         start = pos
         page = self.page_size
         unpack, mask = _BE64.unpack_from, page - 1
         f_zero, f_page = F_CONTINUE | F_ZERO, F_CONTINUE | F_PAGE
-        pattern = b""
-        npages = block["length"] // PAGE_SIZE if page == PAGE_SIZE else 0
+        vector = page == PAGE_SIZE
         zero = fill = pages = 0
         with memoryview(buf) as mv:
             while end - pos >= 9:
@@ -171,16 +170,7 @@ class RamSummary:
                         continue
                     if not zero:
                         counts.setdefault((name, "zero"), 0)  # type: ignore[arg-type]
-                    n = 1
-                    index = word >> 12
-                    if index + 1 < npages:
-                        if not pattern:
-                            # Here, not at module level: a QEMU stream without zero-page
-                            # runs never needs the model's RAM module.
-                            from ..emulator.ram import zero_records, zero_records_prefix
-                            pattern = zero_records(npages)
-                        n = zero_records_prefix(pattern, 9 * index, mv, pos,
-                                                min((end - pos) // 9, npages - index))
+                    n = _record_run(mv, pos, end, 9, 0x22, 0) if vector else 1
                     zero += n
                     pos += 9 * n
                 elif flags == f_page:
@@ -188,7 +178,7 @@ class RamSummary:
                         break
                     if not pages:
                         counts.setdefault((name, "page"), 0)  # type: ignore[arg-type]
-                    n = _page_run(mv, pos, end) if page == PAGE_SIZE else 1
+                    n = _record_run(mv, pos, end, 8 + PAGE_SIZE, 0x28) if vector else 1
                     pages += n
                     pos += n * (8 + page)
                 else:
@@ -241,17 +231,23 @@ class RamSummary:
                 "chunks_omitted": self.chunk_count - len(self.chunks)}
 
 
-def _page_run(mv: memoryview, pos: int, end: int) -> int:
-    """How many ``CONTINUE|PAGE`` records of 4 KiB pages follow each other from ``pos``
-    (the caller has checked the first): their flag bytes are compared in strided slices,
-    so a run of pages costs a few C calls instead of a Python step per page."""
-    k = (end - pos) // _PAGE_RECORD
-    low = bytes(mv[pos + 7 : pos + 7 + _PAGE_RECORD * k : _PAGE_RECORD])
-    k -= len(low.lstrip(b"\x28"))  # byte 7: flags 0x028 with the page's low address bits
+def _record_run(mv: memoryview, pos: int, end: int, stride: int, flags: int,
+                fill: int | None = None) -> int:
+    """How many records of ``stride`` bytes follow each other from ``pos`` with the low
+    flag byte ``flags`` (``CONTINUE|PAGE`` 0x28, ``CONTINUE|ZERO`` 0x22), no flag bits in
+    byte 6, and (zero pages) the fill byte ``fill``; the caller has checked the first.
+    Strided slices of those bytes are compared, so a run costs a few C calls."""
+    k = (end - pos) // stride
     if k <= 1:
         return 1
-    high = bytes(mv[pos + 6 : pos + 6 + _PAGE_RECORD * k : _PAGE_RECORD])
-    k -= len(high.translate(_FLAG_NIBBLE).lstrip(b"\x00"))  # byte 6: flag bits 8..11 zero
+    low = bytes(mv[pos + 7 : pos + 7 + stride * k : stride])
+    k -= len(low.lstrip(bytes((flags,))))
+    if fill is not None and k > 1:
+        fills = bytes(mv[pos + 8 : pos + 8 + stride * k : stride])
+        k -= len(fills.lstrip(bytes((fill,))))
+    if k > 1:
+        high = bytes(mv[pos + 6 : pos + 6 + stride * k : stride])
+        k -= len(high.translate(_FLAG_NIBBLE).lstrip(b"\x00"))
     return max(k, 1)
 
 
