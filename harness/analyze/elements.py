@@ -4,7 +4,6 @@ the :class:`Analysis` that holds them, with their JSON form."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..emulator.errors import LoadError
@@ -20,27 +19,41 @@ ELEMENTS_KEPT = 50_000  # elements listed one by one; past that they are counted
 PARTS_KEPT = 1_000  # PART/END section records listed; START/FULL are bounded by the stream
 
 
-@dataclass
-class Element:
-    """One decoded item of the stream: ``kind`` at ``offset``, ``size`` bytes."""
+# The classes here are plain classes, not dataclasses: importing dataclasses (and with it
+# inspect) costs a QEMU stream's analysis more than decoding its device sections.
 
-    kind: str  # header configuration section field struct subsection sentinel footer
-    #            command ram eof vmdescription trailing error
-    offset: int
-    size: int
-    path: str = ""
-    value: Any = None
-    detail: str = ""
+
+class Element:
+    """One decoded item of the stream: ``kind`` at ``offset``, ``size`` bytes.
+
+    ``kind``: header configuration section field struct subsection sentinel footer
+    command ram eof vmdescription trailing error.
+    """
+
+    __slots__ = ("kind", "offset", "size", "path", "value", "detail")
+
+    def __init__(self, kind: str, offset: int, size: int, path: str = "", value: Any = None,
+                 detail: str = "") -> None:
+        self.kind, self.offset, self.size = kind, offset, size
+        self.path, self.detail = path, detail
+        # Only the first bytes of a buffer are ever shown: a long one is not kept whole.
+        if isinstance(value, (bytes, bytearray, memoryview)) and len(value) > _MAX_VALUE_BYTES:
+            value = bytes(value[: _MAX_VALUE_BYTES + 1])
+        self.value = value
 
     @property
     def end(self) -> int:
         return self.offset + self.size
 
-    def __post_init__(self) -> None:
-        # Only the first bytes of a buffer are ever shown: a long one is not kept whole.
-        v = self.value
-        if isinstance(v, (bytes, bytearray, memoryview)) and len(v) > _MAX_VALUE_BYTES:
-            self.value = bytes(v[: _MAX_VALUE_BYTES + 1])
+    def __repr__(self) -> str:
+        return (f"Element({self.kind!r}, {self.offset}, {self.size}, {self.path!r}, "
+                f"{self.value!r}, {self.detail!r})")
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, Element) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "offset": self.offset, "size": self.size,
@@ -64,11 +77,13 @@ def json_value(value: Any) -> Any:
     return value
 
 
-@dataclass
 class SectionInfo(SectionRecord):
-    """A section as decoded, with its fields' values."""
+    """A section as decoded, with its fields' values (``fields``: path -> full value)."""
 
-    fields: dict[str, Any] = field(default_factory=dict)  # path -> value (full values)
+    def __init__(self, kind: str, section_id: int, idstr: str, instance_id: int,
+                 version_id: int, offset: int, end: int = 0) -> None:
+        super().__init__(kind, section_id, idstr, instance_id, version_id, offset, end)
+        self.fields: dict[str, Any] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "section_id": self.section_id, "idstr": self.idstr,
@@ -77,28 +92,32 @@ class SectionInfo(SectionRecord):
                 "fields": len(self.fields)}
 
 
-@dataclass
 class Analysis:
     """Everything one decode found; ``error`` is set when it stopped early."""
 
-    input: str
-    format: str = "unknown"  # modelled | qemu
-    file_version: int | None = None
-    writer: dict[str, Any] | None = None
-    qemu: dict[str, Any] | None = None
-    elements: list[Element] = field(default_factory=list)
-    sections: list[SectionInfo] = field(default_factory=list)
-    ram: dict[str, Any] | None = None
-    eof_offset: int | None = None
-    trailing_bytes: int = 0
-    bytes_read: int = 0
-    error: dict[str, Any] | None = None
-    divergence: dict[str, Any] | None = None
-    notes: list[str] = field(default_factory=list)
-    # What was decoded but not listed (the caps above), by kind.
-    omitted_elements: dict[str, int] = field(default_factory=dict)
-    omitted_sections: dict[str, int] = field(default_factory=dict)
-    _parts: int = field(default=0, repr=False)
+    def __init__(self, input: str) -> None:
+        self.input = input
+        self.format = "unknown"  # modelled | qemu
+        self.file_version: int | None = None
+        self.writer: dict[str, Any] | None = None
+        self.qemu: dict[str, Any] | None = None
+        self.elements: list[Element] = []
+        self.sections: list[SectionInfo] = []
+        self.ram: dict[str, Any] | None = None
+        self.eof_offset: int | None = None
+        self.trailing_bytes = 0
+        self.bytes_read = 0
+        self.error: dict[str, Any] | None = None
+        self.divergence: dict[str, Any] | None = None
+        self.notes: list[str] = []
+        # What was decoded but not listed (the caps above), by kind.
+        self.omitted_elements: dict[str, int] = {}
+        self.omitted_sections: dict[str, int] = {}
+        self._parts = 0
+
+    def __repr__(self) -> str:
+        return (f"Analysis({self.input!r}, format={self.format!r}, "
+                f"complete={self.complete}, elements={len(self.elements)})")
 
     def add(self, element: Element) -> None:
         """List ``element`` while fewer than :data:`ELEMENTS_KEPT` are listed, else count

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .source import Input
 
@@ -43,8 +42,11 @@ class DescriptionError(ValueError):
         super().__init__(f"{path}: {message}")
 
 
-@dataclass
-class Trailer:
+# NamedTuples, not dataclasses: importing dataclasses costs the analyzer's start more
+# than reading the description does.
+
+
+class Trailer(NamedTuple):
     """Where the trailer is (the offset of its 0x06), its length, and its JSON or why
     that could not be read."""
 
@@ -54,8 +56,7 @@ class Trailer:
     error: str | None = None
 
 
-@dataclass
-class FieldDesc:
+class FieldDesc(NamedTuple):
     name: str
     type: str
     size: int
@@ -64,16 +65,14 @@ class FieldDesc:
     struct: Vmsd | None
 
 
-@dataclass
-class Vmsd:
+class Vmsd(NamedTuple):
     name: str
     version: int | None
-    fields: list[FieldDesc] = field(default_factory=list)
-    subsections: list[Vmsd] = field(default_factory=list)
+    fields: list[FieldDesc]
+    subsections: list[Vmsd]
 
 
-@dataclass
-class Device:
+class Device(NamedTuple):
     """One entry of ``devices``: its section name and instance, and its description
     (``None`` with ``error`` set when the description is malformed)."""
 
@@ -110,20 +109,17 @@ def _find_trailer(inp: Input, max_tail: int) -> Trailer | None:
         (length,) = struct.unpack(">I", head[1:5])
         if length != size - at - 5 or head[5:6] != b"{":
             continue
-        trailer = Trailer(at, length)
         if length > MAX_JSON_BYTES:
-            trailer.error = (f"{length} bytes of JSON, more than the {MAX_JSON_BYTES} this "
-                             "analyzer reads")
-            return trailer
+            return Trailer(at, length, error=f"{length} bytes of JSON, more than the "
+                                             f"{MAX_JSON_BYTES} this analyzer reads")
         try:
-            trailer.doc = json.loads(inp.read_at(at + 5, length))
+            return Trailer(at, length, json.loads(inp.read_at(at + 5, length)))
         except RecursionError:
-            trailer.error = "JSON nested too deeply"
+            return Trailer(at, length, error="JSON nested too deeply")
         except MemoryError:
-            trailer.error = "JSON too large to parse"
+            return Trailer(at, length, error="JSON too large to parse")
         except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-            trailer.error = f"not valid JSON ({e})"
-        return trailer
+            return Trailer(at, length, error=f"not valid JSON ({e})")
     return None
 
 
@@ -175,7 +171,8 @@ def _vmsd(obj: Any, path: str, depth: int) -> Vmsd:
                                      "deep")
     d = _obj(obj, path)
     name = d.get("vmsd_name", "")
-    vmsd = Vmsd(_str(name, f"{path}.vmsd_name"), _opt_int(d, "version", path, 0, 2**32 - 1))
+    vmsd = Vmsd(_str(name, f"{path}.vmsd_name"), _opt_int(d, "version", path, 0, 2**32 - 1),
+                [], [])
     for i, f in enumerate(_list(d.get("fields", []), f"{path}.fields")):
         fp = f"{path}.fields[{i}]"
         fo = _obj(f, fp)
