@@ -17,10 +17,12 @@ with its byte offset and size. Two decoders:
 aligns its reading with the writer's: the first element where they part (for example the
 0x05 that a 0.14 ``ide_bus`` takes for parent data) and the destination's final outcome.
 
-RAM is never held: page bytes are skipped, only counts by kind are kept. Input comes from
-a file or standard input; standard input that is not seekable is spooled to a temporary
-file (memory-bounded) so that a second pass (inference, replay, a description at the end)
-can read it again.
+Memory does not grow with the stream: a file is mapped and read through windows (standard
+input that is a pipe is copied to a temporary file first), page bytes are skipped and
+counted per block and kind, elements, PART sections and RAM chunks are listed up to a cap
+and counted past it, every length the stream or its VMDESCRIPTION declares is checked
+against the bytes left before it is used, and the replay compares both readings as it
+goes (the writer's, past the cap, read back from a temporary file).
 
 Errors: a stream that cannot be decoded is not an exception here: the analysis carries an
 ``error`` (reason, message, offset, section, field) and everything decoded before it.

@@ -430,7 +430,8 @@ class QMPDriver(Driver):
         report = dst_state.get("load") or {}
         outcome.bytes_unread = int(report.get("bytes_unread", 0))
         outcome.not_loaded = list(report.get("not_loaded", []))
-        outcome.extra["sections_loaded"] = int(report.get("section_count", len(report.get("sections", []))))
+        outcome.extra["sections_loaded"] = int(report.get("section_count",
+                                                          len(report.get("sections", []))))
         outcome.extra["bytes_consumed"] = report.get("bytes_consumed", 0)
         diffs = compare_states(src_state, dst_state)
         for d in diffs:
