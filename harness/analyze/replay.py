@@ -147,7 +147,7 @@ def replay_as_destination(inp: Input, writer: Analysis, endpoint: str) -> dict[s
     mach = mach or release.machines[0].name
     release.machine(mach)
     dest = Machine(release, mach, destination_ram_size(writer))
-    handlers = [_MarkedRam(h) if h.live else h for h in dest.handlers()]
+    handlers = [_MarkedRam(h) if h.idstr == "ram" else h for h in dest.handlers()]
     log = getattr(writer, "mark_log", None)
     marks: Iterable[TraceMark] = log if log is not None else getattr(writer, "tracer_marks",
                                                                        [])
