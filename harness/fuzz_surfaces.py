@@ -159,8 +159,8 @@ class DescriptionMutator:
     def value(self) -> Any:
         rng = self.rng
         roll = rng.random()
-        if roll < 0.6:
-            return rng.choice(self.HOSTILE)
+        if roll < 0.6:  # a copy: a later mutation may append to a list it returned
+            return copy.deepcopy(rng.choice(self.HOSTILE))
         if roll < 0.7:
             return _deep(rng.choice((10, 40, 1000, 5000)))
         if roll < 0.8:

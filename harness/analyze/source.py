@@ -92,11 +92,14 @@ class Input:
         return self._mapped.read_at(offset, n)
 
     def rfind(self, sub: bytes, start: int, end: int) -> int:
-        """The highest offset of ``sub`` in ``[start, end)``, or -1."""
+        """The highest offset of ``sub`` in ``[start, end)``, or -1. The pages the search
+        touched are let go again (it may scan tens of megabytes)."""
         if self._data is not None:
             return self._data.rfind(sub, start, end)
         assert self._mapped is not None
-        return self._mapped.rfind(sub, start, end)
+        found = self._mapped.rfind(sub, start, end)
+        self._mapped.drop(start if found < 0 else found, end)
+        return found
 
     def release(self, offset: int) -> None:
         """Bytes before ``offset`` will not be read again soon (their pages may go)."""

@@ -161,6 +161,16 @@ class MappedFile:
         """The highest offset of ``sub`` in ``[start, end)``, or -1 (searched in C)."""
         return self._map.rfind(sub, start, end) if self._map is not None else -1
 
+    def drop(self, start: int, end: int) -> None:
+        """Let the kernel take back the resident pages of ``[start, end)`` (after a search
+        that touched them, such as a backward scan for a trailer)."""
+        if self._map is None or _MADV_DONTNEED is None:
+            return
+        lo = start - start % mmap.PAGESIZE
+        hi = min(self.size, end)
+        if hi > lo:
+            self._map.madvise(_MADV_DONTNEED, lo, hi - lo)
+
     def release(self, offset: int) -> None:
         """Let the kernel take back the resident pages before ``offset`` (those released
         already are skipped, until a reader goes back to an earlier offset)."""
