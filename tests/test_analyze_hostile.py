@@ -261,3 +261,17 @@ def test_mutated_descriptions_always_give_an_analysis(seed: int) -> None:
     result = fuzz_surfaces.check_analyze(data, limit=10)
     assert result.kind == "ok", f"{result.detail}\n{result.extra.get('traceback', '')}"
     assert not result.extra["crashed"]
+
+
+def test_a_replay_of_a_cut_writer_reading_claims_no_divergence_past_the_cut(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer analysed without a replay in view keeps only the first elements; a later
+    replay compares those and says so, instead of reporting the cut as a divergence."""
+    from harness.analyze import modelled, replay_as_destination
+
+    monkeypatch.setattr(modelled, "ELEMENTS_KEPT", 500)
+    stream = repeated_subsections(1000)
+    writer = analyze(stream, release="0.15", machine="pc")
+    d = replay_as_destination(Input(stream), writer, "0.15/pc")
+    assert d["diverges"] is False and "first 500 elements" in d["note"]
+    assert d["outcome"]["status"] == "loaded"

@@ -123,6 +123,11 @@ class MarkLog:
             if len(self._batch) >= 4096:
                 self._flush()
 
+    @property
+    def spilled(self) -> bool:
+        """Every mark can be read back (kept, or written to the temporary file)."""
+        return self._spill
+
     def _flush(self) -> None:
         if self._file is None:
             import tempfile
