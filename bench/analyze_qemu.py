@@ -47,15 +47,22 @@ def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, 
 
 
 def make_stream(ram: str) -> str:
-    from qemu_compare import run_qemu
+    """QEMU 7.2's save of a guest whose RAM is all random pages, as qemu_compare.py saves."""
+    from qemu_compare import fill_file, qemu_argv, qemu_process
 
     from harness.emulator.machine import parse_size
 
-    if shutil.which("qemu-system-x86_64") is None:
-        sys.exit("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
+    qemu = "qemu-system-x86_64"
+    if shutil.which(qemu) is None:
+        sys.exit(f"{qemu} not found (apt-get install qemu-system-x86)")
+    size = parse_size(ram)
     tmp = tempfile.mkdtemp(prefix="mm-analyze-")
-    stream = os.path.join(tmp, "qemu.mig")
-    run_qemu("qemu-system-x86_64", parse_size(ram), tmp, stream, fraction_random=1.0)
+    stream, ramfile, sock = (os.path.join(tmp, n) for n in ("qemu.mig", "guest.ram", "qs.sock"))
+    fill_file(ramfile, size, fraction_random=1.0)
+    backend = f"memory-backend-file,id=pc.ram,size={size},mem-path={ramfile},share=on"
+    qemu_process(qemu_argv(qemu, size, sock, backend, incoming=False),
+                 os.path.join(tmp, "qs.log"), sock, "migrate", f"exec:cat > {stream}")
+    os.unlink(ramfile)
     return stream
 
 
