@@ -608,13 +608,43 @@ def test_a_pipe_is_read_as_soon_as_the_bytes_asked_for_are_there() -> None:
 
 def test_a_file_is_read_from_where_it_stands_with_offsets_from_there() -> None:
     data = _large_stream(64)
-    prefix = b"x" * 5000  # not a multiple of the page size: the windows are aligned below
+    prefix = b"x" * 5000  # not a multiple of the page size
     with file_source(data, prefix) as f:
         r = StreamReader(f, chunk_size=8192)
-        assert r._file is not None  # noqa: SLF001 - the file is mapped, not read
+        assert r._mapped is not None  # noqa: SLF001 - the file is mapped, not read
         for i in range(64):
             assert (r.offset, r.read_u32()) == (4096 * i, i)
             assert r.read_bytes(4092) == bytes([i % 256]) * 4092
         with pytest.raises(TruncatedInput) as info:
             r.read_u8()
         assert (info.value.offset, info.value.available) == (len(data), 0)
+
+
+@pytest.mark.parametrize("source", ["trickle-read", "trickle-readinto", "pipe"])
+def test_a_length_declared_past_the_end_of_a_stream_allocates_only_what_came(
+    source: str,
+) -> None:
+    """A stream cannot say how much is left, so the buffer grows with the bytes that
+    arrive (at most doubling), never to a declared length first."""
+    data = bytes(range(256)) * 40  # 10 KiB
+    with STREAM_SOURCES[source](data) as src:
+        r = StreamReader(src, chunk_size=1 << 12)
+        r.read_u8()
+        with pytest.raises(TruncatedInput) as info:
+            r.read_bytes(4 << 30)
+        assert (info.value.offset, info.value.available) == (1, len(data) - 1)
+        assert r.peek(1 << 40) == data[1:]
+        assert len(r._buf) <= 2 * len(data)  # noqa: SLF001 - the buffer itself
+        assert r.read_bytes(len(data) - 1) == data[1:] and r.at_eof()
+
+
+def test_a_file_that_grows_while_it_is_read_is_read_to_its_new_end(tmp_path: Path) -> None:
+    path = tmp_path / "growing.bin"
+    path.write_bytes(b"\x01" * 5000)
+    with open(path, "rb") as f, open(path, "ab") as more:
+        r = StreamReader(f, chunk_size=4096)
+        assert r.read_bytes(5000) == b"\x01" * 5000 and r.at_eof()
+        more.write(b"\x02" * 9000)
+        more.flush()
+        assert r.read_bytes(9000) == b"\x02" * 9000 and r.at_eof()
+        assert r.offset == 14000

@@ -23,6 +23,7 @@ import mmap
 import os
 import stat
 import struct
+import weakref
 from typing import Any, Protocol
 
 from .errors import TruncatedInput
@@ -130,25 +131,62 @@ class StreamWriter:
 
 
 class MappedFile:
-    """A regular file that :class:`StreamReader` reads through ``mmap`` windows.
+    """A regular file read through one read-only ``mmap`` of it, a window at a time.
 
-    The reader takes views of the mapping instead of copies, so skipping a page costs
-    nothing and a declared length longer than the file is seen before anything is
+    :class:`StreamReader` maps every regular file it is given (from where the file
+    stands) and takes views of the mapping instead of copies: skipping a page costs
+    nothing, and a declared length longer than the file is seen before anything is
     allocated. Pages behind the window being read are released (``MADV_DONTNEED``), so
-    resident memory stays at about one window however large the file. The file must not
-    shrink while it is mapped.
+    resident memory stays at about one window however large the file. The analyzer also
+    searches the mapping and reads it anywhere. A file that grows while it is read is
+    mapped again when a read reaches the old end; it must not shrink.
     """
 
-    def __init__(self, f: Any, *, window: int = 4 << 20) -> None:
+    def __init__(self, f: Any, *, window: int = 4 << 20, origin: int = 0) -> None:
         fileno = f.fileno() if hasattr(f, "fileno") else f
-        self.size = os.fstat(fileno).st_size
+        self._fd = os.dup(fileno)  # ours: the caller may close ``f``, and growth remaps
+        self._closer = weakref.finalize(self, os.close, self._fd)
+        self._origin = origin  # file offset of offset 0
         self.window = window
-        self._map = mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) if self.size else None
-        self._view = memoryview(self._map) if self._map is not None else memoryview(b"")
+        self.size = 0
+        self._map: mmap.mmap | None = None
+        self._view = memoryview(b"")
         self._released = 0  # pages below this were released since the last rewind
+        self._remap()
+
+    @classmethod
+    def of(cls, source: Any, *, window: int) -> MappedFile | None:
+        """A mapping of ``source`` from where it stands, if it is a regular, non-empty
+        file (a file in /proc says size 0 and is read as a stream), else ``None``."""
+        try:
+            fd = source.fileno()
+            info = os.fstat(fd)
+            origin = source.tell()
+        except (AttributeError, OSError, ValueError):
+            return None
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+            return None
+        try:
+            return cls(fd, window=window, origin=origin)
+        except (OSError, ValueError):  # not mappable (a write-only descriptor): read it
+            return None
+
+    def _remap(self) -> None:
+        length = os.fstat(self._fd).st_size
+        if length <= self._origin + self.size:
+            return
+        old = self._map
+        self._map = mmap.mmap(self._fd, length, access=mmap.ACCESS_READ)
+        self._view.release()
+        self._view = memoryview(self._map)[self._origin :]
+        self.size = length - self._origin
+        if old is not None:
+            _close(old)
 
     def view(self, offset: int, n: int) -> memoryview:
         """At least ``n`` bytes from ``offset`` (fewer at the end), and up to a window."""
+        if offset + n > self.size:
+            self._remap()  # the file may have grown since
         if offset >= self.size:
             return self._view[0:0]
         self.release(offset)
@@ -159,36 +197,43 @@ class MappedFile:
 
     def rfind(self, sub: bytes, start: int, end: int) -> int:
         """The highest offset of ``sub`` in ``[start, end)``, or -1 (searched in C)."""
-        return self._map.rfind(sub, start, end) if self._map is not None else -1
+        if self._map is None:
+            return -1
+        found = self._map.rfind(sub, self._origin + start, self._origin + end)
+        return found - self._origin if found >= 0 else -1
 
     def drop(self, start: int, end: int) -> None:
         """Let the kernel take back the resident pages of ``[start, end)`` (after a search
         that touched them, such as a backward scan for a trailer)."""
-        if self._map is None or _MADV_DONTNEED is None:
-            return
-        lo = start - start % mmap.PAGESIZE
-        hi = min(self.size, end)
-        if hi > lo:
-            self._map.madvise(_MADV_DONTNEED, lo, hi - lo)
+        self._advise(self._origin + start, self._origin + min(self.size, end))
 
     def release(self, offset: int) -> None:
         """Let the kernel take back the resident pages before ``offset`` (those released
         already are skipped, until a reader goes back to an earlier offset)."""
-        if self._map is None or _MADV_DONTNEED is None:
-            return
-        end = offset - offset % mmap.PAGESIZE
+        end = self._origin + offset
+        end -= end % mmap.PAGESIZE  # the page being read stays
         start = self._released if end >= self._released else 0
-        if end > start:
-            self._map.madvise(_MADV_DONTNEED, start, end - start)
+        self._advise(start, end)
         self._released = end
+
+    def _advise(self, lo: int, hi: int) -> None:
+        """``MADV_DONTNEED`` from the page holding file offset ``lo`` up to ``hi``."""
+        lo -= lo % mmap.PAGESIZE
+        if self._map is not None and _MADV_DONTNEED is not None and hi > lo:
+            self._map.madvise(_MADV_DONTNEED, lo, hi - lo)
 
     def close(self) -> None:
         self._view.release()
         if self._map is not None:
-            try:
-                self._map.close()
-            except BufferError:  # a reader still holds a view: closed when it goes
-                pass
+            _close(self._map)
+        self._closer()
+
+
+def _close(m: mmap.mmap) -> None:
+    try:
+        m.close()
+    except BufferError:  # a reader still holds a view: unmapped when it lets go
+        pass
 
 
 _MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
@@ -197,9 +242,9 @@ _MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 class StreamReader:
     """Reads big-endian values from memory or from a stream, tracking the offset.
 
-    Over bytes it reads in place. A regular file it maps, a window of ``chunk_size``
-    bytes (or the largest single read) at a time, and reads in place; over a
-    :class:`MappedFile` it reads views of windows of the mapping. Over another stream it
+    Over bytes it reads in place. A regular file (or a :class:`MappedFile`) it reads in
+    place through views of its mapping, a window of ``chunk_size`` bytes (or the largest
+    single read) at a time. Over another stream it
     reads ahead in large chunks into one buffer that it reuses (``readinto``,
     ``recv_into``: one copy from the kernel) and keeps only the bytes not yet consumed;
     the buffer grows with the bytes that arrive, never ahead of them to a declared
@@ -207,38 +252,36 @@ class StreamReader:
     """
 
     __slots__ = ("_buf", "_pos", "_end", "_base", "_src", "_eof", "_chunk", "_read_into",
-                 "_file", "_mapped")
+                 "_mapped")
 
     def __init__(self, source: Any, *, chunk_size: int = 1 << 20) -> None:
         self._base = 0
         self._pos = 0
         self._chunk = chunk_size
         self._read_into: Any = None
-        self._file: _FileWindows | None = None
         self._mapped: MappedFile | None = None
-        if isinstance(source, MappedFile):
-            self._mapped = source
-            self._buf = source.view(0, 0)
-            self._end = len(self._buf)
-            self._src = source
-            self._eof = False
-        elif isinstance(source, (bytes, bytearray, memoryview)):
+        if isinstance(source, (bytes, bytearray, memoryview)):
             self._buf: Any = memoryview(source).cast("B")
             self._end = len(self._buf)
             self._src = None
             self._eof = True
-        else:
-            self._buf = bytearray()
-            self._end = 0  # ``_buf[_pos:_end]`` is unconsumed; beyond ``_end``: free space
-            self._src = source
-            self._eof = False
-            self._file = _FileWindows.of(source)
-            # At most one read of the source per call, so a pipe or socket never waits to
-            # fill the whole buffer (a BufferedReader's ``readinto`` would).
-            for name in ("recv_into", "readinto1", "readinto"):
-                if hasattr(source, name):
-                    self._read_into = getattr(source, name)
-                    break
+            return
+        self._src = source
+        self._eof = False
+        self._mapped = (source if isinstance(source, MappedFile)
+                        else MappedFile.of(source, window=chunk_size))
+        if self._mapped is not None:
+            self._buf = self._mapped.view(0, 0)
+            self._end = len(self._buf)
+            return
+        self._buf = bytearray()
+        self._end = 0  # ``_buf[_pos:_end]`` is unconsumed; beyond ``_end``: free space
+        # At most one read of the source per call, so a pipe or socket never waits to
+        # fill the whole buffer (a BufferedReader's ``readinto`` would).
+        for name in ("recv_into", "readinto1", "readinto"):
+            if hasattr(source, name):
+                self._read_into = getattr(source, name)
+                break
 
     # -- position -------------------------------------------------------------------
 
@@ -261,11 +304,6 @@ class StreamReader:
             self._buf = self._mapped.view(start, n)
             self._base, self._pos, self._end = start, 0, len(self._buf)
             return self._end >= n
-        if self._file is not None:
-            at = self._base + self._pos  # the stream offset of the next unconsumed byte
-            self._buf, skip = self._file.window(at, max(self._chunk, n))
-            self._base, self._pos, self._end = at - skip, skip, len(self._buf)
-            return self._end - self._pos >= n
         buf, pos = self._buf, self._pos
         if pos:  # move the unconsumed bytes to the front
             left = self._end - pos
@@ -367,8 +405,7 @@ class StreamReader:
         buffered bytes first and then straight from the source."""
         n = len(target)
         have = self._end - self._pos
-        if (have >= n or self._src is None or self._file is not None
-                or self._mapped is not None or n <= self._chunk):
+        if have >= n or self._src is None or self._mapped is not None or n <= self._chunk:
             pos = self._need(n)
             with memoryview(self._buf) as mv:  # no intermediate copy of a bytearray slice
                 target[:] = mv[pos : pos + n]
@@ -403,8 +440,7 @@ class StreamReader:
         if n < 0:
             raise ValueError("negative length")
         have = self._end - self._pos
-        if (have >= n or self._src is None or self._file is not None
-                or self._mapped is not None):
+        if have >= n or self._src is None or self._mapped is not None:
             self._need(n)
             return
         start = self.offset
@@ -458,57 +494,3 @@ class StreamReader:
             self._pos += take
             count += take
         return count
-
-
-class _FileWindows:
-    """A regular file read through one ``mmap`` window at a time: the bytes go from the
-    page cache to where the reader copies them, with no read into a buffer first, and
-    only the current window is mapped."""
-
-    def __init__(self, fd: int, origin: int, size: int) -> None:
-        self._fd = fd
-        self._origin = origin  # file offset of stream offset 0
-        self._size = size
-        self._mem: mmap.mmap | None = None
-        self._view: memoryview | None = None
-
-    @classmethod
-    def of(cls, source: Any) -> _FileWindows | None:
-        """Windows over ``source`` if it is a regular, non-empty file (a file in /proc
-        says size 0 and is read as a stream), else ``None``."""
-        try:
-            fd = source.fileno()
-            info = os.fstat(fd)
-            origin = source.tell()
-        except (AttributeError, OSError, ValueError):
-            return None
-        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
-            return None
-        return cls(fd, origin, info.st_size)
-
-    def window(self, at: int, length: int) -> tuple[memoryview, int]:
-        """A view of at least ``length`` bytes of the stream from offset ``at`` (fewer at
-        the end of the file), and where ``at`` is in it. The previous view is released."""
-        start = self._origin + at
-        if self._size - start < length:  # the file may have grown since
-            self._size = max(self._size, os.fstat(self._fd).st_size)
-        aligned = start - start % mmap.ALLOCATIONGRANULARITY
-        size = min(length + start - aligned, self._size - aligned)
-        self._release()
-        if size <= 0:
-            return memoryview(b""), 0
-        self._mem = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ, offset=aligned)
-        if hasattr(self._mem, "madvise") and hasattr(mmap, "MADV_WILLNEED"):
-            self._mem.madvise(mmap.MADV_WILLNEED)  # read ahead what is not cached yet
-        self._view = memoryview(self._mem)
-        return self._view, start - aligned
-
-    def _release(self) -> None:
-        if self._view is not None:
-            try:
-                self._view.release()
-                assert self._mem is not None
-                self._mem.close()
-            except BufferError:  # a caller still holds a slice: unmapped when it lets go
-                pass
-            self._view = self._mem = None
