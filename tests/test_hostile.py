@@ -1,10 +1,12 @@
-"""A catalogue of hand-made hostile streams: each must be refused quickly with its reason.
+"""A catalogue of hand-made hostile streams: each must be refused with its reason.
 
 QEMU shipped a whole class of CVEs where the destination trusted a length, a count or an
 index from the stream. Each builder below makes one such stream (from a valid stream of
 0.14/pc, or from scratch) and names the :class:`Reason` the core must refuse it with.
-A refusal is a :class:`LoadError`; anything else, or a load that takes more than a
-second, is a bug in the core.
+A refusal is a :class:`LoadError`; anything else is a bug in the core, and so is a load
+that decodes more elements than the whole valid stream holds (a hostile count that
+loops). The tests bound the work done, not the time: load times of hostile streams
+against their size are bench/hostile_memory.py's.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import functools
 import random
 import struct
-import time
 from collections.abc import Callable
 
 import pytest
@@ -279,25 +280,32 @@ def _endpoint(name: str) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("name", list(CATALOGUE))
-def test_a_hostile_stream_is_refused_quickly_with_its_reason(name: str) -> None:
+def test_a_hostile_stream_is_refused_with_its_reason_after_bounded_work(name: str) -> None:
     build, reason = CATALOGUE[name]
     data = build()
     release, machine = _endpoint(name)
-    t0 = time.perf_counter()
     with pytest.raises(LoadError) as info:
         Machine.load(release, machine, data, ram_size=RAM)
-    elapsed = time.perf_counter() - t0
     assert info.value.reason is reason, str(info.value)
     assert info.value.offset is not None and 0 <= info.value.offset <= len(data)
-    assert elapsed < 1.0, f"{name}: {elapsed:.2f} s"
+    # The same refusal, traced: every element decoded took bytes of the stream, and there
+    # were no more of them than in the whole valid stream of this endpoint.
+    tracer = Tracer()
+    with pytest.raises(LoadError) as traced:
+        Machine.load(release, machine, data, ram_size=RAM, tracer=tracer)
+    assert (traced.value.reason, traced.value.offset) == (reason, info.value.offset)
+    assert all(m.end > m.offset for m in tracer.marks)
+    assert len(tracer.marks) <= len(marks(release=release, machine=machine))
 
 
 def test_garbage_after_a_valid_eof_is_counted_not_parsed() -> None:
     data = valid() + random.Random(1).randbytes(10 << 20)
-    t0 = time.perf_counter()
-    _, report = Machine.load(REL, MACH, data, ram_size=RAM)
+    tracer = Tracer()
+    _, report = Machine.load(REL, MACH, data, ram_size=RAM, tracer=tracer)
     assert report.bytes_unread == 10 << 20 and report.half_loaded
-    assert time.perf_counter() - t0 < 1.0
+    assert report.bytes_consumed == len(valid())
+    assert [(m.kind, m.offset, m.end) for m in tracer.marks] == \
+        [(m.kind, m.offset, m.end) for m in marks()]  # nothing decoded past the EOF
 
 
 def test_end_transfer_fn_idx_one_past_the_table_loads_as_in_2011() -> None:
@@ -314,17 +322,17 @@ def test_subsection_version_257_is_truncated_to_1_and_loads() -> None:
     Machine.load(REL, MACH, patch(d, sub + 2 + d[sub + 1], struct.pack(">I", 257)), ram_size=RAM)
 
 
-def test_many_empty_ram_parts_load_in_linear_time() -> None:
+def test_many_empty_ram_parts_are_counted_not_kept() -> None:
+    """(Their load time against the stream's size: bench/hostile_memory.py.)"""
     records = [ram_start(mem_size() + EOS)] + [(PART, 0, None, 0, 0, EOS)] * 20000
     data = frame(3, records)
-    t0 = time.perf_counter()
     _, report = Machine.load(REL, MACH, data, ram_size=RAM)
+    assert report.bytes_consumed == len(data) and report.bytes_unread == 0
     assert report.section_count == 20001
     assert report.section_kinds == {"START": 1, "PART": 20000}
     # Counted, not kept one by one: the report does not grow with the stream.
     assert len(report.sections) == savevm.SECTIONS_KEPT
     assert [s.kind for s in report.sections[:2]] == ["START", "PART"]
-    assert time.perf_counter() - t0 < 2.0
 
 
 def test_a_reading_source_that_never_ends_is_bounded_after_eof() -> None:
