@@ -141,10 +141,9 @@ def test_an_endpoint_killed_in_any_qmp_command_is_a_crash_and_the_run_goes_on(
                                           ("destination", "x-dump-state")])
 def test_an_endpoint_that_hangs_in_a_qmp_command_is_a_timeout(role: str, command: str) -> None:
     driver = SubprocessDriver(**{f"{role}_args": ["--x-debug-hang-on", command]})
-    started = time.monotonic()
     outcome = driver.run_cell(_cell("new/pc", "new/pc", "idle", time_limit=2))
     assert classify(outcome) is Verdict.TIMEOUT, (outcome.message, outcome.harness_error)
-    assert time.monotonic() - started < 15
+    assert "no outcome within 2 s" in outcome.message
     assert all(e["exit_code"] is not None for e in outcome.extra["endpoints"].values())
 
 
