@@ -15,7 +15,7 @@ ctx="$(mktemp -d /tmp/migmatrix-build.XXXXXX)"
 trap 'rm -rf "$ctx"' EXIT
 "$python" -m pip wheel --quiet --disable-pip-version-check "$root" -w "$ctx/wheels"
 cp "$here/Dockerfile" "$ctx/Dockerfile"
-digest="$(cd "$root" && "$python" -c 'from harness.drivers.containers import source_digest; print(source_digest())')"
+digest="$(cd "$root" && "$python" -c 'from harness.sources import source_digest; print(source_digest())')"
 # The legacy builder (no BuildKit here); RUN steps get no network: none is needed.
 DOCKER_BUILDKIT=0 docker build --quiet --network none --build-arg "BASE=$base" \
     --label "migmatrix.source=$digest" \

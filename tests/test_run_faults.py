@@ -172,12 +172,11 @@ def _run_and_interrupt(tmp_path: Path, jobs: int) -> tuple[int, dict[str, Any], 
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_sigint_during_migmatrix_run_stops_cleanly(tmp_path: Path, jobs: int) -> None:
-    code, doc, stop_s = _run_and_interrupt(tmp_path, jobs)
+    code, doc, _ = _run_and_interrupt(tmp_path, jobs)
     total = doc["total_cells"]
     assert code == 130
     assert doc["finished"] is None
-    assert 5 <= len(doc["cells"]) < total
-    assert stop_s < 10  # the queue was not run to its end
+    assert 5 <= len(doc["cells"]) < total  # stopped: the queue was not run to its end
     assert all(c["verdict"] != "error" for c in doc["cells"])
     assert main(["report", str(tmp_path / f"out{jobs}" / "results.json"),
                  "--out", str(tmp_path / f"report{jobs}")]) == 0

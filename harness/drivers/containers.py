@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..matrix import Cell, Endpoint
+from ..sources import source_digest
 from .qmp import LOG_TAIL_LINES, EndpointHandle, Launcher, QMPDriver
 
 __all__ = ["DEFAULT_IMAGE", "DockerDriver", "DockerLauncher", "engine_problem", "source_digest"]
@@ -27,18 +28,6 @@ __all__ = ["DEFAULT_IMAGE", "DockerDriver", "DockerLauncher", "engine_problem", 
 DEFAULT_IMAGE = "migmatrix-endpoint:latest"
 MOUNT = "/run/migmatrix"
 MIGRATION_PORT = 4444
-
-
-def source_digest() -> str:
-    """A digest of this checkout's package sources: the endpoint image is labelled with it
-    (``migmatrix.source``) so that a stale image is noticed rather than tested."""
-    import hashlib
-
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
 
 
 def image_name() -> str:
