@@ -246,6 +246,47 @@ def test_an_unknown_instance_is_refused() -> None:
     assert (e.reason, e.offset, e.section) == (Reason.UNKNOWN_SECTION, 8, "dev")
 
 
+def test_an_alias_instance_is_accepted_on_load_and_never_written() -> None:
+    # qdev_set_legacy_instance_id: the i8254 of 0.15 is written as 0 and reads 0x40 too.
+    obj = NS(a=0, b=0)
+    pit = DeviceSection("dev", 0, DEV, obj, alias_id=0x40)
+    load(HEADER + full(b"dev", instance=0x40) + bytes.fromhex("0001 02") + b"\x00", [pit])
+    assert (obj.a, obj.b) == (1, 2)
+    w = StreamWriter()
+    saver = Saver(w, [pit], 3, PeekPolicy.PEEK_IF_DEFINED)
+    saver.begin()
+    saver.complete()
+    assert w.getvalue() == HEADER + full(b"dev", section_id=0) + bytes.fromhex("0001 02 00")
+
+
+def test_without_an_alias_the_legacy_instance_is_refused() -> None:
+    # 0.14's i8254 is instance 0x40 and knows no other: a 0.15 stream's instance 0 fails.
+    data = HEADER + full(b"dev", instance=0) + bytes.fromhex("0001 02") + b"\x00"
+    e = load_error(data, [DeviceSection("dev", 0x40, DEV, NS(a=0, b=0))])
+    assert (e.reason, e.section) == (Reason.UNKNOWN_SECTION, "dev")
+
+
+def test_a_qdev_section_also_answers_to_its_bare_compat_name() -> None:
+    obj = NS(a=0, b=0)
+    ide = DeviceSection("0000:00:01.1/dev", 0, DEV, obj, compat=("dev", 0))
+    load(HEADER + full(b"dev") + bytes.fromhex("0001 02") + b"\x00", [ide])
+    assert (obj.a, obj.b) == (1, 2)
+    # ... but only with the compat instance (or the alias), and only as a part of its idstr
+    e = load_error(HEADER + full(b"dev", instance=1) + bytes.fromhex("0001 02") + b"\x00", [ide])
+    assert e.reason is Reason.UNKNOWN_SECTION
+    other = DeviceSection("0000:00:01.1/ide", 0, DEV, obj, compat=("dev", 0))
+    assert load_error(HEADER + full(b"dev") + bytes.fromhex("0001 02") + b"\x00",
+                      [other]).reason is Reason.UNKNOWN_SECTION
+
+
+def test_the_first_matching_entry_in_registration_order_wins() -> None:
+    first, second = NS(a=0, b=0), NS(a=0, b=0)
+    handlers = [DeviceSection("dev", 0, DEV, first, alias_id=7),
+                DeviceSection("dev", 7, DEV, second)]
+    load(HEADER + full(b"dev", instance=7) + bytes.fromhex("0001 02") + b"\x00", handlers)
+    assert (first.a, second.a) == (1, 0)
+
+
 def test_a_section_version_above_the_destinations_is_refused() -> None:
     data = HEADER + full(b"dev", version=3) + bytes.fromhex("0001 02") + b"\x00"
     e = load_error(data)
@@ -290,10 +331,12 @@ def test_bytes_after_eof_alone_make_a_load_half_loaded() -> None:
     assert report.not_loaded == [] and report.bytes_unread == 4 and report.half_loaded
 
 
-def test_a_handler_missing_from_the_stream_is_not_loaded() -> None:
+def test_a_handler_missing_from_the_stream_keeps_its_state_and_is_no_early_eof() -> None:
+    # A destination section the stream does not have (0.14's port92 for a 0.13 stream)
+    # keeps its reset state; the load ended at the stream's own EOF, so it is complete.
     report = load(HEADER + b"\x00", [dev_section()])
     assert report.bytes_consumed == 9 and report.bytes_unread == 0
-    assert report.not_loaded == ["dev/0"] and report.half_loaded
+    assert report.not_loaded == ["dev/0"] and not report.half_loaded
 
 
 def test_count_unread_false_leaves_the_rest_of_the_input_alone() -> None:

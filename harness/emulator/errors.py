@@ -6,10 +6,13 @@ Every failure of the core is an :class:`EmulatorError`::
      +-- ConfigError          unknown release, machine type, scenario or option
      +-- SaveError            the state cannot be written (a value out of its field's range)
      +-- LoadError            the destination refused the stream: a closed ``Reason``,
-          |                   the byte offset, the section idstr and the field path
-          +-- TruncatedInput  a read ran past the end of the input (QEMU's -EIO)
+     |    |                   the byte offset, the section idstr and the field path
+     |    +-- TruncatedInput  a read ran past the end of the input (QEMU's -EIO)
+     +-- LoadCrash            the release's loader would have died, not refused: QEMU
+                              dereferenced NULL, aborted or wrote outside guest memory
 
-A harness classifies outcomes from ``LoadError.reason`` and never from message text.
+A harness classifies outcomes from ``LoadError.reason`` and never from message text; a
+``LoadCrash`` is the verdict ``crashed``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import enum
 __all__ = [
     "ConfigError",
     "EmulatorError",
+    "LoadCrash",
     "LoadError",
     "Reason",
     "SaveError",
@@ -152,3 +156,34 @@ class TruncatedInput(LoadError):
             f"needed {wanted} byte(s), {available} left",
             offset=offset,
         )
+
+
+class LoadCrash(EmulatorError):
+    """The modelled QEMU process dies on this input instead of refusing it.
+
+    QEMU of 2010-2011 trusted parts of the stream: a RAM page for a block it does not have
+    is written through a NULL pointer, a page offset beyond its block is written outside
+    the block's memory, a v3 address beyond RAM aborts. The model stops where QEMU would
+    have died and says what it would have done; a harness reports ``crashed``.
+    """
+
+    def __init__(self, detail: str, *, offset: int | None = None,
+                 section: str | None = None) -> None:
+        self.detail = detail
+        self.offset = offset
+        self.section = section
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = [f"offset {self.offset}"] if self.offset is not None else []
+        if self.section:
+            where.append(f"section {self.section}")
+        return f"{self.detail} ({', '.join(where)})" if where else self.detail
+
+    def set_section(self, section: str) -> None:
+        if self.section is None:
+            self.section = section
+            self.args = (self._format(),)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"message": str(self), "offset": self.offset, "section": self.section}

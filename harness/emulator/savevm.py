@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import LoadError, Reason
+from .errors import LoadCrash, LoadError, Reason
 from .sections import FILE_MAGIC, SectionRecord
 from .stream import StreamReader, StreamWriter
 from .vmstate import Description, PeekPolicy, Tracer, WireRules, load_state, save_state
@@ -31,6 +31,7 @@ __all__ = [
     "SectionType",
     "Saver",
     "DeviceSection",
+    "find_handler",
     "load_stream",
     "wire_rules_for",
 ]
@@ -65,6 +66,8 @@ class SectionHandler(Protocol):
     instance_id: int
     version_id: int
     live: bool
+    alias_id: int | None
+    compat: tuple[str, int] | None
 
     def load(self, r: StreamReader, version: int, rules: WireRules) -> None: ...
 
@@ -75,13 +78,22 @@ class LiveHandler(SectionHandler, Protocol):
 
 @dataclass(eq=False)
 class DeviceSection:
-    """A description bound to a device object: one FULL section."""
+    """A description bound to a device object: one FULL section.
+
+    ``instance_id`` is the id the section is written with. ``alias_id`` is a legacy id a
+    destination also accepts (qdev_set_legacy_instance_id: never written). ``compat`` is
+    the (bare name, instance) a qdev device on a bus with device paths also answers to:
+    the name it had before its idstr gained the path (``"ide"`` for
+    ``"0000:00:01.1/ide"``).
+    """
 
     idstr: str
     instance_id: int
     desc: Description
     obj: Any
     live: bool = False
+    alias_id: int | None = None
+    compat: tuple[str, int] | None = None
 
     @property
     def version_id(self) -> int:
@@ -187,7 +199,10 @@ SECTIONS_KEPT = 256  # section records a LoadReport lists one by one; the rest a
 
 @dataclass
 class LoadReport:
-    """What a load did. ``half_loaded`` is true when an EOF byte ended it early.
+    """What a load did. ``half_loaded`` is true when an EOF byte ended it early: bytes
+    were left after it. ``not_loaded`` names the destination's sections the stream did not
+    fill; they keep their reset state (a section an older release does not have, or the
+    sections an early EOF cut off).
 
     Memory does not grow with the stream: ``sections`` lists the first
     :data:`SECTIONS_KEPT` records read, ``section_count`` counts all of them and
@@ -205,7 +220,7 @@ class LoadReport:
 
     @property
     def half_loaded(self) -> bool:
-        return self.bytes_unread > 0 or bool(self.not_loaded)
+        return self.bytes_unread > 0
 
     def add(self, record: SectionRecord) -> None:
         """Count ``record``; keep it while fewer than :data:`SECTIONS_KEPT` are kept."""
@@ -227,6 +242,23 @@ class LoadReport:
         }
 
 
+def find_handler(handlers: Iterable[Any], idstr: str, instance_id: int) -> Any | None:
+    """The destination entry a START/FULL header names (QEMU's find_se): the first, in
+    registration order, whose idstr is ``idstr`` and whose instance or alias id is
+    ``instance_id``; or whose idstr contains ``idstr`` and whose ``compat`` name is it,
+    with the compat instance or the alias id."""
+    for h in handlers:
+        alias = getattr(h, "alias_id", None)
+        if h.idstr == idstr and instance_id in (h.instance_id, alias):
+            return h
+        compat = getattr(h, "compat", None)
+        if compat is not None and idstr in h.idstr and compat[0] == idstr and (
+            instance_id in (compat[1], alias)
+        ):
+            return h
+    return None
+
+
 def load_stream(
     r: StreamReader,
     handlers: Iterable[Any],
@@ -242,7 +274,6 @@ def load_stream(
     them only when this returns, so a refused stream leaves nothing half-applied.
     """
     handlers = list(handlers)
-    by_key = {(h.idstr, h.instance_id): h for h in handlers}
     offset = r.offset
     magic = r.read_u32()
     if magic != FILE_MAGIC:
@@ -256,6 +287,7 @@ def load_stream(
     report = LoadReport(file_version=version)
     started: dict[int, tuple[Any, SectionRecord]] = {}
     seen: set[tuple[str, int]] = set()
+    filled: set[int] = set()  # id() of every handler a section was loaded into
 
     while True:
         offset = r.offset
@@ -269,7 +301,7 @@ def load_stream(
             idstr = r.read_bytes(r.read_u8()).decode("latin-1")
             instance_id = r.read_u32()
             version_id = r.read_u32()
-            handler = by_key.get((idstr, instance_id))
+            handler = find_handler(handlers, idstr, instance_id)
             if (idstr, instance_id) in seen or section_id in started:
                 # No writer sends a section twice or reuses an id; a stream that does is
                 # hostile (it could make one handler load over and over).
@@ -295,6 +327,7 @@ def load_stream(
             )
             started[section_id] = (handler, record)
             seen.add((idstr, instance_id))
+            filled.add(id(handler))
         elif kind in (SectionType.PART, SectionType.END):
             section_id = r.read_u32()
             if section_id not in started:
@@ -315,7 +348,7 @@ def load_stream(
             tracer.enter(record.idstr)
         try:
             handler.load(r, record.version_id, rules)
-        except LoadError as e:
+        except (LoadError, LoadCrash) as e:
             e.set_section(record.idstr)
             raise
         finally:
@@ -327,7 +360,5 @@ def load_stream(
     report.bytes_consumed = r.offset
     if count_unread:
         report.bytes_unread = r.drain(UNREAD_LIMIT)
-    report.not_loaded = [
-        f"{h.idstr}/{h.instance_id}" for h in handlers if (h.idstr, h.instance_id) not in seen
-    ]
+    report.not_loaded = [f"{h.idstr}/{h.instance_id}" for h in handlers if id(h) not in filled]
     return report
