@@ -8,12 +8,31 @@ operations scenarios use (start a DMA, change a floppy, ...).
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..releases import Release
 from ..savevm import DeviceSection
 
-__all__ = ["Device", "State"]
+__all__ = ["MEDIA", "Board", "Device", "State"]
+
+DEFAULT_BOARD_RAM = 64 << 20
+
+
+MEDIA = frozenset({"hda", "fda", "cdrom"})
+
+
+@dataclass(frozen=True)
+class Board:
+    """What the command line chose for the whole machine, as devices see it at power-on:
+    the RAM size (in the CMOS and the host bridge), the NIC, and the media (``hda``: a
+    disk image at ide0-hd0; ``fda``: a floppy image in floppy0; ``cdrom``: a disc in
+    ide1-cd0). A migration's destination is started with the same options."""
+
+    ram_size: int = DEFAULT_BOARD_RAM
+    nic: str = "e1000"  # e1000 | rtl8139 | none
+    user_net: bool = True  # -net user: the slirp stack exists
+    media: frozenset[str] = frozenset()
 
 
 class State:
@@ -36,8 +55,9 @@ class Device:
 
     key: ClassVar[str]
 
-    def __init__(self, release: Release) -> None:
+    def __init__(self, release: Release, board: Board | None = None) -> None:
         self.release = release
+        self.board = board or Board()
         self.reset()
 
     def reset(self) -> None:
@@ -49,6 +69,9 @@ class Device:
     def randomize(self, rng: random.Random) -> None:
         """Put the device in a random state the release can express and a guest can reach."""
         raise NotImplementedError
+
+    def machine_modified(self) -> None:
+        """A device was hot-added or hot-removed in the machine (qdev_machine_modified())."""
 
     def guest_view(self, section: DeviceSection, fields: dict[str, Any]) -> dict[str, Any]:
         """The guest-visible state of one of this device's sections.

@@ -6,9 +6,11 @@ refuses a config space whose read-only bits differ from the destination's (the g
 cannot have changed them, so the two machines are not the same hardware), and an
 ``irq_state`` entry other than 0 or 1.
 
-The masks follow QEMU's model: ``cmask`` marks the bytes a load compares (ids, class,
-header type, BARs), ``wmask`` the bits a guest may write, ``w1cmask`` the status bits a
-guest clears by writing 1. A change is refused where ``cmask & ~wmask & ~w1cmask``.
+The masks follow QEMU's model (pci_init_cmask, pci_init_wmask, pci_init_w1cmask, the same
+from 0.13 to 1.0): ``cmask`` marks the bytes a load compares (ids, the status register's
+capability-list bit, revision and class, header type, capability pointer, BARs: not the
+interrupt pin), ``wmask`` the bits a guest may write, ``w1cmask`` the status bits a guest
+clears by writing 1. A change is refused where ``cmask & ~wmask & ~w1cmask``.
 
 >>> s = build_config_space(0x8086, 0x7010, 0x0101, bars=[Bar(4, 0x10, io=True)])
 >>> s.write_config(0x20, 0xFFFFFFFF, 4)   # the guest sizes BAR4
@@ -19,7 +21,7 @@ guest clears by writing 1. A change is refused where ``cmask & ~wmask & ~w1cmask
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,13 +161,19 @@ def build_config_space(
     subsystem_id: int = 0x1100,
     interrupt_pin: int = 0,
     bars: Iterable[Bar] = (),
+    command: int = 0,
+    status: int = 0,
+    capability_pointer: int = 0,
+    extra: Mapping[int, int] | None = None,
 ) -> PCIState:
     """A freshly reset type-0 function with its masks.
 
-    Ids, revision, class, header type, capability pointer, interrupt pin and every
-    declared BAR are compared on load; command (I/O, memory, master, INTx disable),
-    cache line size, interrupt line, BAR address bits above the size and the
-    device-specific bytes 0x40-0xff are writable; the status error bits are W1C.
+    Ids, the capability-list status bit, revision, class, header type, capability pointer
+    and every declared BAR are compared on load; command (I/O, memory, master, INTx
+    disable), cache line size, interrupt line, BAR address bits above the size and the
+    device-specific bytes 0x40-0xff are writable; the status error bits are W1C. The
+    subsystem ids default to QEMU's (1af4:1100, set for every device since 0.13);
+    ``extra`` sets device-specific bytes (offset -> value).
     """
     bars = tuple(bars)
     cfg, cmask, wmask, w1c = (bytearray(CONFIG_SIZE) for _ in range(4))
@@ -182,11 +190,16 @@ def build_config_space(
     put(cfg, SUBSYSTEM_VENDOR_ID, subsystem_vendor_id, 2)
     put(cfg, SUBSYSTEM_ID, subsystem_id, 2)
     cfg[INTERRUPT_PIN] = interrupt_pin
+    put(cfg, COMMAND, command, 2)
+    put(cfg, STATUS, status, 2)
+    cfg[CAPABILITY_LIST] = capability_pointer
+    for addr, value in (extra or {}).items():
+        cfg[addr] = value
 
     put(cmask, VENDOR_ID, 0xFFFF, 2)
     put(cmask, DEVICE_ID, 0xFFFF, 2)
     cmask[STATUS] = STATUS_CAP_LIST
-    for a in (REVISION_ID, CLASS_PROG, HEADER_TYPE, CAPABILITY_LIST, INTERRUPT_PIN):
+    for a in (REVISION_ID, CLASS_PROG, HEADER_TYPE, CAPABILITY_LIST):
         cmask[a] = 0xFF
     put(cmask, CLASS_DEVICE, 0xFFFF, 2)
 
