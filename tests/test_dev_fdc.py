@@ -83,6 +83,7 @@ def distinct(dev: FDC) -> FDC:
         setattr(s, name, 0x30 + n)
     s.drives[0].head, s.drives[0].track, s.drives[0].sect = 1, 40, 9
     s.drives[1].head, s.drives[1].track, s.drives[1].sect = 0, 2, 3
+    dev.change_media(0)  # a floppy inserted: the flag is 1, no subsection is needed
     return dev
 
 
@@ -132,7 +133,8 @@ def test_media_changed_hooks_by_variant():
 
 def test_section_identity():
     (section,) = FDC(get_release("0.14")).sections()
-    assert (section.idstr, section.instance_id, section.version_id) == ("fdc", 0x3F0, 2)
+    assert (section.idstr, section.instance_id, section.version_id) == ("fdc", 0, 2)
+    assert section.alias_id == 0x3F0
 
 
 # -- golden bytes ----------------------------------------------------------------------
@@ -146,11 +148,17 @@ def test_golden_bytes_without_subsection(name, fmt):
     assert len(data) == (PAYLOAD_F3 if fmt == 3 else PAYLOAD_F3 + 3)
 
 
-def test_reset_golden_bytes():
-    regs = (0x40, 0xC0, 0x0C, 0x00, 0x02, 0x80, 0xC0, 0x00, 0x00)
+@pytest.mark.parametrize("name,fmt", RUNS, ids=RUN_IDS)
+def test_power_on_golden_bytes(name, fmt):
+    """The genstats series sends fdrive/media_changed from power-on: the default floppy
+    drive has a block device that was never opened, so its flag is 0 (not 1)."""
+    regs = (0x40, 0xC0, 0x0C, 0x00, 0x00, 0x80, 0x00, 0x00, 0x00)
     tail = (0, 0, 0, 0, 0, 0, 0x60, 0, 0)
-    want = golden(regs, bytes(512), (0, 0), tail, 2, ((0, 0, 1), (0, 0, 1)))
-    assert payload(FDC(get_release("0.14")), 3) == want
+    subs = {0: 0} if name == "new" else None
+    want = golden(regs, bytes(512), (0, 0), tail, 2, ((0, 0, 1), (0, 0, 1)),
+                  sentinel=fmt == 4, subs=subs)
+    assert payload(FDC(get_release(name)), fmt) == want
+    assert len(want) == {3: 545, 4: 548}[fmt] + (27 if subs else 0)
 
 
 @pytest.mark.parametrize("name,fmt", [("new", 3), ("new", 4), ("1.0", 3)])

@@ -65,7 +65,19 @@ def test_descriptions():
     assert sum(f.size for f in channels.desc.fields) == 32
     assert timer.kind == "timer" and timer.attr == "channels[0].irq_timer"
     (section,) = PIT(r).sections()
-    assert (section.idstr, section.instance_id, section.version_id) == ("i8254", 0x40, 2)
+    assert (section.idstr, section.instance_id, section.version_id) == ("i8254", 0, 2)
+    assert section.alias_id == 0x40
+
+
+@pytest.mark.parametrize("name, instance, alias", [
+    ("0.13", 0x40, None), ("0.14", 0x40, None), ("0.15", 0, 0x40), ("new", 0, 0x40),
+    ("1.0", 0, 0x40),
+])  # fmt: skip
+def test_instance_ids_by_release(name, instance, alias):
+    """0.13/0.14 register the PIT with its I/O base; 0.15 made it qdev "isa-pit" (instance
+    0, the I/O base a load-only alias)."""
+    (section,) = PIT(get_release(name)).sections()
+    assert (section.instance_id, section.alias_id) == (instance, alias)
 
 
 @pytest.mark.parametrize("name,fmt", RUNS, ids=RUN_IDS)
@@ -79,12 +91,14 @@ def test_golden_bytes(name, fmt):
     assert len(data) == (104 if fmt == 3 else 107)
 
 
-def test_reset_as_programmed_by_the_bios():
+def test_power_on_state_is_pit_reset_at_virtual_time_0():
     ch0, ch1, ch2 = PIT(get_release("0.14")).channels
-    assert (ch0.mode, ch0.count, ch0.rw_mode, ch0.gate) == (2, 0x10000, 3, 1)
-    assert ch0.irq_timer == ch0.next_transition_time > ch0.count_load_time
-    assert ch0.next_transition_time - ch0.count_load_time == 65536 * 10**9 // 1193182
-    assert (ch1.gate, ch2.gate) == (1, 0)
+    for ch in (ch0, ch1, ch2):
+        assert (ch.mode, ch.count, ch.rw_mode, ch.count_load_time) == (3, 0x10000, 0, 0)
+    # Mode 3 changes its output after (count + 1) >> 1 ticks: 32768 / 1193182 Hz.
+    assert ch0.irq_timer == ch0.next_transition_time == 32768 * 10**9 // 1193182 == 27462700
+    assert (ch1.next_transition_time, ch2.next_transition_time) == (0, 0)
+    assert (ch0.gate, ch1.gate, ch2.gate) == (1, 1, 0)
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -1,4 +1,5 @@
-"""The MC146818 RTC ("mc146818rtc" v2, min 1, instance 0x70): a flat 205-byte section."""
+"""The MC146818 RTC ("mc146818rtc" v2, min 1, instance 0, alias 0x70): a flat 205-byte
+section."""
 
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def test_description_and_section():
     assert all(f.version_id == 2 for f in desc.fields[-2:])
     assert desc.subsections == ()
     (section,) = RTC(get_release("0.14")).sections()
-    assert (section.idstr, section.instance_id, section.version_id) == ("mc146818rtc", 0x70, 2)
+    assert (section.idstr, section.instance_id, section.version_id) == ("mc146818rtc", 0, 2)
+    assert section.alias_id == 0x70  # qdev: instance 0, the I/O base a load-only alias
     assert rtc_description(get_release("0.14")) is desc
 
 

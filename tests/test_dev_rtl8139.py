@@ -111,8 +111,20 @@ def test_reset_state_facts():
     n = RTL8139(get_release("0.15"))
     data = save(n, rules_of("0.15"))
     assert data[4:8] == b"\xec\x10\x39\x81"  # 10ec:8139 in config space
+    assert data[4 + 0x34] == 0xDC and data[4 + 0x06] == 0  # capability pointer, no cap bit
     assert data[276:282] == bytes.fromhex("525400123456")  # phys after the embedded PCIDevice
-    assert n.eeprom.contents[7:10] == [0x5452, 0x1200, 0x5634]
+    assert n.eeprom.contents[:10] == [0x8129, 0x10EC, 0x8139, 0, 0, 0, 0,
+                                      0x5452, 0x1200, 0x5634]  # fmt: skip
+    assert (n.RxBufferSize, n.CSCR, n.Config3, n.bChipCmdState) == (8192, 0x340, 1, 0x10)
+
+
+@pytest.mark.parametrize("name, dummy", [("0.13", 128), ("0.14", 128), ("0.15", 128),
+                                         ("new", 0), ("1.0", 0)])  # fmt: skip
+def test_mmio_dummy_by_release_and_not_guest_state(name, dummy):
+    n = RTL8139(get_release(name))
+    assert n.rtl8139_mmio_io_addr_dummy == dummy
+    (sec,) = n.sections()
+    assert "rtl8139_mmio_io_addr_dummy" not in n.guest_view(sec, dump(n))
 
 
 def test_format_4_sentinels_after_pcidevice_and_tally_counters():
@@ -129,7 +141,7 @@ def test_format_4_sentinels_after_pcidevice_and_tally_counters():
 @pytest.mark.parametrize("name", ["0.14", "0.15", "new", "1.0"])
 def test_hotplug_ready_is_a_bare_27_byte_header(name):
     n = RTL8139(get_release(name))
-    n.hotplug()
+    n.machine_modified()
     data = save(n, rules_of(name, "pc-0.13"))
     assert len(HOTPLUG_HEADER) == 27
     assert data == golden(n) + HOTPLUG_HEADER
@@ -138,7 +150,7 @@ def test_hotplug_ready_is_a_bare_27_byte_header(name):
 
 def test_013_has_no_hotplug_ready():
     n = RTL8139(get_release("0.13"))
-    n.hotplug()
+    n.machine_modified()
     assert rtl8139_description(n.release).subsections == ()
     assert save(n, rules_of("0.13")) == golden(n)
 
@@ -159,7 +171,7 @@ def _stream(n: RTL8139, fmt: int) -> bytes:
 def test_013_refuses_a_hotplugged_014_stream():
     """The marker's purpose: a receiver without it fails cleanly (always-peek, -ENOENT)."""
     src = RTL8139(get_release("0.14"))
-    src.hotplug()
+    src.machine_modified()
     data = _stream(src, 3)
     r13 = get_release("0.13")
     with pytest.raises(LoadError) as e:
@@ -215,7 +227,7 @@ def test_round_trips(name, machine, hotplugged):
         if seed is not None:
             n.randomize(random.Random(seed))
         if hotplugged:
-            n.hotplug()
+            n.machine_modified()
         assert dump(load(name, save(n, rules), rules)) == dump(n)
 
 
@@ -225,4 +237,4 @@ def test_randomize_keeps_a_unicast_address():
         n.randomize(random.Random(seed))
         assert n.phys[0] & 1 == 0 and n.phys[0] != 0x05
         assert n.dev.irq_state[1:] == [0, 0, 0]
-        assert not n.hotplugged
+        assert not n.qdev_modified

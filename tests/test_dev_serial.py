@@ -52,7 +52,8 @@ def test_descriptions():
     assert (inner.name, inner.version_id, inner.minimum_version_id) == ("serial", 3, 2)
     assert (inner.fields[0].version_id, inner.fields[-1].version_id) == (2, 3)
     (section,) = Serial(r).sections()
-    assert (section.idstr, section.instance_id, section.version_id) == ("serial", 0x3F8, 3)
+    assert (section.idstr, section.instance_id, section.version_id) == ("serial", 0, 3)
+    assert section.alias_id == 0x3F8
 
 
 @pytest.mark.parametrize("name,fmt", RUNS, ids=RUN_IDS)

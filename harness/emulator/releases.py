@@ -12,13 +12,21 @@ table entry in the device module that gives that value its meaning).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
 from .vmstate import PeekPolicy
 
-__all__ = ["MachineType", "Release", "RELEASES", "get_release", "parse_endpoint"]
+__all__ = ["MachineType", "RamOrder", "Release", "RELEASES", "get_release", "parse_endpoint"]
+
+
+class RamOrder(enum.Enum):
+    """The order of QEMU's RAM block list, which is the order RAM is saved in."""
+
+    OFFSET = "offset"  # 0.14+: sorted by ram_addr, i.e. registration order
+    MOVE_TO_FRONT = "move-to-front"  # 0.13: newest first, each looked-up block moved first
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,9 @@ class Release:
     subsections: frozenset[str]
     variants: Mapping[str, str] = field(default_factory=dict)
     format_per_machine: bool = False  # the loader requires stream version == machine format
+    pc_devices: tuple[str, ...] = ()  # device keys of a pc machine in registration order
+    ram_order: RamOrder = RamOrder.OFFSET
+    roms: Mapping[str, str] = field(default_factory=dict)  # firmware file -> page runs
 
     def machine(self, name: str) -> MachineType:
         for m in self.machines:
@@ -66,19 +77,94 @@ _SUB_015 = _SUB_014 | {
     "cpu/fpop_ip_dp",
 }
 _SUB_NEW = _SUB_015 | {"fdrive/media_changed"}
-_SUB_10 = _SUB_NEW | {"ide_drive/tray_state"}
+_SUB_10 = _SUB_NEW | {
+    "ide_drive/tray_state",
+    "ps2kbd/ledstate",
+    "cpu/msr_tscdeadline",
+    "cpu/msr_ia32_misc_enable",
+}
 
 # Variant keys and the values each device module understands:
 #   bmdma.status          inline (0.14: retry flags kept in `status`, field 2 `status`)
 #                         | compat (0.15: field 2 `migration_compat_status` + hooks)
 #   pio_state.needed      drq | drq-or-pio-retry
+#   pio_state.end_fn      table-size-ok (up to genstats: post_load refuses an index > the
+#                         table size) | below-table-size (1.0: >= is refused)
 #   fdrive.media_changed  bs-flag (pre_save copies the block layer's flag)
 #                         | drive-flag (1.0: the drive's own field, no hooks)
+#   fdc.media_changed     stays-set (a fresh drive's flag stays 1) | open-clears (genstats:
+#                         the empty default drive's flag is 0 from power-on)
 #   cpu.fpregs            80bit (builds with USE_X86LDOUBLE, every modelled host)
-_V_014 = {"bmdma.status": "inline", "pio_state.needed": "drq", "cpu.fpregs": "80bit"}
-_V_015 = {"bmdma.status": "compat", "pio_state.needed": "drq-or-pio-retry", "cpu.fpregs": "80bit"}
+#   cpu.pat               zero (0.13, 0.14: cpu_reset leaves PAT 0) | wb-default (0.15+)
+#   cpu.mcg_cap           ctl (0.13: MCG_CTL_P) | ctl-ser (0.14+: and MCG_SER_P)
+#   cpu.power_on_irq      pending (the PIT's IRQ0 reaches the CPU before -S stops it:
+#                         interrupt_request HARD) | none (genstats, 1.0)
+#   ioapic.layout         v1 (0.13) | v3 (0.14+: irr and qemu-kvm's unused bytes)
+#   pic.ids               iobase (instances 0x20, 0xa0) | qdev (1.0: 0, 1; aliases 0x20, 0xa0)
+#   pic.power_on_irq0     pending (the PIT raised IRQ0 after the PICs' reset) | cleared
+#                         (1.0: qdev resets the PICs after the PIT's reset handler ran)
+#   pit.ids               iobase (instance 0x40) | qdev (0.15+: 0; alias 0x40)
+#   piix4_pm.gpe          u16 (0.13, 0.14) | gpe-array (0.15+: 4 x u16 each)
+#   pci.bus_reset         before-device (0.13: PIIX3 keeps the command its reset sets)
+#                         | after-device (0.14+: the bus reset clears it last)
+#   ram.fill_target       unchecked (0.13: a uniform page for an unknown block is
+#                         written through NULL) | checked (0.14+: refused)
+#   e1000.pci_status      cap-list (init sets the read-only "capability list" bit)
+#                         | clear (1.0: no longer set)
+#   rtl8139.mmio_dummy    io-index (up to 0.15: the MMIO handler's io-memory index)
+#                         | zero (genstats, 1.0)
+_V_013 = {
+    "bmdma.status": "inline", "pio_state.needed": "drq", "pio_state.end_fn": "table-size-ok",
+    "fdrive.media_changed": "bs-flag", "fdc.media_changed": "stays-set", "cpu.fpregs": "80bit",
+    "cpu.pat": "zero", "cpu.mcg_cap": "ctl", "cpu.power_on_irq": "pending",
+    "ioapic.layout": "v1", "pic.ids": "iobase", "pic.power_on_irq0": "pending",
+    "pit.ids": "iobase", "piix4_pm.gpe": "u16",
+    "pci.bus_reset": "before-device", "ram.fill_target": "unchecked",
+    "rtl8139.mmio_dummy": "io-index", "e1000.pci_status": "cap-list",
+}  # fmt: skip
+_V_014 = {
+    **_V_013, "cpu.mcg_cap": "ctl-ser", "ioapic.layout": "v3", "pci.bus_reset": "after-device",
+    "ram.fill_target": "checked",
+}  # fmt: skip
+_V_015 = {
+    **_V_014, "bmdma.status": "compat", "pio_state.needed": "drq-or-pio-retry",
+    "cpu.pat": "wb-default", "pit.ids": "qdev", "piix4_pm.gpe": "gpe-array",
+}  # fmt: skip
+_V_NEW = {
+    **_V_015, "fdc.media_changed": "open-clears", "cpu.power_on_irq": "none",
+    "rtl8139.mmio_dummy": "zero",
+}  # fmt: skip
+_V_10 = {
+    **_V_NEW, "fdc.media_changed": "stays-set", "fdrive.media_changed": "drive-flag",
+    "pio_state.end_fn": "below-table-size", "pic.ids": "qdev", "pic.power_on_irq0": "cleared",
+    "e1000.pci_status": "clear",
+}  # fmt: skip
 
-_PC_013 = MachineType("pc-0.13", 3, description="0.13 ABI")
+# The sections of a `-M pc` machine, by device key (harness/emulator/devices), in the order
+# each release registers them: QEMU numbers sections in this order and saves the live ones
+# (block, ram) first, then the rest. "slirp" exists only with user networking; "nic" is the
+# chosen NIC's device, or nothing with -net none.
+_PC_013 = (
+    "timer", "slirp", "block", "ram", "cpu", "apic", "fw_cfg", "pic", "ioapic", "i440fx",
+    "cirrus_vga", "hpet", "rtc", "pit", "serial", "pckbd", "vmmouse", "dma", "fdc", "nic",
+    "ide", "piix4_pm",
+)  # fmt: skip
+_PC_014 = (*_PC_013[: _PC_013.index("dma")], "port92", *_PC_013[_PC_013.index("dma"):])
+# 1.0: the i8259s became qdev ISA devices, created on the PIIX3's ISA bus, and the I/O
+# APIC after them.
+_PC_10 = tuple(k for k in _PC_014 if k not in ("pic", "ioapic"))
+_PC_10 = (*_PC_10[: _PC_10.index("i440fx") + 1], "pic", "ioapic",
+          *_PC_10[_PC_10.index("i440fx") + 1 :])  # fmt: skip
+
+# Firmware as the RAM blocks hold it at power-on, as page runs (ram.BlockImage): each
+# release ships its own builds in pc-bios/.
+_ROMS_013 = {"bios.bin": "8z 24r", "vgabios-cirrus.bin": "9r", "pxe-e1000.bin": "18r",
+             "pxe-rtl8139.bin": "14r"}  # fmt: skip
+_ROMS_014 = {**_ROMS_013, "bios.bin": "5z 27r"}
+_ROMS_015 = {**_ROMS_014, "bios.bin": "4z 28r", "pxe-e1000.bin": "17r", "pxe-rtl8139.bin": "15r"}
+_ROMS_NEW = {**_ROMS_015, "bios.bin": "2z 30r"}
+
+_PC_013_TYPE = MachineType("pc-0.13", 3, description="0.13 ABI")
 
 RELEASES: dict[str, Release] = {
     r.name: r
@@ -90,25 +176,33 @@ RELEASES: dict[str, Release] = {
             (MachineType("pc", 3, ("pc-0.13",), "0.13 ABI"),),
             frozenset({3}),
             _SUB_013,
-            {**_V_014, "fdrive.media_changed": "bs-flag"},
+            _V_013,
+            pc_devices=_PC_013,
+            ram_order=RamOrder.MOVE_TO_FRONT,
+            roms=_ROMS_013,
         ),
         Release(
             "0.14",
             "QEMU 0.14.0: peek only where the description defines subsections",
             PeekPolicy.PEEK_IF_DEFINED,
-            (MachineType("pc", 3, ("pc-0.14",), "0.14 ABI"), _PC_013),
+            (MachineType("pc", 3, ("pc-0.14",), "0.14 ABI"), _PC_013_TYPE),
             frozenset({3}),
             _SUB_014,
-            {**_V_014, "fdrive.media_changed": "bs-flag"},
+            _V_014,
+            pc_devices=_PC_014,
+            roms=_ROMS_014,
         ),
         Release(
             "0.15",
             "QEMU 0.15.0: four new subsections on embedded structs",
             PeekPolicy.PEEK_IF_DEFINED,
-            (MachineType("pc", 3, ("pc-0.14",), "0.14 ABI (0.15.0 has no pc-0.15)"), _PC_013),
+            (MachineType("pc", 3, ("pc-0.14",), "0.14 ABI (0.15.0 has no pc-0.15)"),
+             _PC_013_TYPE),
             frozenset({3}),
             _SUB_015,
-            {**_V_015, "fdrive.media_changed": "bs-flag"},
+            _V_015,
+            pc_devices=_PC_014,
+            roms=_ROMS_015,
         ),
         Release(
             "new",
@@ -117,26 +211,29 @@ RELEASES: dict[str, Release] = {
             (
                 MachineType("pc", 4, ("pc-1.0",), "1.0 ABI, format 4 (sentinel)"),
                 MachineType("pc-0.14", 3, ("pc-0.15",), "0.14 ABI, format 3"),
-                _PC_013,
+                _PC_013_TYPE,
             ),
             frozenset({3, 4}),
             _SUB_NEW,
-            {**_V_015, "fdrive.media_changed": "bs-flag"},
+            _V_NEW,
             format_per_machine=True,
+            pc_devices=_PC_014,
+            roms=_ROMS_NEW,
         ),
         Release(
             "1.0",
             "QEMU 1.0: the subsection prefix heuristic, format 3",
             PeekPolicy.PREFIX_MATCH,
             (
-                MachineType("pc", 3, ("pc-1.0",), "1.0 ABI"),
-                MachineType("pc-0.15", 3, (), "0.15 ABI"),
+                MachineType("pc", 3, ("pc-1.0",), "1.0 ABI (no pc-0.15: it came in 1.0.1)"),
                 MachineType("pc-0.14", 3, (), "0.14 ABI"),
-                _PC_013,
+                _PC_013_TYPE,
             ),
             frozenset({3}),
             _SUB_10,
-            {**_V_015, "fdrive.media_changed": "drive-flag"},
+            _V_10,
+            pc_devices=_PC_10,
+            roms=_ROMS_NEW,
         ),
     )
 }

@@ -9,11 +9,20 @@ subsection ambiguity can strike. Hand count at v12 without subsections: 1817 byt
 The x87 registers are saved as 80-bit values (format 0) on every modelled release; the
 loader also accepts the 64-bit format 1 written by builds without an 80-bit long double,
 choosing among three alternative ``fpregs`` entries by predicates on the FPU mirrors, as
-QEMU did. ``cpu/async_pf_msr`` (0.14) and ``cpu/fpop_ip_dp`` (0.15) are top-level
-subsections present only where the release row lists them. They follow ``ymmh_regs[15]``
-directly, so in format 3 an always-peek loader searches ymmh_reg's empty list first and
-refuses either of them; peek-if-defined never looks there, and format 4's sentinel
-closes the element first.
+QEMU did. ``cpu/async_pf_msr`` (0.14), ``cpu/fpop_ip_dp`` (0.15), ``cpu/msr_tscdeadline``
+and ``cpu/msr_ia32_misc_enable`` (1.0) are top-level subsections present only where the
+release row lists them. They follow ``ymmh_regs[15]`` directly, so in format 3 an
+always-peek loader searches ymmh_reg's empty list first and refuses any of them;
+peek-if-defined never looks there, and format 4's sentinel closes the element first.
+
+Under TCG (how the real builds run here) only ``msr_ia32_misc_enable`` can be set by a
+guest (wrmsr); the async PF MSR, the FPU's last instruction pointers and the TSC deadline
+are filled in only by KVM, so scenarios that set them describe a KVM guest and exist in
+the model only.
+
+Power-on differs by release in three values (variants ``cpu.pat``, ``cpu.mcg_cap``,
+``cpu.power_on_irq``): the PAT default (0.15+), MCG_SER_P (0.14+), and whether the PIT's
+first interrupt request is pending in ``interrupt_request`` when -S stops the CPU.
 """
 
 from __future__ import annotations
@@ -74,6 +83,7 @@ HF_SOFTMMU, HF_CS32, HF_SS32, HF_ADDSEG, HF_PE = 1 << 2, 1 << 4, 1 << 5, 1 << 6,
 HF_MP, HF_LMA, HF_CS64, HF_OSFXSR = 1 << 9, 1 << 14, 1 << 15, 1 << 22
 HF2_GIF = 1 << 0
 
+MISC_ENABLE_DEFAULT = 1  # MSR_IA32_MISC_ENABLE after reset: fast string operations
 MSR_KVM_ASYNC_PF_ENABLED = 1 << 0
 MSR_KVM_ASYNC_PF_RESERVED = 0x3C  # bits 2-5 must be zero (KVM refuses the write)
 CPU_INTERRUPT_HARD = 0x02
@@ -241,6 +251,22 @@ def _common_post_load(cpu: Any, version: int) -> None:
 
 # variant value of "cpu.fpregs" -> the fpregs_format_vmstate the saver writes
 _FPREGS_SAVE_FORMAT = {"80bit": 0}
+# Power-on values that differ by release (cpu_reset and the machine's reset order):
+# "cpu.pat": 0.15 made cpu_reset set the PAT's power-on default.
+_PAT = {"zero": 0, "wb-default": 0x0007040600070406}
+# "cpu.mcg_cap": 0.14 added software error recovery (MCG_SER_P) to the MCE capabilities.
+_MCG_CAP = {"ctl": MCG_CTL_P | MCE_BANKS, "ctl-ser": MCG_CTL_P | MCG_SER_P | MCE_BANKS}
+# "cpu.power_on_irq": the PIT's IRQ0, raised as it is reset, reaches the CPU through the
+# i8259 and the APIC's ExtINT LINT0 before -S stops it (up to 0.15), or does not.
+_POWER_ON_IRQ = {"pending": CPU_INTERRUPT_HARD, "none": 0}
+
+
+def _power_on(release: Release, table: dict[str, int], key: str) -> int:
+    variant = release.variant(key)
+    try:
+        return table[variant]
+    except KeyError:
+        raise ConfigError(f"{key} variant {variant!r} is not modelled") from None
 
 
 @functools.cache
@@ -331,6 +357,17 @@ def cpu_description(release: Release) -> Description:
                         minimum_version_id=1),
             lambda cpu: bool(cpu.fpop or cpu.fpip or cpu.fpdp),
         ))  # fmt: skip
+    if release.has("cpu/msr_tscdeadline"):
+        subsections.append(Subsection(
+            Description("cpu/msr_tscdeadline", 1, [u64("tsc_deadline")], minimum_version_id=1),
+            lambda cpu: cpu.tsc_deadline != 0,
+        ))  # fmt: skip
+    if release.has("cpu/msr_ia32_misc_enable"):
+        subsections.append(Subsection(
+            Description("cpu/msr_ia32_misc_enable", 1, [u64("msr_ia32_misc_enable")],
+                        minimum_version_id=1),
+            lambda cpu: cpu.msr_ia32_misc_enable != MISC_ENABLE_DEFAULT,
+        ))  # fmt: skip
 
     return Description(
         "cpu", CPU_SAVE_VERSION, fields,
@@ -364,9 +401,11 @@ class CPU(Device):
     cpu_index = 0
 
     def reset(self) -> None:
-        """Real-mode state after power-on reset (QEMU's cpu_reset, KVM vcpu reset)."""
+        """Real-mode state after power-on reset (QEMU's cpu_reset under TCG), as a guest
+        started with -S holds it: it never executed an instruction."""
+        r = self.release
         self.halted = 0
-        self.interrupt_request = 0
+        self.interrupt_request = _power_on(r, _POWER_ON_IRQ, "cpu.power_on_irq")
         self.regs = [0] * NB_REGS
         self.regs[2] = 0x623  # EDX = cpuid_version (qemu64: family 6, model 2, stepping 3)
         self.eip = 0xFFF0
@@ -396,7 +435,7 @@ class CPU(Device):
         self.xmm_regs = [State(lo=0, hi=0) for _ in range(NB_REGS)]
         self.efer = self.star = self.lstar = self.cstar = self.fmask = self.kernelgsbase = 0
         self.smbase = 0x30000
-        self.pat = 0x0007040600070406
+        self.pat = _power_on(r, _PAT, "cpu.pat")
         self.vm_hsave = self.vm_vmcb = self.tsc_offset = self.intercept = 0
         self.intercept_cr_read = self.intercept_cr_write = 0
         self.intercept_dr_read = self.intercept_dr_write = 0
@@ -405,21 +444,23 @@ class CPU(Device):
         self.mtrr_fixed = [0] * 11
         self.mtrr_deftype = 0
         self.mtrr_var = [State(base=0, mask=0) for _ in range(8)]
-        self.interrupt_injected = -1
+        self.interrupt_injected = 0  # -1 only once KVM has synchronized the vcpu
         self.mp_state = KVM_MP_STATE_RUNNABLE
         self.tsc = 0
-        self.exception_injected = -1
+        self.exception_injected = 0
         self.soft_interrupt = self.nmi_injected = self.nmi_pending = self.has_error_code = 0
         self.sipi_vector = 0
-        self.mcg_cap = MCG_CTL_P | MCG_SER_P | MCE_BANKS
+        self.mcg_cap = _power_on(r, _MCG_CAP, "cpu.mcg_cap")
         self.mcg_status = 0
         self.mcg_ctl = U64
         self.mce_banks = [U64 if i % 4 == 0 else 0 for i in range(MCE_BANKS * 4)]
         self.tsc_aux = self.system_time_msr = self.wall_clock_msr = 0
-        self.xcr0 = 1
+        self.xcr0 = 0  # TCG has no XSAVE: XCR0 stays 0
         self.xstate_bv = 0
         self.ymmh_regs = [State(lo=0, hi=0) for _ in range(NB_REGS)]
         self.async_pf_en_msr = 0
+        self.tsc_deadline = 0
+        self.msr_ia32_misc_enable = MISC_ENABLE_DEFAULT
 
     def sections(self) -> list[DeviceSection]:
         return [
@@ -462,6 +503,13 @@ class CPU(Device):
             self.fpregs[self.fpstt] = FloatX80.from_float(value)
             self.fptags[self.fpstt] = 0
         self.fpop, self.fpip, self.fpdp = fpop, fpip, fpdp
+
+    def write_misc_enable(self, value: int = MISC_ENABLE_DEFAULT | 1 << 22) -> None:
+        """wrmsr IA32_MISC_ENABLE (TCG stores any value; the default sets bit 22, "limit
+        CPUID maxval", as old BIOSes did). Saved only where cpu/msr_ia32_misc_enable is."""
+        if not 0 <= value <= U64:
+            raise ValueError(f"MSR value 0x{value:x} does not fit in 64 bits")
+        self.msr_ia32_misc_enable = value
 
     def set_xmm(self, index: int, lo: int, hi: int) -> None:
         """Set XMM register ``index``: ``lo`` = XMM_Q(0) (first on the wire), ``hi`` = XMM_Q(1)."""

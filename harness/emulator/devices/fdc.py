@@ -166,14 +166,22 @@ def isa_fdc_description(release: Release) -> Description:
 # -- the device ------------------------------------------------------------------------
 
 
-def _drive(inserted: bool) -> State:
+# Variant "fdc.media_changed": the block layer's media-changed flag of the default,
+# empty floppy drive at power-on. block.c sets it only when a medium is opened or closed,
+# and the genstats series sends it from power-on (0 != 1: the subsection is needed). A
+# floppy given on the command line (-fda, the board's "fda" medium) was opened: 1.
+POWER_ON_FLAG = {"stays-set": 1, "open-clears": 0}
+
+
+def _drive(block_device: bool, flag: int = 1) -> State:
     """A drive at track 0; ``bs`` is its block device (None: no drive behind it)."""
-    bs = State(media_changed=1) if inserted else None
+    bs = State(media_changed=flag) if block_device else None
     return State(head=0, track=0, sect=1, media_changed=1, bs=bs)
 
 
 class FDC(Device):
-    """ISA floppy controller; drive 0 holds a floppy, drive 1 has no block device.
+    """ISA floppy controller; drive 0 is QEMU's default floppy drive (a block device, with
+    a floppy only with ``-fda``), drive 1 has no block device.
 
     ``state`` is the controller (the inner "fdc"); its ``drives[i].bs.media_changed`` is
     the block layer's flag, which the "bs-flag" releases migrate through the drive's
@@ -190,9 +198,9 @@ class FDC(Device):
             cur_drv=0,
             dor_vmstate=0x0C,
             tdr=0,
-            dsr=0x02,  # power up
+            dsr=0,
             msr=0x80,  # ready for a request
-            status0=0xC0,
+            status0=0,
             status1=0,
             status2=0,
             fifo_size=FIFO_SIZE,
@@ -209,11 +217,14 @@ class FDC(Device):
             lock=0,
             pwrd=0,
             num_floppies=MAX_FD,
-            drives=[_drive(True), _drive(False)],
+            drives=[_drive(True, 1 if "fda" in self.board.media else
+                           POWER_ON_FLAG[self.release.variant("fdc.media_changed")]),
+                    _drive(False)],
         )
 
     def sections(self) -> list[DeviceSection]:
-        return [DeviceSection("fdc", IOBASE, isa_fdc_description(self.release), self)]
+        desc = isa_fdc_description(self.release)
+        return [DeviceSection("fdc", 0, desc, self, alias_id=IOBASE)]
 
     @property
     def _rule(self) -> MediaChangedRule:

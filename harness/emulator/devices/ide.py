@@ -82,13 +82,17 @@ TRANSFER_END_TABLE = (
 UNKNOWN_END_FN_IDX = 2  # pre_save's substitute for a callback not in the table
 
 HARD_DISK, CDROM = "hd", "cdrom"
-# The PC's drives: (bus, unit) -> kind (None: no medium attached, the slot still saves).
+# The drives of a bare `-M pc`: (bus, unit) -> kind (None: no drive, the slot still saves).
+# QEMU adds an empty CD-ROM drive (ide1-cd0) by default; a hard disk needs -hda (the
+# board's "hda" medium), a disc in the CD-ROM -cdrom ("cdrom").
 DRIVE_KINDS: dict[tuple[int, int], str | None] = {
-    (0, 0): HARD_DISK,
+    (0, 0): None,
     (0, 1): None,
     (1, 0): CDROM,
     (1, 1): None,
 }
+HDA, CDROM_SLOT = (0, 0), (1, 0)
+POWER_ON_SELECT = 0x20
 
 
 # -- ide_drive and its subsections -------------------------------------------------------
@@ -103,20 +107,30 @@ def _pio_pre_save(s: Any) -> None:
     )
 
 
-def _pio_post_load(s: Any, version: int) -> None:
-    idx = s.end_transfer_fn_idx
-    # The check is ">" not ">=": index 6 passes and names one slot past the table.
-    if idx > len(TRANSFER_END_TABLE):
-        err = invalid(f"end_transfer_fn_idx {idx} > table size {len(TRANSFER_END_TABLE)}")
-        err.add_path("end_transfer_fn_idx")
-        raise err
-    s.end_transfer_func = TRANSFER_END_TABLE[idx] if idx < len(TRANSFER_END_TABLE) else None
-    s.data_ptr = s.cur_io_buffer_offset
-    s.data_end = s.data_ptr + s.cur_io_buffer_len
+# Variant "pio_state.end_fn" -> the largest end-function index post_load accepts. Up to
+# genstats the check is ">" not ">=": index 6 passes and names one slot past the table
+# (a wild pointer QEMU calls when the transfer ends); 1.0 refuses it.
+PIO_END_FN_LIMIT = {"table-size-ok": len(TRANSFER_END_TABLE),
+                    "below-table-size": len(TRANSFER_END_TABLE) - 1}  # fmt: skip
+
+
+def _pio_post_load(limit: int) -> Callable[[Any, int], None]:
+    def post_load(s: Any, version: int) -> None:
+        idx = s.end_transfer_fn_idx
+        if idx > limit:
+            op = ">" if limit == len(TRANSFER_END_TABLE) else ">="
+            err = invalid(f"end_transfer_fn_idx {idx} {op} table size {len(TRANSFER_END_TABLE)}")
+            err.add_path("end_transfer_fn_idx")
+            raise err
+        s.end_transfer_func = TRANSFER_END_TABLE[idx] if idx < len(TRANSFER_END_TABLE) else None
+        s.data_ptr = s.cur_io_buffer_offset
+        s.data_end = s.data_ptr + s.cur_io_buffer_len
+
+    return post_load
 
 
 @functools.cache
-def _pio_state_description() -> Description:
+def _pio_state_description(limit: int) -> Description:
     return Description(
         "ide_drive/pio_state",
         1,
@@ -131,7 +145,7 @@ def _pio_state_description() -> Description:
         ],
         minimum_version_id=1,
         pre_save=_pio_pre_save,
-        post_load=_pio_post_load,
+        post_load=_pio_post_load(limit),
     )
 
 
@@ -194,7 +208,8 @@ _DRIVE_REGISTERS = (
 def ide_drive_description(release: Release) -> Description:
     """ "ide_drive" v3: 28 bytes, 540 with identify data, then the release's subsections."""
     subs = [
-        Subsection(_pio_state_description(), PIO_STATE_NEEDED[release.variant("pio_state.needed")])
+        Subsection(_pio_state_description(PIO_END_FN_LIMIT[release.variant("pio_state.end_fn")]),
+                   PIO_STATE_NEEDED[release.variant("pio_state.needed")])
     ]
     subs += [
         Subsection(make(), needed)
@@ -403,25 +418,34 @@ def _sector_data(lba: int, size: int) -> bytes:
     return bytes((lba * 131 + i * 7 + (i >> 9)) & 0xFF for i in range(size))
 
 
+def _signature(kind: str | None) -> tuple[int, int]:
+    """lcyl, hcyl after a reset: the ATAPI signature, 0 for a disk, 0xff for no drive."""
+    return (0x14, 0xEB) if kind == CDROM else ((0, 0) if kind else (0xFF, 0xFF))
+
+
 def _new_drive(bus: State, unit: int, kind: str | None, serial: int) -> State:
+    """A drive slot at power-on (ide_reset): nothing identified yet."""
+    lcyl, hcyl = _signature(kind)
     drive = State(
         unit=unit,
         kind=kind,
+        serial=serial,
+        medium=False,  # a CD-ROM's disc (a disk's image is always there)
         mult_sectors=MAX_MULT_SECTORS,
-        identify_set=1 if kind else 0,
-        identify_data=_identify_data(kind, serial) if kind else bytes(512),
+        identify_set=0,
+        identify_data=bytes(512),
         feature=0,
-        error=0x01,  # diagnostic code: no error
+        error=0,
         nsector=1,
         sector=1,
-        lcyl=0x14 if kind == CDROM else (0 if kind else 0xFF),  # the device signature
-        hcyl=0xEB if kind == CDROM else (0 if kind else 0xFF),
+        lcyl=lcyl,
+        hcyl=hcyl,
         hob_feature=0,
         hob_sector=0,
         hob_nsector=0,
         hob_lcyl=0,
         hob_hcyl=0,
-        select=0xA0,
+        select=POWER_ON_SELECT,
         status=READY_STAT | SEEK_STAT,
         lba48=0,
         sense_key=0,
@@ -450,19 +474,24 @@ def _new_drive(bus: State, unit: int, kind: str | None, serial: int) -> State:
 class IDE(Device):
     """piix3-ide at 00:01.1. ``bus[b].ifs[u]`` are the drives, ``bmdma[b]`` the engines.
 
-    Bus 0: a hard disk (unit 0), an empty slot (unit 1). Bus 1: a CD-ROM (unit 0), an
-    empty slot (unit 1). Operations change the state the way the guest (or a failing
-    host disk) would.
+    At power-on (a bare `-M pc` started with -S) bus 1 unit 0 is an empty CD-ROM drive and
+    the other slots have no drive; no IDENTIFY has been answered. The board's media add a
+    disk at ide0-hd0 (``hda``) and a disc in the CD-ROM (``cdrom``); :meth:`bios_probe`
+    is the BIOS's IDENTIFY of every drive as a guest boots; :meth:`raise_media_event` is a
+    disc inserted with ``change ide1-cd0``. Operations change the state the way the guest
+    (or a failing host disk) would.
     """
 
     key = "ide"
 
     def reset(self) -> None:
         self.dev = build_config_space(
-            0x8086, 0x7010, 0x0101, prog_if=0x80, bars=[Bar(4, 0x10, io=True)]
+            0x8086, 0x7010, 0x0101, prog_if=0x80, status=0x0280,  # DEVSEL medium, fast b2b
+            bars=[Bar(4, 0x10, io=True)],
         )
         self.bus: list[State] = []
         self.bmdma: list[State] = []
+        media = self.board.media
         for b in range(2):
             bus = State(cmd=0, unit=0, error_status=0)
             bm = State(
@@ -470,9 +499,15 @@ class IDE(Device):
                 unit=0, cur_addr=0, cur_prd_last=0, cur_prd_addr=0, cur_prd_len=0,
             )  # fmt: skip
             bm._bus = bus
-            bus.ifs = [_new_drive(bus, u, DRIVE_KINDS[(b, u)], 2 * b + u + 1) for u in range(2)]
+            bus.ifs = [_new_drive(bus, u, self._kind(b, u), 2 * b + u + 1) for u in range(2)]
             self.bus.append(bus)
             self.bmdma.append(bm)
+        self.drive(*CDROM_SLOT).medium = "cdrom" in media
+
+    def _kind(self, bus: int, unit: int) -> str | None:
+        if (bus, unit) == HDA and "hda" in self.board.media:
+            return HARD_DISK
+        return DRIVE_KINDS[(bus, unit)]
 
     def sections(self) -> list[DeviceSection]:
         return [DeviceSection(IDSTR, 0, ide_description(self.release), self)]
@@ -524,7 +559,9 @@ class IDE(Device):
     def _need(self, bus: int, unit: int, *kinds: str) -> State:
         d = self.drive(bus, unit)
         if d.kind not in kinds:
-            raise ConfigError(f"ide bus {bus} unit {unit} is {d.kind or 'empty'}, not {kinds}")
+            hint = " (a disk needs the medium 'hda': -hda)" if HARD_DISK in kinds else ""
+            raise ConfigError(f"ide bus {bus} unit {unit} is {d.kind or 'empty'}, not "
+                              f"{' or '.join(kinds)}{hint}")
         return d
 
     def write_select(self, bus: int, unit: int, head: int = 0, lba: bool = True) -> None:
@@ -552,8 +589,7 @@ class IDE(Device):
                 d.status = 0x00 if d.kind == CDROM else READY_STAT | SEEK_STAT
                 d.select &= 0xF0
                 d.nsector, d.sector = 1, 1
-                d.lcyl = 0x14 if d.kind == CDROM else (0 if d.kind else 0xFF)
-                d.hcyl = 0xEB if d.kind == CDROM else (0 if d.kind else 0xFF)
+                d.lcyl, d.hcyl = _signature(d.kind)
         b.cmd = value & 0xFF
 
     def write_bmdma_cmd(self, bus: int, value: int) -> None:
@@ -582,6 +618,9 @@ class IDE(Device):
         READ(10) with the first 2048-byte block in the buffer and one more to come.
         """
         d = self._need(bus, unit, HARD_DISK, CDROM)
+        if d.kind == CDROM and not d.medium:
+            raise ConfigError(f"ide bus {bus} unit {unit}: no disc in the CD-ROM drive "
+                              "(the medium 'cdrom', or a media event)")
         self.write_select(bus, unit)
         buf = bytearray(d.io_buffer)
         if d.kind == HARD_DISK:
@@ -650,11 +689,22 @@ class IDE(Device):
         self.write_bmdma_status(bus, bits & DMA_CAPABLE_BITS)
 
     def raise_media_event(self, bus: int = 1, unit: int = 0) -> None:
-        """New medium in the CD-ROM: unit attention, and a GESN event where tracked."""
+        """A disc is inserted in the CD-ROM (``change ide1-cd0 FILE`` on the monitor):
+        unit attention, and a GESN event where tracked."""
         d = self._need(bus, unit, CDROM)
+        d.medium = True
         d.sense_key, d.asc, d.cdrom_changed = SENSE_UNIT_ATTENTION, ASC_MEDIUM_MAY_HAVE_CHANGED, 1
         if self.has_gesn:
             d.events.new_media = True
+
+    def bios_probe(self) -> None:
+        """The BIOS identifies every drive as the guest boots (IDENTIFY DEVICE, or IDENTIFY
+        PACKET DEVICE for the CD-ROM): each drive keeps its reply."""
+        for bus_state in self.bus:
+            for drive in bus_state.ifs:
+                if drive.kind is not None:
+                    drive.identify_set = 1
+                    drive.identify_data = _identify_data(drive.kind, drive.serial)
 
     def set_tray(
         self, bus: int = 1, unit: int = 0, open: bool = True, locked: bool = False
@@ -672,6 +722,9 @@ class IDE(Device):
         two subsections at once, and no parent byte after an embedded struct is 0x05.
         """
         self.reset()
+        if "hda" not in self.board.media:
+            raise ConfigError("a random IDE state needs the media 'hda' (and 'cdrom')")
+        self.bios_probe()  # a booted guest
         one_sub_each = self.release.peek is PeekPolicy.ALWAYS_PEEK
         dev = self.dev
         dev.write_config(0x20, rng.randrange(0x1000, 0x10000, 0x10), 4)  # BAR4

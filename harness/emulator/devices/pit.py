@@ -1,4 +1,9 @@
-"""The i8254 programmable interval timer ("i8254" v2, min 2, min_old 1; instance 0x40).
+"""The i8254 programmable interval timer ("i8254" v2, min 2, min_old 1).
+
+Instance ids differ by release (variant ``pit.ids``): 0.13 and 0.14 register it with its
+I/O base, 0x40, and accept nothing else; from 0.15 on it is the qdev ISA device "isa-pit",
+written as instance 0 with 0x40 a load-only alias. So 0.15 and later read older streams'
+PIT, and 0.13/0.14 refuse every newer one ("Unknown savevm section or instance 'i8254' 0").
 
 Three "pit channel" v2 elements (32 bytes each, embedded: a format-4 stream ends each
 with 0x06), then channel 0's IRQ timer. A v1 section predates vmstate and is read by
@@ -14,7 +19,7 @@ import functools
 import random
 from typing import Any
 
-from ..errors import LoadError, Reason
+from ..errors import ConfigError, LoadError, Reason
 from ..releases import Release
 from ..savevm import DeviceSection
 from ..stream import StreamReader
@@ -24,6 +29,8 @@ from . import Device, State
 __all__ = ["PIT", "IOBASE", "load_old", "pit_channel_description", "pit_description"]
 
 IOBASE = 0x40
+# Variant "pit.ids" -> (written instance, load-only alias).
+INSTANCE_IDS: dict[str, tuple[int, int | None]] = {"iobase": (IOBASE, None), "qdev": (0, IOBASE)}
 PIT_FREQ = 1_193_182
 NS = 1_000_000_000
 TIMER_CHANNEL = 0  # the only channel wired to an IRQ, hence the only one with a timer
@@ -84,33 +91,35 @@ def _period_ns(count: int) -> int:
     return count * NS // PIT_FREQ
 
 
-def _channel(mode: int, count: int, gate: int, load_time: int) -> State:
-    """A channel just programmed with a word access (rw_mode 3) and binary counting."""
+def _power_on_channel(gate: int) -> State:
     return State(
-        count=count, latched_count=0, count_latched=0, status_latched=0, status=0,
-        read_state=RW_WORD0, write_state=RW_WORD0, write_latch=0, rw_mode=RW_WORD0,
-        mode=mode, bcd=0, gate=gate, count_load_time=load_time, next_transition_time=0,
+        count=0x10000, latched_count=0, count_latched=0, status_latched=0, status=0,
+        read_state=0, write_state=0, write_latch=0, rw_mode=0, mode=3, bcd=0, gate=gate,
+        count_load_time=0, next_transition_time=0,
     )  # fmt: skip
 
 
 class PIT(Device):
-    """The PIT after the BIOS has programmed channel 0 (mode 2, count 0 = 65536)."""
+    """The PIT as pit_reset leaves it at power-on (virtual time 0): every channel in mode 3
+    (square wave) with count 0 (65536) loaded, no access mode programmed; the speaker's
+    gate (channel 2) is low. Channel 0's output first changes half a period later."""
 
     key = "pit"
 
     def reset(self) -> None:
-        load_time = 120 * 1_000_000  # the BIOS reprograms channel 0 early in POST
-        self.channels = [
-            _channel(2, 0x10000, 1, load_time),
-            _channel(3, 0x10000, 1, 0),  # chip reset defaults
-            _channel(3, 0x10000, 0, 0),  # the speaker gate is off
-        ]
+        self.channels = [_power_on_channel(gate=int(i != 2)) for i in range(3)]
         ch0 = self.channels[TIMER_CHANNEL]
-        ch0.next_transition_time = load_time + _period_ns(0x10000)
+        ch0.next_transition_time = _period_ns(0x8000)  # (count + 1) >> 1 ticks into mode 3
         ch0.irq_timer = ch0.next_transition_time
 
     def sections(self) -> list[DeviceSection]:
-        return [DeviceSection("i8254", IOBASE, pit_description(self.release), self)]
+        variant = self.release.variant("pit.ids")
+        try:
+            instance, alias = INSTANCE_IDS[variant]
+        except KeyError:
+            raise ConfigError(f"pit.ids variant {variant!r} is not modelled") from None
+        return [DeviceSection("i8254", instance, pit_description(self.release), self,
+                              alias_id=alias)]
 
     def randomize(self, rng: random.Random) -> None:
         for i, ch in enumerate(self.channels):

@@ -1,7 +1,13 @@
-"""The MC146818 real-time clock and its CMOS (vmsd "mc146818rtc" v2, min 1, instance 0x70).
+"""The MC146818 real-time clock and its CMOS (vmsd "mc146818rtc" v2, min 1).
 
 Identical in every modelled release and flat (no embedded structs, no subsections); the
-v2 fields ``irq_coalesced`` and ``period`` are absent from a v1 section.
+v2 fields ``irq_coalesced`` and ``period`` are absent from a v1 section. A qdev ISA
+device: written as instance 0, with its I/O base 0x70 a load-only alias.
+
+Power-on: the CMOS holds what pc_cmos_init writes for the machine (memory sizes from the
+RAM size, boot order "cad", no floppy medium, the century), and the clock is the host's
+time when QEMU started: the time registers, ``current_tm`` and the next update's time
+depend on it. The model's clock starts at a fixed date.
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ def rtc_description(release: Release) -> Description:
 
 
 class RTC(Device):
-    """The RTC as the PC BIOS leaves it: BCD, 24-hour mode, no periodic interrupt."""
+    """The RTC at power-on: BCD, 24-hour mode, no interrupt, the update cycle armed."""
 
     key = "rtc"
 
@@ -73,7 +79,7 @@ class RTC(Device):
         cmos[REG_A] = 0x26  # 32.768 kHz divider, 1024 Hz rate select
         cmos[REG_B] = REG_B_24H  # BCD, 24-hour, no interrupts
         cmos[REG_D] = 0x80  # valid RAM and time
-        self._pc_config(cmos)
+        self._pc_config(cmos, self.board.ram_size)
         self.cmos_data = bytes(cmos)
         self.set_time(BOOT_DATE)
         self.periodic_timer = -1
@@ -86,20 +92,23 @@ class RTC(Device):
         self.period = 0
 
     @staticmethod
-    def _pc_config(cmos: bytearray) -> None:
-        """The configuration bytes pc.c writes (one 1.44 MB floppy, 8 MiB of RAM)."""
-        cmos[0x10] = 0x40  # drive 0: 1.44 MB, drive 1: none
-        cmos[0x14] = 0x07  # one floppy, FPU, PS/2 mouse
+    def _pc_config(cmos: bytearray, ram_size: int) -> None:
+        """What pc_cmos_init writes (the BIOS computes the checksum later)."""
         cmos[0x15], cmos[0x16] = 0x80, 0x02  # 640 KiB base memory
-        cmos[0x17], cmos[0x18] = 0x00, 0x1C  # 7168 KiB extended memory
-        cmos[0x30], cmos[0x31] = 0x00, 0x1C
-        cmos[0x3D] = 0x32  # boot: hard disk, then CD-ROM
-        cmos[0x38] = 0x10  # then floppy
-        checksum = sum(cmos[0x10:0x2E])
-        cmos[0x2E], cmos[0x2F] = checksum >> 8, checksum & 0xFF
+        ext = min(ram_size // 1024 - 1024, 0xFFFF)  # KiB above 1 MiB
+        cmos[0x17], cmos[0x18] = ext & 0xFF, ext >> 8
+        cmos[0x30], cmos[0x31] = ext & 0xFF, ext >> 8
+        above16 = min(max(ram_size - (16 << 20), 0) // 65536, 0xFFFF)  # 64 KiB units
+        cmos[0x34], cmos[0x35] = above16 & 0xFF, above16 >> 8
+        cmos[0x3D] = 0x12  # boot order "cad": hard disk, then floppy ...
+        cmos[0x38] = 0x30  # ... then CD-ROM; floppy signature check on
+        cmos[0x10] = 0x00  # no floppy medium at power-on: drive types "none"
+        cmos[0x14] = 0x06  # no floppy drive ready, FPU, PS/2 mouse
+        cmos[REG_CENTURY] = cmos[0x37] = to_bcd(BOOT_DATE.year // 100)
 
     def sections(self) -> list[DeviceSection]:
-        return [DeviceSection("mc146818rtc", IOBASE, rtc_description(self.release), self)]
+        desc = rtc_description(self.release)
+        return [DeviceSection("mc146818rtc", 0, desc, self, alias_id=IOBASE)]
 
     def _encode(self, value: int) -> int:
         binary = self.cmos_data[REG_B] & REG_B_DM

@@ -1,15 +1,25 @@
-"""The RTL8139 NIC at 00:03.0 (vmsd "rtl8139" v4, min 3).
+"""The RTL8139 NIC at 00:03.0 (vmsd "rtl8139" v4, min 3), with ``-net nic,model=rtl8139``.
 
 Its layout is the same in every modelled release. It embeds two structs without
 subsections ("PCIDevice" and "tally_counters"), which matters only to the format-4
-sentinel, and has one top-level subsection, "rtl8139/hotplug_ready": no fields, sent
-after a hot-plug so that a release without it refuses the stream (0.13 lacks it).
+sentinel, and has one top-level subsection, "rtl8139/hotplug_ready": no fields, sent once
+any device was hot-added or removed in the machine (qdev_machine_modified()), so that a
+release without it refuses the stream (0.13 lacks it).
+
+``rtl8139_mmio_io_addr_dummy`` differs by release (variant ``rtl8139.mmio_dummy``): up to
+0.15 it holds the index of the NIC's MMIO handler in QEMU's io-memory table (128 on this
+machine; 0.13 saves and loads the live index itself, 0.14 and 0.15 a copy they ignore on
+load), genstats and 1.0 save 0. It is not guest state. (0.13 overwriting its live index
+with another release's value is not modelled: 0.13 refuses every newer stream earlier, at
+the ioapic.) The config space's capability
+pointer is 0xdc, with no capability there and the status register's capability bit clear.
 """
 
 from __future__ import annotations
 
 import functools
 import random
+from typing import Any
 
 from ..releases import Release
 from ..savevm import DeviceSection
@@ -34,6 +44,9 @@ __all__ = ["IDSTR", "RTL8139", "rtl8139_description", "tally_counters_descriptio
 
 IDSTR = "0000:00:03.0/rtl8139"
 DEFAULT_MAC = bytes.fromhex("525400123456")
+MMIO_IO_INDEX = 128  # cpu_register_io_memory's index for the NIC's MMIO on this machine
+# Variant "rtl8139.mmio_dummy" -> what the field holds on save.
+MMIO_DUMMY = {"io-index": MMIO_IO_INDEX, "zero": 0}
 
 _TALLY = (
     ("TxOk", u64), ("RxOk", u64), ("TxERR", u64), ("RxERR", u32), ("MissPkt", u16),
@@ -68,7 +81,7 @@ def rtl8139_description(release: Release) -> Description:
     """ "rtl8139" v4, min 3: 638 bytes, then hotplug_ready where the release has it."""
     subs = []
     if release.has("rtl8139/hotplug_ready"):
-        subs.append(Subsection(_hotplug_ready_description(), lambda n: bool(n.hotplugged)))
+        subs.append(Subsection(_hotplug_ready_description(), lambda n: bool(n.qdev_modified)))
     return Description(
         "rtl8139",
         4,
@@ -117,40 +130,44 @@ def rtl8139_description(release: Release) -> Description:
 
 
 def _eeprom_image(mac: bytes) -> list[int]:
-    """The 93C46 contents: ids, then the station address in words 7-9."""
+    """The 93C46 contents rtl8139_init writes: ids, then the station address in words
+    7-9."""
     words = [0] * 64
     words[0], words[1], words[2] = 0x8129, 0x10EC, 0x8139
-    words[3], words[4] = 0x10EC, 0x8139  # subsystem
-    words[5], words[6] = 0x4D10, 0xE1F7
     for i in range(3):
         words[7 + i] = mac[2 * i] | (mac[2 * i + 1] << 8)
     return words
 
 
 class RTL8139(Device):
-    """The NIC. ``hotplugged`` (set by :meth:`hotplug`) makes hotplug_ready needed."""
+    """The NIC after rtl8139_reset. ``qdev_modified`` (the machine's hot-plug flag) makes
+    hotplug_ready needed."""
 
     key = "rtl8139"
 
     def reset(self) -> None:
         self.dev = build_config_space(
             0x10EC, 0x8139, 0x0200, revision=0x20, interrupt_pin=1,
+            capability_pointer=0xDC,  # set by rtl8139_init, with no capability behind it
             bars=[Bar(0, 0x100, io=True), Bar(1, 0x100)],
         )  # fmt: skip
-        self.hotplugged = False
+        self.qdev_modified = False
         self.conf = State(macaddr=DEFAULT_MAC)
         self.phys = DEFAULT_MAC
         self.mult = bytes(8)
         self.TxStatus = [0x2000] * 4  # TxHostOwns
         self.TxAddr = [0] * 4
-        self.RxBuf = self.RxBufferSize = self.RxBufPtr = self.RxBufAddr = 0
+        self.RxBuf = self.RxBufPtr = self.RxBufAddr = 0
+        self.RxBufferSize = 8192
         self.IntrStatus = self.IntrMask = 0
         self.TxConfig = 0x74800000  # hardware revision: RTL8139C+
         self.RxConfig = self.RxMissed = 0
-        self.CSCR = 0x0C00  # link 100, heartbeat
+        self.CSCR = 0x0340  # F_LINK_100 | F_Connect ... as rtl8139_reset sets it
         for name in _U8_REGS:
             setattr(self, name, 0)
         self.Config1 = 0x0C
+        self.Config3 = 0x01  # PARM_En
+        self.bChipCmdState = 0x10  # CmdReset still set
         self.clock_enabled = 1
         for name in _U16_REGS:
             setattr(self, name, 0)
@@ -159,7 +176,7 @@ class RTL8139(Device):
         self.NWayAdvert = self.NWayLPAR = 0x05E1
         self.NWayExpansion = 0x0001
         self.TxThresh = 0
-        self.rtl8139_mmio_io_addr_dummy = 0
+        self.rtl8139_mmio_io_addr_dummy = MMIO_DUMMY[self.release.variant("rtl8139.mmio_dummy")]
         for name in _RING_REGS:
             setattr(self, name, 0)
         self.eeprom = State(
@@ -174,16 +191,19 @@ class RTL8139(Device):
     def sections(self) -> list[DeviceSection]:
         return [DeviceSection(IDSTR, 0, rtl8139_description(self.release), self)]
 
-    def hotplug(self) -> None:
-        """The NIC was added after the machine started (qdev_machine_modified())."""
-        self.hotplugged = True
+    def machine_modified(self) -> None:
+        self.qdev_modified = True
+
+    def guest_view(self, section: DeviceSection, fields: dict[str, Any]) -> dict[str, Any]:
+        """Without the MMIO dummy: an index into QEMU's own tables, not guest state."""
+        return {k: v for k, v in fields.items() if k != "rtl8139_mmio_io_addr_dummy"}
 
     def randomize(self, rng: random.Random) -> None:
         """Random registers within their guest-visible ranges; a unicast station address.
 
         A unicast address has bit 0 of its first byte clear, so the byte after the
-        embedded PCIDevice is never 0x05. A hot-plug is a machine event, left to
-        :meth:`hotplug`.
+        embedded PCIDevice is never 0x05. A hot-plug is a machine event
+        (:meth:`Machine.hot_add`).
         """
         self.reset()
         dev = self.dev

@@ -77,7 +77,8 @@ def isa_serial_description(release: Release) -> Description:
 
 
 class Serial(Device):
-    """COM1 as the BIOS leaves it: 9600 baud, 8N1, OUT2 set, FIFOs off."""
+    """COM1 at power-on (serial_reset): divisor 12 (9600 baud), line control 0, OUT2
+    set, FIFOs off, the transmitter empty."""
 
     key = "serial"
 
@@ -87,7 +88,7 @@ class Serial(Device):
             rbr=0,
             ier=0,
             iir=IIR_NO_INT,
-            lcr=0x03,  # 8 data bits, no parity, 1 stop bit
+            lcr=0,
             mcr=MCR_OUT2,
             lsr=LSR_TEMT | LSR_THRE,
             msr=MSR_DCD | MSR_DSR | MSR_CTS,
@@ -97,7 +98,8 @@ class Serial(Device):
         )
 
     def sections(self) -> list[DeviceSection]:
-        return [DeviceSection("serial", IOBASE, isa_serial_description(self.release), self)]
+        desc = isa_serial_description(self.release)
+        return [DeviceSection("serial", 0, desc, self, alias_id=IOBASE)]
 
     def receive(self, byte: int) -> None:
         """A byte arrives on the line: data ready, and an interrupt if enabled."""
