@@ -68,13 +68,14 @@ def _cmd_releases(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _machine(release: str, machine: str, ram: str) -> Any:
+def _machine(release: str, machine: str, ram: str, nic: str = "e1000",
+             media: Any = ()) -> Any:
     """A machine for save/load; a RAM size this host cannot map is a usage error."""
     from .emulator.machine import Machine, parse_size
 
     size = parse_size(ram)
     try:
-        return Machine(release, machine, size)
+        return Machine(release, machine, size, nic, media)
     except (MemoryError, OSError) as e:
         if isinstance(e, OSError) and e.errno != errno.ENOMEM:
             raise
@@ -85,7 +86,13 @@ def _machine(release: str, machine: str, ram: str) -> Any:
 def _cmd_save(args: argparse.Namespace) -> int:
     from .scenarios import apply_scenario
 
-    machine = _machine(args.release, args.machine, args.ram)
+    from .scenarios import get_scenario
+
+    try:
+        media = get_scenario(args.scenario).media
+    except KeyError as e:
+        raise UsageError(str(e.args[0])) from None
+    machine = _machine(args.release, args.machine, args.ram, args.nic, media)
     scenario = apply_scenario(machine, args.scenario, args.seed)
     if args.output == "-":
         machine.save(sys.stdout.buffer, passes=scenario.live_passes, workload=scenario.workload)
@@ -133,15 +140,20 @@ def _brief_state(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
-    from .emulator.errors import LoadError
+    from .emulator.errors import LoadCrash, LoadError
     from .emulator.machine import Machine, parse_size
 
     ram_size = parse_size(args.ram)
+    media = [m for m in args.media.split(",") if m]
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     try:
-        machine, report = Machine.load(args.release, args.machine, source, ram_size=ram_size)
+        machine, report = Machine.load(args.release, args.machine, source, ram_size=ram_size,
+                                       nic=args.nic, media=media)
     except LoadError as e:
         print(f"migmatrix load: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except LoadCrash as e:
+        print(f"migmatrix load: the destination would crash: {e}", file=sys.stderr)
         return EXIT_FAIL
     finally:
         if source is not sys.stdin.buffer:
@@ -358,6 +370,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         s.add_argument("--ram", default="8M",
                        help="guest RAM, e.g. 2M or 1G (default 8M); a report cell's "
                             "commands give its own")
+        s.add_argument("--nic", default="e1000", choices=["e1000", "rtl8139", "none"],
+                       help="the NIC, with user networking (QEMU's default: e1000), or none")
 
     s = sub.add_parser("save", help="write a stream of a machine in a scenario's state")
     endpoint_args(s)
@@ -368,6 +382,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     s = sub.add_parser("load", help="load a stream; exit 1 with the reason if refused")
     endpoint_args(s)
+    s.add_argument("--media", default="", metavar="LIST",
+                   help="images the destination is started with: hda, fda, cdrom (comma "
+                        "separated; a scenario's own when the stream came from `save`)")
     s.add_argument("file", help="stream file, or - for stdin")
     s.add_argument("--dump-state", action="store_true",
                    help="print the loaded state as JSON (long buffers summarised)")

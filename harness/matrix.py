@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .emulator.errors import ConfigError
-from .emulator.machine import DEFAULT_RAM_SIZE, parse_size
+from .emulator.machine import DEFAULT_RAM_SIZE, NICS, parse_size
 from .emulator.releases import parse_endpoint
 from .scenarios import catalogue, lookup
 from .shards import shard_of
@@ -37,7 +37,7 @@ QEMU_DEFAULT_RAM = 64 << 20
 QEMU_TRANSPORTS = ("unix", "tcp", "exec")
 KINDS = ("emulator", "qemu")
 MIXED_PAIRS = ("all", "mirror", "none")
-DEFAULTS_KEYS = frozenset({"ram", "time_limit", "driver", "binary", "transport", "historic_dir",
+DEFAULTS_KEYS = frozenset({"ram", "nic", "time_limit", "driver", "binary", "transport", "historic_dir",
                            "mixed_pairs"})
 SCENARIOS_KEYS = frozenset({"include", "seeds"})
 
@@ -62,6 +62,7 @@ class Endpoint:
     machine: str
     ram_size: int = DEFAULT_RAM_SIZE
     options: tuple[tuple[str, Any], ...] = ()
+    nic: str = "e1000"  # the emulator's -net option: e1000 | rtl8139 | none
     # A real QEMU endpoint (kind "qemu"): the binary (a path or a name on PATH) or a
     # container image holding one, and extra command-line arguments.
     kind: str = "emulator"
@@ -86,7 +87,9 @@ class Endpoint:
             "machine": self.machine,
             "ram_size": self.ram_size,
         }
-        if self.kind != "emulator":
+        if self.kind == "emulator":
+            out["nic"] = self.nic
+        else:
             out.update(kind=self.kind, binary=self.binary, image=self.image,
                        args=list(self.args), transport=self.transport)
         if self.historic:
@@ -405,6 +408,7 @@ def load_matrix(ref: str | Path) -> Matrix:
         raise MatrixError(path, "defaults.mixed_pairs",
                           f"one of {', '.join(MIXED_PAIRS)}, got {mixed_pairs!r}")
     default_ram = _get(defaults, "ram", (str, int), path, "defaults.", DEFAULT_RAM_SIZE)
+    default_nic = _get(defaults, "nic", str, path, "defaults.", "e1000")
 
     endpoints: list[Endpoint] = []
     raw_endpoints = _get(data, "endpoint", list, path, "")
@@ -423,14 +427,18 @@ def load_matrix(ref: str | Path) -> Matrix:
         if "driver" in ep:
             raise MatrixError(path, f"{where}driver", "no per-endpoint driver: a run has one "
                               "driver ([defaults] driver, or --driver)")
-        _check_keys(ep, {"name", "ram", "kind"}, path, where)
+        _check_keys(ep, {"name", "ram", "kind", "nic"}, path, where)
         ep_name = _get(ep, "name", str, path, where)
         try:
             release, machine = parse_endpoint(ep_name)
             ram = parse_size(_get(ep, "ram", (str, int), path, where, default_ram))
         except ConfigError as e:
             raise MatrixError(path, f"{where}name", str(e)) from None
-        endpoints.append(Endpoint(ep_name, release.name, ep_name.partition("/")[2], ram))
+        nic = _get(ep, "nic", str, path, where, default_nic)
+        if nic not in NICS:
+            raise MatrixError(path, f"{where}nic", f"one of {', '.join(NICS)}, got {nic!r}")
+        endpoints.append(Endpoint(ep_name, release.name, ep_name.partition("/")[2], ram,
+                                  nic=nic))
     names = [e.name for e in endpoints]
     if len(set(names)) != len(names):
         raise MatrixError(path, "endpoint", "endpoint names must be unique")

@@ -1,15 +1,20 @@
 """The scenario catalogue: named guest states built from device operations.
 
-A scenario puts a source machine in a state a real guest can reach, deterministically for
-a seed. It declares the subsections its state needs (``requires``): a release that does
-not define them cannot express it (a 0.14 source cannot set state only 0.15 saves), and
-the matrix does not generate such cells. Names are part of the interface (matrix files,
-cell ids, ``--scenario``).
+A scenario puts a source machine in a state a real guest can reach, the way it reaches
+it, deterministically for a seed: the images on the command line (``media``: both sides
+of the migration are started with them), then what the guest or the monitor does. It
+declares the subsections its state needs (``requires``): a release that does not define
+them cannot express it (a 0.14 source cannot set state only 0.15 saves), and the matrix
+does not generate such cells. A scenario whose state only KVM produces (``kvm_only``)
+cannot be reproduced by the TCG builds the model is checked against. Names are part of
+the interface (matrix files, cell ids, ``--scenario``).
 
 A scenario's state for a seed stays the same from one version of migmatrix to the next,
 device state and stream framing always. Guest RAM that a workload fills with random pages
 (``live-ram``) changed once, when its generator became fast (issue 18, bench/README.md):
-a stream saved before that carries other RAM pages for the same seed.
+a stream saved before that carries other RAM pages for the same seed. (Issue 14 changed
+every device's power-on state and the machine's sections: the model became the real
+machine.)
 """
 
 from __future__ import annotations
@@ -36,10 +41,16 @@ class Scenario:
     requires: frozenset[str] = frozenset()
     seeded: bool = False  # the seed changes the state (and is part of the cell id)
     kinds: frozenset[str] = frozenset({"emulator"})  # endpoint kinds it applies to
+    kvm_only: str = ""  # why only a KVM guest reaches the state (a model-only scenario)
 
     @property
     def program(self) -> GuestProgram:
         return PROGRAMS[self.name]
+
+    @property
+    def media(self) -> frozenset[str]:
+        """The images both machines are started with."""
+        return self.program.media
 
     @property
     def live_passes(self) -> int:
@@ -56,10 +67,14 @@ class Scenario:
         return self.requires - release.subsections
 
 
+_KVM_ASYNC_PF = "the async PF MSR exists only under KVM (TCG never sets it)"
+_KVM_FPU = "TCG does not track the FPU's last opcode and pointers; KVM's FXSAVE fills them"
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("idle", "freshly reset machine", "no subsection needed anywhere"),
+        Scenario("idle", "the power-on state of a guest started with -S (no BIOS ran)",
+                 "no subsection needed anywhere (but genstats' floppy flag)"),
         Scenario(
             "ide-pio", "a PIO read in flight on drive 0 of bus 0 (DRQ set)",
             "ide_drive/pio_state (embedded)", frozenset({"ide_drive/pio_state"}),
@@ -93,20 +108,28 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "cpu-async-pf", "the guest enabled async page faults",
             "cpu/async_pf_msr (top level)", frozenset({"cpu/async_pf_msr"}),
+            kvm_only=_KVM_ASYNC_PF,
         ),
         Scenario(
             "cpu-fpu-ip", "the last FPU instruction pointer and opcode are set",
             "cpu/fpop_ip_dp (top level)", frozenset({"cpu/fpop_ip_dp"}),
+            kvm_only=_KVM_FPU,
         ),
         Scenario(
             "cpu-two-subsections", "async page faults and the FPU pointers together",
             "two sibling subsections on one description",
             frozenset({"cpu/async_pf_msr", "cpu/fpop_ip_dp"}),
+            kvm_only=f"{_KVM_ASYNC_PF}; {_KVM_FPU}",
         ),
         Scenario(
-            "nic-hotplug", "the NIC was hot-plugged after start",
-            "rtl8139/hotplug_ready (no fields)",
-            frozenset({"rtl8139/hotplug_ready"}),
+            "cpu-misc-enable", "the guest wrote IA32_MISC_ENABLE (wrmsr, under TCG too)",
+            "cpu/msr_ia32_misc_enable (1.0, top level)",
+            frozenset({"cpu/msr_ia32_misc_enable"}),
+        ),
+        Scenario(
+            "nic-hotplug", "the NIC was hot-plugged after start (-net none, device_add)",
+            "rtl8139/hotplug_ready (no fields) on an rtl8139; the ACPI hot-plug event; a "
+            "section registered last",
         ),
         Scenario(
             "collide-0x05", "parent data after an embedded struct begins with 0x05",
@@ -194,5 +217,9 @@ def apply_scenario(machine: Machine, scenario: Scenario | str, seed: int = 0) ->
     """Put ``machine`` in the scenario's state (deterministic for ``seed``)."""
     if isinstance(scenario, str):
         scenario = get_scenario(scenario)
+    missing = scenario.media - machine.media
+    if missing:
+        raise ValueError(f"scenario {scenario.name} needs a machine started with the media "
+                         f"{', '.join(sorted(missing))}")
     run_program(machine, scenario.name, seed)
     return scenario

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..emulator.errors import EmulatorError, LoadError
+from ..emulator.errors import EmulatorError, LoadCrash, LoadError
 from ..emulator.machine import Machine, compare_machines, jsonable
 from ..emulator.vmstate import Tracer
 from ..matrix import Cell, Endpoint
@@ -57,8 +57,9 @@ def time_limit(seconds: float) -> Iterator[None]:
 def build_source(cell: Cell) -> tuple[Machine, bytes]:
     """The source machine in the cell's scenario state, and the stream it writes."""
     src = cell.source
-    machine = Machine(src.release, src.machine, src.ram_size)
-    scenario = apply_scenario(machine, cell.scenario, cell.seed)
+    scenario = get_scenario(cell.scenario)
+    machine = Machine(src.release, src.machine, src.ram_size, src.nic, scenario.media)
+    apply_scenario(machine, scenario, cell.seed)
     stream = machine.save(passes=scenario.live_passes, workload=scenario.workload)
     assert stream is not None
     return machine, stream
@@ -74,8 +75,9 @@ def stream_window(cell: Cell, stream: bytes, offset: int, label: str) -> dict[st
     end = min(len(stream), offset + WINDOW)
     tracer = _WindowTracer(end)
     try:
-        Machine.load(cell.source.release, cell.source.machine, stream,
-                     ram_size=cell.source.ram_size, tracer=tracer)
+        src = cell.source
+        Machine.load(src.release, src.machine, stream, ram_size=src.ram_size, nic=src.nic,
+                     media=get_scenario(cell.scenario).media, tracer=tracer)
     except (EmulatorError, _PastWindow):
         pass  # the marks gathered so far are still right
     marks = [
@@ -239,6 +241,13 @@ def _mark_label(mark: Any) -> str:
     return f"{mark.kind} {mark.path}".strip()
 
 
+def _cut_off(source: Machine, report: Any) -> list[str]:
+    """The sections the source sent that an early EOF kept the destination from loading."""
+    loaded = {(s.idstr, s.instance_id) for s in report.sections}
+    return [f"{h.idstr}/{h.instance_id}" for h in source.handlers()
+            if (h.idstr, h.instance_id) not in loaded]
+
+
 class InProcessDriver(Driver):
     name = "inprocess"
 
@@ -268,9 +277,16 @@ class InProcessDriver(Driver):
         outcome.stream_bytes = len(stream)
         dst = cell.destination
         try:
-            dest, report = Machine.load(dst.release, dst.machine, stream, ram_size=dst.ram_size)
+            dest, report = Machine.load(dst.release, dst.machine, stream, ram_size=dst.ram_size,
+                                        nic=dst.nic, media=source.media)
         except CellTimeout:
             raise
+        except LoadCrash as e:  # where the release's loader dies instead of refusing
+            outcome.crash = f"{type(e).__name__}: {e}"
+            outcome.message = f"destination crashed: {e}"
+            if e.offset is not None:
+                outcome.window = stream_window(cell, stream, e.offset, "the loader dies here")
+            return
         except LoadError as e:
             outcome.load_error = e.to_dict()
             outcome.message = str(e)
@@ -284,7 +300,7 @@ class InProcessDriver(Driver):
             outcome.extra["traceback"] = traceback.format_exc()
             return
         outcome.bytes_unread = report.bytes_unread
-        outcome.not_loaded = report.not_loaded
+        outcome.not_loaded = _cut_off(source, report) if report.half_loaded else []
         outcome.extra["sections_loaded"] = report.section_count
         outcome.extra["bytes_consumed"] = report.bytes_consumed
         diffs = compare_machines(source, dest)
@@ -298,7 +314,7 @@ class InProcessDriver(Driver):
             outcome.extra["offset"] = eof_at
             outcome.message = (
                 f"an EOF byte at offset {eof_at} ended the load with {report.bytes_unread} "
-                f"byte(s) unread; never loaded: {', '.join(report.not_loaded) or 'none'}"
+                f"byte(s) unread; never loaded: {', '.join(outcome.not_loaded) or 'none'}"
             )
             outcome.window = stream_window(cell, stream, eof_at, "0x00 read as EOF")
         elif diffs:

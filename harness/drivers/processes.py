@@ -42,7 +42,8 @@ PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 def endpoint_argv(endpoint: Endpoint, qmp: str, *, incoming: bool,
                   python: str = sys.executable) -> list[str]:
     argv = [python, "-m", "harness.emulator", "--release", endpoint.release,
-            "--machine", endpoint.machine, "--ram", str(endpoint.ram_size), "--qmp", qmp]
+            "--machine", endpoint.machine, "--ram", str(endpoint.ram_size),
+            "--nic", endpoint.nic, "--qmp", qmp]
     if incoming:
         argv += ["--incoming", "defer"]
     return argv

@@ -37,6 +37,7 @@ from qemu.qmp import EventListener, ExecuteError, QMPClient
 
 from ..emulator.errors import Reason
 from ..matrix import Cell, Endpoint
+from ..scenarios import get_scenario
 from ..verdict import Outcome
 from . import Driver, diff_entry
 from .inprocess import DIFF_LIMIT, cell_cause, one_sided_fields, stream_window
@@ -199,7 +200,15 @@ class QMPDriver(Driver):
 
     # extra endpoint arguments per cell (tests override these to inject faults)
     def endpoint_args(self, cell: Cell, role: str) -> list[str]:
-        return list(self.source_args if role == "source" else self.destination_args)
+        """Extra arguments of an endpoint: the driver's, and for an emulator endpoint the
+        scenario's media (both sides are started with them, as real migrations are)."""
+        args = list(self.source_args if role == "source" else self.destination_args)
+        endpoint = cell.source if role == "source" else cell.destination
+        if endpoint.kind == "emulator":
+            media = get_scenario(cell.scenario).media
+            if media:
+                args += ["--media", ",".join(sorted(media))]
+        return args
 
     def run_cell(self, cell: Cell) -> Outcome:
         started = time.perf_counter()
@@ -429,7 +438,9 @@ class QMPDriver(Driver):
         assert isinstance(src_state, dict) and isinstance(dst_state, dict)
         report = dst_state.get("load") or {}
         outcome.bytes_unread = int(report.get("bytes_unread", 0))
-        outcome.not_loaded = list(report.get("not_loaded", []))
+        # Destination sections the stream lacked keep their reset state; they count as
+        # cut off only when an early EOF ended the load.
+        outcome.not_loaded = list(report.get("not_loaded", [])) if outcome.bytes_unread else []
         outcome.extra["sections_loaded"] = int(report.get("section_count",
                                                           len(report.get("sections", []))))
         outcome.extra["bytes_consumed"] = report.get("bytes_consumed", 0)

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .devices import MEDIA
 from .errors import ConfigError, LoadError
 from .ram import GuestWorkload, fill_pattern
-from .recipes import apply_ops, load_recipes
+from .recipes import apply_ops, load_recipes, media_of
 from .releases import RELEASES, Release
 from .vmstate import PeekPolicy
 
@@ -28,44 +29,57 @@ __all__ = ["FOUND", "PROGRAMS", "GuestProgram", "run_program"]
 
 @dataclass(frozen=True)
 class GuestProgram:
+    """``media``: the images the machine is started with (on both sides of a migration,
+    as a real destination is started with the source's command line)."""
+
     name: str
     build: Callable[[Machine, random.Random], None]
     live_passes: int = 0  # PART passes of RAM with the guest running between them
     workload: Callable[[Machine, int], None] | None = field(default=None, compare=False)
+    media: frozenset[str] = frozenset()
 
 
 def _idle(m: Machine, rng: random.Random) -> None:
-    pass
+    """The power-on state of a guest started with -S: nothing has run."""
 
 
 def _ide_pio(m: Machine, rng: random.Random) -> None:
+    # -hda: the BIOS identified the drives, the guest reads its disk by PIO.
+    m["ide"].bios_probe()
     m["ide"].start_pio_read(bus=0, unit=0)
 
 
 def _ide_dma(m: Machine, rng: random.Random) -> None:
+    m["ide"].bios_probe()
     m["ide"].start_dma(bus=0, unit=0)
 
 
 def _ide_bus_error(m: Machine, rng: random.Random) -> None:
+    # -hda with werror=stop on a failing image: the write waits for a retry.
+    m["ide"].bios_probe()
     m["ide"].fail_dma_for_retry(bus=0)
 
 
 def _ide_dma_capable(m: Machine, rng: random.Random) -> None:
+    m["ide"].bios_probe()
     m["ide"].set_dma_capable(bus=0, bits=0x60)
 
 
 def _atapi_read_during_media_event(m: Machine, rng: random.Random) -> None:
     # A PIO read in flight on the CD-ROM while its new-media event is pending: pio_state
     # and gesn_state, two sibling subsections on one embedded drive.
+    m["ide"].bios_probe()
     m["ide"].raise_media_event(bus=1, unit=0)
     m["ide"].start_pio_read(bus=1, unit=0)
 
 
 def _atapi_media_event(m: Machine, rng: random.Random) -> None:
+    # `change ide1-cd0 FILE` on the monitor: a disc in the default empty CD-ROM drive.
     m["ide"].raise_media_event(bus=1, unit=0)
 
 
 def _fdc_media_changed(m: Machine, rng: random.Random) -> None:
+    # -fda: the floppy's flag is set as it is opened; the guest selects the drive and seeks.
     m["fdc"].clear_media_changed(drive=0)
 
 
@@ -77,13 +91,21 @@ def _cpu_fpu_ip(m: Machine, rng: random.Random) -> None:
     m["cpu"].execute_fpu()
 
 
+def _cpu_misc_enable(m: Machine, rng: random.Random) -> None:
+    m["cpu"].write_misc_enable()
+
+
 def _cpu_two(m: Machine, rng: random.Random) -> None:
     _cpu_async_pf(m, rng)
     _cpu_fpu_ip(m, rng)
 
 
 def _nic_hotplug(m: Machine, rng: random.Random) -> None:
-    m["rtl8139"].hotplug()
+    # -net none at start, then `device_add` of the endpoint's NIC: it registers last, the
+    # ACPI hot-plug event is pending, and the machine counts as modified.
+    if m.nic == "none":
+        raise ConfigError("nic-hotplug needs an endpoint with a NIC (nic = e1000 or rtl8139)")
+    m.hot_add(m.nic)
 
 
 def _collide_0x05(m: Machine, rng: random.Random) -> None:
@@ -106,13 +128,15 @@ def _collide_eof(m: Machine, rng: random.Random) -> None:
     """A pending bus error, with the state arranged so that a destination that reads
     ``ide_bus/error`` as parent data meets a 0x00 where it expects a section type byte."""
     ide = m["ide"]
+    ide.bios_probe()
     ide.fail_dma_for_retry(bus=0)
     reader = _misreading_release(m.release)
     if reader is None or m.stream_format not in reader.accepted_versions:
         return  # no release misreads this stream: the state is the bus error alone
     for _ in range(64):
         try:
-            _, report = type(m).load(reader, "pc", m.save(), ram_size=m.ram_size)
+            _, report = type(m).load(reader, "pc", m.save(), ram_size=m.ram_size, nic=m.nic,
+                                     media=m.media)
         except LoadError:
             report = None
         m.running = True
@@ -156,25 +180,28 @@ def _random(m: Machine, rng: random.Random) -> None:
 
 
 
+_HDA = frozenset({"hda"})
+
 PROGRAMS: dict[str, GuestProgram] = {
     p.name: p
     for p in (
         GuestProgram("idle", _idle),
-        GuestProgram("ide-pio", _ide_pio),
-        GuestProgram("ide-dma", _ide_dma),
-        GuestProgram("ide-bus-error", _ide_bus_error),
-        GuestProgram("ide-dma-capable", _ide_dma_capable),
+        GuestProgram("ide-pio", _ide_pio, media=_HDA),
+        GuestProgram("ide-dma", _ide_dma, media=_HDA),
+        GuestProgram("ide-bus-error", _ide_bus_error, media=_HDA),
+        GuestProgram("ide-dma-capable", _ide_dma_capable, media=_HDA),
         GuestProgram("atapi-media-event", _atapi_media_event),
         GuestProgram("atapi-two-subsections", _atapi_read_during_media_event),
-        GuestProgram("fdc-media-changed", _fdc_media_changed),
+        GuestProgram("fdc-media-changed", _fdc_media_changed, media=frozenset({"fda"})),
         GuestProgram("cpu-async-pf", _cpu_async_pf),
         GuestProgram("cpu-fpu-ip", _cpu_fpu_ip),
         GuestProgram("cpu-two-subsections", _cpu_two),
+        GuestProgram("cpu-misc-enable", _cpu_misc_enable),
         GuestProgram("nic-hotplug", _nic_hotplug),
         GuestProgram("collide-0x05", _collide_0x05),
-        GuestProgram("collide-eof", _collide_eof),
+        GuestProgram("collide-eof", _collide_eof, media=_HDA),
         GuestProgram("live-ram", _live_ram, live_passes=3, workload=_live_workload),
-        GuestProgram("random", _random),
+        GuestProgram("random", _random, media=MEDIA),
         GuestProgram("serial-configured", _serial_configured),
         GuestProgram("pit-half-written", _pit_half_written),
     )
@@ -198,7 +225,8 @@ def _register_found() -> dict[str, dict[str, object]]:
     found = {}
     for name, doc in recipes.items():
         program = f"found-{name}"
-        PROGRAMS[program] = GuestProgram(program, _recipe_program(doc["ops"]))  # type: ignore[arg-type]
+        PROGRAMS[program] = GuestProgram(program, _recipe_program(doc["ops"]),  # type: ignore[arg-type]
+                                         media=media_of(doc["ops"]))
         found[program] = doc
     return found
 

@@ -1,23 +1,30 @@
 """A PC of one (release, machine type): its devices, its RAM, its stream.
 
-The machine registers its sections in QEMU's order (``ram`` first, then the devices as
-``pc_init1`` created them), saves itself to a stream (optionally live: START, PART passes
-with the guest running between them, END with the guest stopped), loads a stream into a
-*fresh* machine so that a refused stream leaves nothing behind, and exposes its
-guest-visible state as plain data for comparison across releases.
+The machine is QEMU's ``-M pc`` with ``-serial null -parallel none``: every section a real
+pc registers, in the order its release registers them (the release row's ``pc_devices``,
+data rather than code: 1.0 moved the i8259s, 0.14 added port92), with the NIC chosen as
+on QEMU's command line (``nic``: e1000 with user networking by default, rtl8139 with user
+networking, or none), and the RAM blocks of the real machine (pc.ram, pc.bios, pc.rom,
+vga.vram, the VGA's and the NIC's option ROMs) in the order of the release's block list.
+
+It saves itself to a stream (live: START, at least one PART pass, as QEMU's migration
+always iterates once, END with the guest stopped), loads a stream into a *fresh* machine
+so that a refused stream leaves nothing behind, and exposes its guest-visible state as
+plain data for comparison across releases.
 """
 
 from __future__ import annotations
 
 import importlib
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .devices import MEDIA, Board, Device
 from .errors import ConfigError
-from .ram import RAM, compare_ram
-from .releases import MachineType, Release, get_release
+from .ram import RAM, BlockImage, RamLoaderQuirks, compare_ram
+from .releases import MachineType, RamOrder, Release, get_release
 from .savevm import HeaderPolicy, LoadReport, Saver, load_stream
 from .sections import section_key
 from .stream import Sink, StreamReader, StreamWriter
@@ -26,6 +33,7 @@ from .vmstate import Tracer, dump_state
 __all__ = [
     "DEFAULT_RAM_SIZE",
     "DEVICE_MODULES",
+    "NICS",
     "Difference",
     "Machine",
     "compare_machines",
@@ -33,6 +41,7 @@ __all__ = [
     "parse_size",
     "section_key",
     "size_text",
+    "state_key",
 ]
 
 DEFAULT_RAM_SIZE = 8 << 20
@@ -40,25 +49,54 @@ DEFAULT_RAM_SIZE = 8 << 20
 MAX_RAM_SIZE = 1 << 40
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
-# Registration order of the PC's devices after "ram" (pc_init1: CPUs, PICs, then
-# pc_basic_device_init's RTC, PIT, serial and floppy, then the NIC, then IDE).
-DEVICE_MODULES: tuple[tuple[str, str], ...] = (
-    ("cpu", "CPU"),
-    ("pic", "PIC"),
-    ("rtc", "RTC"),
-    ("pit", "PIT"),
-    ("serial", "Serial"),
-    ("fdc", "FDC"),
-    ("rtl8139", "RTL8139"),
-    ("ide", "IDE"),
-)
+# Device key (a release row's pc_devices) -> (module in .devices, class).
+DEVICE_MODULES: dict[str, tuple[str, str]] = {
+    "timer": ("timer", "Timers"),
+    "slirp": ("slirp", "Slirp"),
+    "block": ("blockmig", "BlockMigration"),
+    "cpu": ("cpu", "CPU"),
+    "apic": ("apic", "APIC"),
+    "fw_cfg": ("fw_cfg", "FwCfg"),
+    "pic": ("pic", "PIC"),
+    "ioapic": ("ioapic", "IOAPIC"),
+    "i440fx": ("piix_pci", "PCIHost"),
+    "cirrus_vga": ("cirrus_vga", "CirrusVGA"),
+    "hpet": ("hpet", "HPET"),
+    "rtc": ("rtc", "RTC"),
+    "pit": ("pit", "PIT"),
+    "serial": ("serial", "Serial"),
+    "pckbd": ("pckbd", "I8042"),
+    "vmmouse": ("vmmouse", "VMMouse"),
+    "port92": ("port92", "Port92"),
+    "dma": ("dma", "DMA"),
+    "fdc": ("fdc", "FDC"),
+    "e1000": ("e1000", "E1000"),
+    "rtl8139": ("rtl8139", "RTL8139"),
+    "ide": ("ide", "IDE"),
+    "piix4_pm": ("piix4_pm", "PIIX4PM"),
+}
+
+# -net option -> the NIC's device key and its option ROM (firmware file, block size).
+NICS: dict[str, tuple[str, str, int] | None] = {
+    "e1000": ("e1000", "pxe-e1000.bin", 128 << 10),
+    "rtl8139": ("rtl8139", "pxe-rtl8139.bin", 64 << 10),
+    "none": None,
+}
+NIC_SLOT = 3  # 00:03.0, the first free slot after the VGA
+VGA_ROM = ("0000:00:02.0/cirrus_vga.rom", "vgabios-cirrus.bin", 64 << 10)
+VRAM_SIZE = 8 << 20
+VRAM_IMAGE = "1024xff"  # cirrus_init_common fills the chip's 4 MiB with 0xff
+BIOS_SIZE = ROM_SIZE = 128 << 10
 
 Workload = Callable[["Machine", int], None]
 
 
-def _device_classes() -> Iterator[type]:
-    for module, cls in DEVICE_MODULES:
-        yield getattr(importlib.import_module(f".devices.{module}", __package__), cls)
+def _device_class(key: str) -> type[Device]:
+    try:
+        module, cls = DEVICE_MODULES[key]
+    except KeyError:
+        raise ConfigError(f"no device module for {key!r}") from None
+    return getattr(importlib.import_module(f".devices.{module}", __package__), cls)
 
 
 def parse_size(text: str | int) -> int:
@@ -98,20 +136,70 @@ class Difference:
 
 
 class Machine:
-    """A PC built for ``release`` and ``machine`` (a type name or alias) with ``ram_size``."""
+    """A PC built for ``release`` and ``machine`` (a type name or alias) with ``ram_size``
+    of RAM, the NIC ``nic`` (e1000 | rtl8139 | none; a NIC comes with user networking) and
+    ``media`` (hda, fda, cdrom: images given on the command line).
+    """
 
     def __init__(
-        self, release: Release | str, machine: str = "pc", ram_size: int | str = DEFAULT_RAM_SIZE
+        self,
+        release: Release | str,
+        machine: str = "pc",
+        ram_size: int | str = DEFAULT_RAM_SIZE,
+        nic: str = "e1000",
+        media: Iterable[str] = (),
     ) -> None:
         self.release = get_release(release) if isinstance(release, str) else release
         self.machine_type: MachineType = self.release.machine(machine)
         self.machine_name = machine
         self.ram_size = parse_size(ram_size)
-        self.ram = RAM(self.ram_size)
+        if nic not in NICS:
+            raise ConfigError(f"unknown NIC {nic!r} (known: {', '.join(NICS)})")
+        self.nic = nic
+        nic_info = NICS[nic]
+        self.media = frozenset(media)
+        if not self.media <= MEDIA:
+            raise ConfigError(f"unknown media {sorted(self.media - MEDIA)} "
+                              f"(known: {', '.join(sorted(MEDIA))})")
+        self.board = Board(ram_size=self.ram_size, nic=nic, user_net=nic_info is not None,
+                           media=self.media)
+        self.order: list[str] = []
+        for key in self.release.pc_devices:
+            if key == "nic":
+                if nic_info is not None:
+                    self.order.append(nic_info[0])
+            elif key != "slirp" or self.board.user_net:
+                self.order.append(key)
         self.devices: dict[str, Any] = {}
-        for cls in _device_classes():
-            self.devices[cls.key] = cls(self.release)
+        for key in self.order:
+            if key != "ram":
+                self.devices[key] = _device_class(key)(self.release, self.board)
+        self.ram = self._build_ram()
         self.running = True
+
+    def _build_ram(self) -> RAM:
+        """The blocks in registration order (offsets), listed in the release's order."""
+        roms = self.release.roms
+        blocks = [("pc.ram", self.ram_size, None), ("pc.bios", BIOS_SIZE, roms["bios.bin"]),
+                  ("pc.rom", ROM_SIZE, None), ("vga.vram", VRAM_SIZE, VRAM_IMAGE),
+                  (VGA_ROM[0], VGA_ROM[2], roms[VGA_ROM[1]])]  # fmt: skip
+        nic_info = NICS[self.nic]
+        if nic_info is not None:
+            key, firmware, size = nic_info
+            blocks.append((f"0000:00:{NIC_SLOT:02x}.0/{key}.rom", size, roms[firmware]))
+        names = [name for name, _, _ in blocks]
+        if self.release.ram_order is RamOrder.MOVE_TO_FRONT:
+            # Each new block goes first, and the last block looked up moves first: at
+            # power-on that is the BIOS, which rom_reset copies in last.
+            names = ["pc.bios", *(n for n in reversed(names) if n != "pc.bios")]
+        return RAM(
+            layout=[(name, size) for name, size, _ in blocks],
+            order=names,
+            images=[BlockImage(name, runs) for name, _, runs in blocks if runs],
+            seed=self.release.name,
+            quirks=RamLoaderQuirks(
+                checks_fill_target=self.release.variant("ram.fill_target") == "checked"),
+        )
 
     # -- identity ---------------------------------------------------------------------
 
@@ -126,12 +214,24 @@ class Machine:
     def __getitem__(self, key: str) -> Any:
         return self.devices[key]
 
+    def __contains__(self, key: str) -> bool:
+        return key in self.devices
+
     def handlers(self) -> list[Any]:
-        """Every savevm handler in registration order."""
-        out: list[Any] = [self.ram.handler]
-        for device in self.devices.values():
-            out.extend(device.sections())
+        """Every savevm handler in registration order (section ids are positions here)."""
+        out: list[Any] = []
+        for key in self.order:
+            if key == "ram":
+                out.append(self.ram.handler)
+            else:
+                out.extend(self.devices[key].sections())
         return out
+
+    def device_sections(self) -> list[tuple[Any, Any]]:
+        """(device, section) of every non-live section, in registration order."""
+        return [(device, section) for key in self.order if key != "ram"
+                for device in (self.devices[key],) for section in device.sections()
+                if not section.live]
 
     def header_policy(self) -> HeaderPolicy:
         return HeaderPolicy(
@@ -140,24 +240,50 @@ class Machine:
             must_match_machine=self.release.format_per_machine,
         )
 
+    # -- events -----------------------------------------------------------------------
+
+    def hot_add(self, key: str) -> None:
+        """``key``'s device was hot-plugged after start: it registers last (its section
+        and its option ROM block come after everything else), the ACPI hotplug event is
+        pending for its slot, and the machine counts as modified
+        (qdev_machine_modified()), which every device that cares is told."""
+        if key not in self.devices:
+            raise ConfigError(f"this machine has no {key!r} to hot-plug")
+        self.order.remove(key)
+        self.order.append(key)
+        rom = f"0000:00:{NIC_SLOT:02x}.0/{key}.rom"
+        if rom in self.ram.blocks:
+            names = [n for n in self.ram.blocks if n != rom]
+            front = self.release.ram_order is RamOrder.MOVE_TO_FRONT
+            self.ram.reorder([rom, *names] if front else [*names, rom])
+        if "piix4_pm" in self.devices:
+            self.devices["piix4_pm"].hotplug(NIC_SLOT)
+        self.qdev_modified()
+
+    def qdev_modified(self) -> None:
+        """A device was hot-added or removed after machine creation."""
+        for device in self.devices.values():
+            device.machine_modified()
+
     # -- save -------------------------------------------------------------------------
 
     def save(
         self,
         sink: Sink | None = None,
         *,
-        passes: int = 0,
+        passes: int = 1,
         workload: Workload | None = None,
     ) -> bytes | None:
         """Write the whole stream; returns it when no ``sink`` is given.
 
-        ``passes`` PART passes of RAM run before the guest stops, with ``workload(machine,
-        pass_index)`` dirtying memory before each, as a live migration would.
+        ``passes`` PART passes of the live sections run before the guest stops (at least
+        one, as in QEMU, whose migration and savevm always iterate once), with
+        ``workload(machine, pass_index)`` dirtying memory before each.
         """
         w = StreamWriter(sink)
         saver = Saver(w, self.handlers(), self.stream_format, self.release.peek)
         saver.begin()
-        for i in range(passes):
+        for i in range(max(1, passes)):
             if workload is not None:
                 workload(self, i)
             saver.iterate()
@@ -175,14 +301,17 @@ class Machine:
         source: Any,
         *,
         ram_size: int | str = DEFAULT_RAM_SIZE,
+        nic: str = "e1000",
+        media: Iterable[str] = (),
         tracer: Tracer | None = None,
     ) -> tuple[Machine, LoadReport]:
         """Load ``source`` (bytes or a readable stream) into a fresh machine.
 
-        Raises :class:`~.errors.LoadError` when the stream is refused; the new machine is returned
-        only when the load completed (possibly half-loaded: see the report).
+        Raises :class:`~.errors.LoadError` when the stream is refused and
+        :class:`~.errors.LoadCrash` where the release would have died; the new machine is
+        returned only when the load completed (possibly half-loaded: see the report).
         """
-        dest = cls(release, machine, ram_size)
+        dest = cls(release, machine, ram_size, nic, media)
         reader = source if isinstance(source, StreamReader) else StreamReader(source)
         report = load_stream(
             reader, dest.handlers(), dest.header_policy(), dest.release.peek, tracer=tracer
@@ -195,16 +324,17 @@ class Machine:
     def state(self) -> dict[str, dict[str, Any]]:
         """Guest-visible device state: ``{section: {field path: value}}`` (RAM apart)."""
         out: dict[str, dict[str, Any]] = {}
-        for device in self.devices.values():
-            for section in device.sections():
-                fields = device.guest_view(section, dump_state(section.desc, section.obj))
-                out[section_key(section.idstr, section.instance_id)] = fields
+        for device, section in self.device_sections():
+            fields = device.guest_view(section, dump_state(section.desc, section.obj))
+            out[state_key(section)] = fields
         return out
 
     def state_json(self) -> dict[str, Any]:
         """:meth:`state` with bytes as hex strings, plus a RAM digest per block."""
         return {
             "endpoint": self.endpoint,
+            "nic": self.nic,
+            "media": sorted(self.media),
             "devices": {k: {p: jsonable(v) for p, v in s.items()} for k, s in self.state().items()},
             "ram": self.ram.digest(),
         }
@@ -212,6 +342,14 @@ class Machine:
     def randomize(self, rng: random.Random) -> None:
         for device in self.devices.values():
             device.randomize(rng)
+
+
+def state_key(section: Any) -> str:
+    """A section's key in :meth:`Machine.state`, the same in every release: a section with
+    a legacy (alias) id is keyed by it, so 0.14's i8254 0x40 and 0.15's i8254 0 (alias
+    0x40) are one device."""
+    alias = getattr(section, "alias_id", None)
+    return section_key(section.idstr, section.instance_id if alias is None else alias)
 
 
 def jsonable(value: Any) -> Any:

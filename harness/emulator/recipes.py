@@ -38,6 +38,7 @@ __all__ = [
     "apply_ops",
     "found_dir",
     "load_recipes",
+    "media_of",
     "requirements",
 ]
 
@@ -53,9 +54,20 @@ class Operation:
     run: Callable[..., None]
     requires: str | None = None  # a subsection the release must define
     doc: str = ""
+    media: frozenset[str] = frozenset()  # images the machine needs (-hda, -fda, -cdrom)
 
     def available(self, release: Release) -> bool:
         return self.requires is None or release.has(self.requires)
+
+
+def media_of(ops: Any) -> frozenset[str]:
+    """The images a machine must be started with to replay ``ops``."""
+    out: frozenset[str] = frozenset()
+    for step in ops:
+        op = OPERATIONS.get(step[0])
+        if op is not None:
+            out |= op.media
+    return out
 
 
 def requirements(ops: Any) -> frozenset[str]:
@@ -67,6 +79,19 @@ def requirements(ops: Any) -> frozenset[str]:
 
 def _ide_tray(m: Machine, open: bool, locked: bool) -> None:
     m["ide"].set_tray(1, 0, open=open, locked=locked)
+
+
+def _ide_booted(m: Machine) -> Any:
+    """The IDE once the guest has booted: the BIOS identified every drive."""
+    ide = m["ide"]
+    ide.bios_probe()
+    return ide
+
+
+def _nic_hotplug(m: Machine) -> None:
+    if m.nic == "none":
+        raise ConfigError("nic.hotplug needs a machine with a NIC")
+    m.hot_add(m.nic)
 
 
 def _cpu_fpu(m: Machine, fpop: int, fpip: int, fpdp: int, pushes: int) -> None:
@@ -103,14 +128,17 @@ def _pit_program(m: Machine, channel: int, rw_mode: int, mode: int, count: int,
 OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in (
-        Operation("ide.pio_read", lambda m, bus: m["ide"].start_pio_read(bus=bus, unit=0),
-                  doc="a PIO read in flight on unit 0 of the bus (disk or CD-ROM)"),
-        Operation("ide.dma", lambda m, lba, count, write: m["ide"].start_dma(
-            0, 0, lba=lba, count=count, write=write), doc="a bus-master DMA in flight"),
-        Operation("ide.dma_retry", lambda m: m["ide"].fail_dma_for_retry(bus=0),
-                  doc="a failed DMA waiting for retry"),
-        Operation("ide.pio_retry", lambda m, lba: m["ide"].fail_pio_for_retry(0, 0, lba),
-                  doc="a failed PIO write waiting for retry"),
+        Operation("ide.pio_read",
+                  lambda m, bus: _ide_booted(m).start_pio_read(bus=bus, unit=0),
+                  doc="a PIO read in flight on unit 0 of the bus (disk or CD-ROM)",
+                  media=frozenset({"hda", "cdrom"})),
+        Operation("ide.dma", lambda m, lba, count, write: _ide_booted(m).start_dma(
+            0, 0, lba=lba, count=count, write=write), doc="a bus-master DMA in flight",
+            media=frozenset({"hda"})),
+        Operation("ide.dma_retry", lambda m: _ide_booted(m).fail_dma_for_retry(bus=0),
+                  doc="a failed DMA waiting for retry", media=frozenset({"hda"})),
+        Operation("ide.pio_retry", lambda m, lba: _ide_booted(m).fail_pio_for_retry(0, 0, lba),
+                  doc="a failed PIO write waiting for retry", media=frozenset({"hda"})),
         Operation("ide.dma_capable", lambda m, bus, bits: m["ide"].set_dma_capable(bus, bits),
                   doc="the guest sets the drive-DMA-capable bits"),
         Operation("ide.media_event", lambda m: m["ide"].raise_media_event(1, 0),
@@ -121,16 +149,16 @@ OPERATIONS: dict[str, Operation] = {
         Operation("ide.tray", _ide_tray, "ide_drive/tray_state", "CD-ROM tray"),
         Operation("fdc.clear_media_changed",
                   lambda m, drive: m["fdc"].clear_media_changed(drive),
-                  doc="select and seek: the media-changed flag clears"),
+                  doc="select and seek: the media-changed flag clears",
+                  media=frozenset({"fda"})),
         Operation("fdc.change_media", lambda m: m["fdc"].change_media(0),
-                  doc="swap the floppy"),
+                  doc="insert or swap the floppy"),
         Operation("cpu.async_pf", lambda m, page: m["cpu"].enable_async_pf((page << 6) | 1),
                   "cpu/async_pf_msr", "enable async page faults"),
         Operation("cpu.fpu", _cpu_fpu, doc="FPU instructions: pushes, last opcode, pointers"),
         Operation("cpu.xmm", lambda m, index, lo, hi: m["cpu"].set_xmm(index, lo, hi),
                   doc="load an XMM register"),
-        Operation("nic.hotplug", lambda m: m["rtl8139"].hotplug(),
-                  "rtl8139/hotplug_ready", "the NIC was hot-plugged"),
+        Operation("nic.hotplug", _nic_hotplug, doc="the NIC was hot-plugged after start"),
         Operation("serial.receive", lambda m, byte: m["serial"].receive(byte),
                   doc="a byte arrives on COM1"),
         Operation("serial.write", _serial_write, doc="a UART register write"),
@@ -154,6 +182,10 @@ def apply_ops(machine: Machine, ops: Any) -> None:
             raise ConfigError(f"unknown recipe operation {name!r}") from None
         if not op.available(machine.release):
             raise ConfigError(f"{name} is not available on release {machine.release.name}")
+        missing = op.media - machine.media
+        if missing:
+            raise ConfigError(f"{name} needs a machine started with the media "
+                              f"{', '.join(sorted(missing))}")
         op.run(machine, **args)
 
 

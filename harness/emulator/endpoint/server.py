@@ -23,11 +23,13 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from typing import Any
 
-from ..errors import EmulatorError, LoadError
+from ..devices import MEDIA
+from ..errors import EmulatorError, LoadCrash, LoadError
 from ..guest import GuestProgram, run_program
-from ..machine import DEFAULT_RAM_SIZE, Machine
+from ..machine import DEFAULT_RAM_SIZE, NICS, Machine
 from ..ram import PAGE_SIZE
 from ..savevm import LoadReport
 from ..stream import StreamReader
@@ -48,6 +50,8 @@ class Endpoint:
         machine: str,
         ram_size: int | str = DEFAULT_RAM_SIZE,
         *,
+        nic: str = "e1000",
+        media: Iterable[str] = (),
         incoming: str | None = None,
         start_paused: bool = False,
         debug_stall_incoming: bool = False,
@@ -58,7 +62,9 @@ class Endpoint:
         self.release = release
         self.machine_name = machine
         self.ram_size = ram_size
-        self.machine = Machine(release, machine, ram_size)
+        self.nic = nic
+        self.media = frozenset(media)
+        self.machine = Machine(release, machine, ram_size, nic, self.media)
         self.start_paused = start_paused
         self.incoming_spec = incoming
         self.program: GuestProgram | None = None
@@ -364,8 +370,13 @@ class Endpoint:
             threading.Event().wait()  # a destination that never reads its stream
         try:
             machine, report = Machine.load(
-                self.release, self.machine_name, StreamReader(source), ram_size=self.ram_size
+                self.release, self.machine_name, StreamReader(source), ram_size=self.ram_size,
+                nic=self.nic, media=self.media,
             )
+        except LoadCrash as e:  # the modelled QEMU dies here (a NULL dereference, an abort)
+            sys.stderr.write(f"migmatrix endpoint: the loader dies: {e}\n")
+            sys.stderr.flush()
+            os.abort()
         except LoadError as e:
             self._from_thread(self._load_failed, e.to_dict(), str(e))
             return
@@ -423,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--release", required=True)
     p.add_argument("--machine", default="pc")
     p.add_argument("--ram", default=str(DEFAULT_RAM_SIZE), help="RAM size, e.g. 8M")
+    p.add_argument("--nic", default="e1000", choices=sorted(NICS),
+                   help="the NIC, with user networking (QEMU's -net nic,model=...), or none")
+    p.add_argument("--media", default="", help="images on the command line: any of "
+                   f"{', '.join(sorted(MEDIA))}, comma separated")
     p.add_argument("--qmp", required=True, help="unix:PATH or tcp:HOST:PORT")
     p.add_argument("--incoming", help="tcp:HOST:PORT | unix:PATH | exec:CMD | file:PATH | defer")
     p.add_argument("-S", dest="start_paused", action="store_true",
@@ -440,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     prog = "migmatrix endpoint"
     try:
         endpoint = Endpoint(
-            args.release, args.machine, args.ram, incoming=args.incoming,
+            args.release, args.machine, args.ram, nic=args.nic,
+            media=[m for m in args.media.split(",") if m], incoming=args.incoming,
             start_paused=args.start_paused,
             debug_stall_incoming=args.x_debug_stall_incoming,
             debug_kill_after=args.x_debug_kill_after,
