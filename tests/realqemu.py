@@ -1,0 +1,424 @@
+"""Real streams of the historic builds, for device conformance tests.
+
+A device test holds its model against the real programs three ways:
+
+* **idle**: the payload of its section in the stream of a real ``-S`` guest that never
+  ran (no BIOS), saved over QMP ``migrate unix:``, is byte-identical to the model's
+  power-on payload;
+* **booted**: the payload of a real guest that ran its BIOS for a moment and was sent
+  ``sendkey num_lock`` (so SeaBIOS set the keyboard LEDs) loads into the model's
+  description and saves back to the same bytes;
+* **through the real loader**: a model payload spliced into the real idle stream in place
+  of the real one loads in the real build, which saves it back unchanged.
+
+Streams are cut into FULL sections without any model: the live sections (``block``,
+``ram``) are parsed record by record, and a FULL section's payload ends where the next
+FULL header starts (the next section id, a printable idstr, then the EOF byte).
+
+Captures are cached per process (pytest-xdist workers capture their own). Tests ask for
+the :func:`historic` fixture, which skips (or fails in CI) when the builds are absent.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from harness.emulator.devices import Device
+from harness.emulator.savevm import DeviceSection, wire_rules_for
+from harness.emulator.stream import StreamReader, StreamWriter
+from harness.qemu.historic import find_build, historic_problem
+
+from .ci import require
+
+__all__ = [
+    "ENDPOINTS",
+    "ENDPOINT_IDS",
+    "Historic",
+    "RealSection",
+    "full_sections",
+    "historic",
+    "idle_mismatches",
+    "model_payloads",
+    "resave",
+    "section_payload",
+    "splice",
+]
+
+# Every modelled (release, machine type) and its stream format.
+ENDPOINTS = [("0.13", "pc", 3), ("0.14", "pc", 3), ("0.15", "pc", 3), ("new", "pc-0.14", 3),
+             ("new", "pc", 4), ("1.0", "pc-0.14", 3), ("1.0", "pc", 3)]  # fmt: skip
+ENDPOINT_IDS = [f"{r}/{m}" for r, m, _ in ENDPOINTS]
+
+MAGIC = 0x5145564D
+RAM_MEM_SIZE, RAM_COMPRESS, RAM_PAGE, RAM_EOS, RAM_CONTINUE = 0x04, 0x02, 0x08, 0x10, 0x20
+BLOCK_EOS = 0x02
+PAGE = 4096
+TIMEOUT = 30.0
+
+
+class StreamLayoutError(AssertionError):
+    """A real stream does not have the shape this reader expects."""
+
+
+@dataclass(frozen=True)
+class RealSection:
+    idstr: str
+    instance_id: int
+    version_id: int
+    offset: int  # of the payload's first byte
+    payload: bytes
+
+
+def _skip_live(data: bytes) -> int:
+    """The offset of the first FULL section: every live START/PART/END record skipped."""
+    (magic, _version) = struct.unpack_from(">II", data, 0)
+    if magic != MAGIC:
+        raise StreamLayoutError(f"bad magic 0x{magic:08x}")
+    pos, names = 8, {}
+    while True:
+        kind = data[pos]
+        if kind == 0x04 or kind == 0x00:
+            return pos
+        section_id = struct.unpack_from(">I", data, pos + 1)[0]
+        pos += 5
+        if kind == 0x01:
+            n = data[pos]
+            names[section_id] = data[pos + 1 : pos + 1 + n].decode()
+            pos += 1 + n + 8
+        elif kind not in (0x02, 0x03):
+            raise StreamLayoutError(f"section type {kind} at offset {pos - 5}")
+        name = names[section_id]
+        if name == "block":
+            while not struct.unpack_from(">Q", data, pos)[0] & BLOCK_EOS:
+                pos += 8
+            pos += 8
+        elif name == "ram":
+            pos = _skip_ram(data, pos)
+        else:
+            raise StreamLayoutError(f"unknown live section {name!r}")
+
+
+def _skip_ram(data: bytes, pos: int) -> int:
+    while True:
+        head = struct.unpack_from(">Q", data, pos)[0]
+        pos += 8
+        flags = head & (PAGE - 1)
+        if flags & RAM_MEM_SIZE:
+            total, seen = head & ~(PAGE - 1), 0
+            while seen < total:
+                n = data[pos]
+                seen += struct.unpack_from(">Q", data, pos + 1 + n)[0]
+                pos += 1 + n + 8
+            continue
+        if flags & RAM_EOS:
+            return pos
+        if not flags & RAM_CONTINUE:
+            pos += 1 + data[pos]
+        pos += 1 if flags & RAM_COMPRESS else PAGE
+
+
+def _header_at(data: bytes, pos: int) -> tuple[int, str, int, int, int] | None:
+    """(section id, idstr, instance, version, payload offset) of a FULL header at ``pos``."""
+    if pos + 6 > len(data) or data[pos] != 0x04:
+        return None
+    section_id, n = struct.unpack_from(">IB", data, pos + 1)
+    body = pos + 6 + n + 8
+    if n == 0 or body > len(data):
+        return None
+    name = data[pos + 6 : pos + 6 + n]
+    if not all(0x21 <= c < 0x7F for c in name):
+        return None
+    instance, version = struct.unpack_from(">II", data, pos + 6 + n)
+    return section_id, name.decode(), instance, version, body
+
+
+def full_sections(data: bytes) -> list[RealSection]:
+    """Every FULL section of a real stream, in stream order.
+
+    Section ids count registrations, live ones included, so the next FULL section has a
+    larger id than the last (at most a few more); its header is the first such match
+    after the payload start. The last payload ends before the final EOF byte.
+    """
+    pos = _skip_live(data)
+    first = _header_at(data, pos)
+    if first is None:
+        return []
+    headers = [(pos, first)]
+    while True:
+        last_id, body = headers[-1][1][0], headers[-1][1][4]
+        found = None
+        p = data.find(b"\x04", body)
+        while 0 <= p < len(data) - 1:
+            h = _header_at(data, p)
+            if h is not None and last_id < h[0] <= last_id + 8:
+                found = (p, h)
+                break
+            p = data.find(b"\x04", p + 1)
+        if found is None:
+            break
+        headers.append(found)
+    if data[-1] != 0x00:
+        raise StreamLayoutError("the stream does not end with EOF")
+    out = []
+    for i, (_p, (_sid, idstr, inst, ver, body)) in enumerate(headers):
+        end = headers[i + 1][0] if i + 1 < len(headers) else len(data) - 1
+        out.append(RealSection(idstr, inst, ver, body, data[body:end]))
+    return out
+
+
+def section_payload(data: bytes, idstr: str, instance_id: int = 0) -> bytes:
+    """The payload of one FULL section of a real stream."""
+    for s in full_sections(data):
+        if (s.idstr, s.instance_id) == (idstr, instance_id):
+            return s.payload
+    raise KeyError(f"no section {idstr!r} instance {instance_id}")
+
+
+def splice(data: bytes, payloads: Mapping[tuple[str, int], bytes]) -> bytes:
+    """``data`` with the payloads of some FULL sections replaced (nothing else moves:
+    no section carries a length)."""
+    out, pos = bytearray(), 0
+    todo = dict(payloads)
+    for s in full_sections(data):
+        new = todo.pop((s.idstr, s.instance_id), None)
+        if new is not None:
+            out += data[pos : s.offset] + new
+            pos = s.offset + len(s.payload)
+    if todo:
+        raise KeyError(f"sections not in the stream: {sorted(todo)}")
+    return bytes(out + data[pos:])
+
+
+# -- the model side -------------------------------------------------------------------
+
+
+def model_payloads(dev: Device, fmt: int) -> dict[tuple[str, int], bytes]:
+    """Each section's payload as the model saves it in stream format ``fmt``."""
+    rules = wire_rules_for(fmt, dev.release.peek)
+    out = {}
+    for section in dev.sections():
+        w = StreamWriter()
+        section.save(w, rules)
+        out[(section.idstr, section.instance_id)] = w.getvalue()
+    return out
+
+
+def _first_difference(a: bytes, b: bytes) -> str:
+    at = next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+    return (
+        f"{len(a)} vs {len(b)} bytes, first difference at {at}: "
+        f"{a[at : at + 8].hex()} vs {b[at : at + 8].hex()}"
+    )
+
+
+def idle_mismatches(dev: Device, fmt: int, real: bytes) -> list[str]:
+    """Where the model's sections differ from the same sections of a real stream
+    (version or payload); empty when byte-identical."""
+    found = {(s.idstr, s.instance_id): s for s in full_sections(real)}
+    problems = []
+    versions = {(s.idstr, s.instance_id): s.version_id for s in dev.sections()}
+    for key, payload in model_payloads(dev, fmt).items():
+        theirs = found.get(key)
+        if theirs is None:
+            problems.append(f"{key}: not in the real stream")
+        elif theirs.version_id != versions[key]:
+            problems.append(f"{key}: version {versions[key]}, real {theirs.version_id}")
+        elif theirs.payload != payload:
+            problems.append(f"{key}: model vs real {_first_difference(payload, theirs.payload)}")
+    return problems
+
+
+def _section(dev: Device, key: tuple[str, int]) -> DeviceSection:
+    for section in dev.sections():
+        if (section.idstr, section.instance_id) == key:
+            return section
+    raise KeyError(key)
+
+
+def resave(
+    dev: Device, fmt: int, key: tuple[str, int], payload: bytes, version: int | None = None
+) -> bytes:
+    """Load ``payload`` into ``dev``'s section ``key`` (all of it must be consumed) and
+    save that section again."""
+    section = _section(dev, key)
+    rules = wire_rules_for(fmt, dev.release.peek)
+    r = StreamReader(payload)
+    section.load(r, section.version_id if version is None else version, rules)
+    assert r.at_eof(), f"{key}: {len(payload) - r.offset} byte(s) left unread"
+    w = StreamWriter()
+    section.save(w, rules)
+    return w.getvalue()
+
+
+# -- running the real builds -----------------------------------------------------------
+
+
+def _argv(release: str, machine: str, qmp: Path, *, stopped: bool) -> list[str]:
+    build = find_build(release)
+    return [str(build.binary), "-L", str(build.datadir), "-M", machine, "-m", "64",
+            "-nographic", "-serial", "null", "-parallel", "none",
+            "-qmp", f"unix:{qmp},server,nowait", *(["-S"] if stopped else [])]  # fmt: skip
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{path.name} never appeared: {log.read_text(errors='replace')}")
+        time.sleep(0.01)
+
+
+class _Run:
+    """One real process: started, driven over QMP (and the human monitor), saved, quit."""
+
+    def __init__(
+        self, release: str, machine: str, *, stopped: bool = True, incoming: bytes | None = None
+    ) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="migmatrix-real-"))
+        self.qmp_path = self.dir / "qmp.sock"
+        self.log = self.dir / "log"
+        argv = _argv(release, machine, self.qmp_path, stopped=stopped)
+        if not stopped:
+            argv += ["-monitor", f"unix:{self.dir / 'mon.sock'},server,nowait"]
+        if incoming is not None:
+            argv += ["-incoming", f"unix:{self.dir / 'in.sock'}"]
+        self.argv = argv
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT)  # fmt: skip
+        _wait_for(self.qmp_path, self.proc, self.log)
+        if incoming is not None:
+            self._feed(incoming)
+        self.qmp = QEMUMonitorProtocol(str(self.qmp_path))
+        self.qmp.connect()
+
+    def _feed(self, stream: bytes) -> None:
+        """Send the stream; the load is over when the destination closes the socket (it
+        loads in its main loop, so QMP answers only after that)."""
+        _wait_for(self.dir / "in.sock", self.proc, self.log)
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(TIMEOUT)
+            conn.connect(str(self.dir / "in.sock"))
+            conn.sendall(stream)
+            conn.shutdown(socket.SHUT_WR)
+            while conn.recv(4096):
+                pass
+        time.sleep(0.05)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the destination exited: {self.describe()}")
+
+    def describe(self) -> str:
+        return f"{' '.join(self.argv)}: {self.log.read_text(errors='replace')[-800:]}"
+
+    def human(self, command: str) -> None:
+        with socket.socket(socket.AF_UNIX) as mon:
+            mon.connect(str(self.dir / "mon.sock"))
+            mon.sendall(command.encode() + b"\n")
+            time.sleep(0.3)
+
+    def save(self) -> bytes:
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(self.dir / "out.sock"))
+        listener.listen(1)
+        received = bytearray()
+
+        def receive() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                while chunk := conn.recv(1 << 20):
+                    received.extend(chunk)
+
+        thread = threading.Thread(target=receive, daemon=True)
+        thread.start()
+        self.qmp.cmd("migrate", uri=f"unix:{self.dir / 'out.sock'}")
+        deadline = time.monotonic() + TIMEOUT
+        while (status := self.qmp.cmd("query-migrate").get("status")) not in (
+            "completed",
+            "failed",
+        ):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        thread.join(TIMEOUT)
+        listener.close()
+        if status != "completed":
+            raise RuntimeError(f"migration {status}: {self.describe()}")
+        return bytes(received)
+
+    def close(self) -> None:
+        try:
+            self.qmp.close()
+        finally:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@functools.cache
+def _idle(release: str, machine: str) -> bytes:
+    run = _Run(release, machine)
+    try:
+        return run.save()
+    finally:
+        run.close()
+
+
+@functools.cache
+def _booted(release: str, machine: str) -> bytes:
+    run = _Run(release, machine, stopped=False)
+    try:
+        time.sleep(0.5)  # SeaBIOS initialises the keyboard and the VGA BIOS
+        run.human("sendkey num_lock")  # SeaBIOS answers by setting the keyboard LEDs
+        time.sleep(0.5)
+        run.human("stop")
+        return run.save()
+    finally:
+        run.close()
+
+
+def _through(release: str, machine: str, stream: bytes) -> bytes:
+    run = _Run(release, machine, incoming=stream)
+    try:
+        return run.save()
+    finally:
+        run.close()
+
+
+class Historic:
+    """The real builds as a test sees them (see the module docstring)."""
+
+    def idle(self, release: str, machine: str) -> bytes:
+        return _idle(release, machine)
+
+    def booted(self, release: str, machine: str) -> bytes:
+        return _booted(release, machine)
+
+    def through(self, release: str, machine: str, stream: bytes) -> bytes:
+        """Load ``stream`` in the real build (stopped), then save what it loaded."""
+        return _through(release, machine, stream)
+
+
+@pytest.fixture(scope="session")
+def historic() -> Iterator[Historic]:
+    for release in dict.fromkeys(r for r, _, _ in ENDPOINTS):
+        require(historic_problem(release), f"historic QEMU {release}")
+    yield Historic()
