@@ -47,6 +47,7 @@ __all__ = [
     "ENDPOINTS",
     "ENDPOINT_IDS",
     "Historic",
+    "RealRefused",
     "RealSection",
     "full_sections",
     "historic",
@@ -67,6 +68,14 @@ RAM_MEM_SIZE, RAM_COMPRESS, RAM_PAGE, RAM_EOS, RAM_CONTINUE = 0x04, 0x02, 0x08, 
 BLOCK_EOS = 0x02
 PAGE = 4096
 TIMEOUT = 30.0
+
+
+class RealRefused(Exception):
+    """The real destination refused the stream; ``log`` is what it printed."""
+
+    def __init__(self, log: str) -> None:
+        super().__init__(log.strip().splitlines()[-3:])
+        self.log = log
 
 
 class StreamLayoutError(AssertionError):
@@ -303,24 +312,35 @@ class _Run:
                                          stderr=subprocess.STDOUT)  # fmt: skip
         _wait_for(self.qmp_path, self.proc, self.log)
         if incoming is not None:
-            self._feed(incoming)
+            try:
+                self._feed(incoming)
+            except BaseException:
+                self.proc.kill()
+                self.proc.wait()
+                shutil.rmtree(self.dir, ignore_errors=True)
+                raise
         self.qmp = QEMUMonitorProtocol(str(self.qmp_path))
         self.qmp.connect()
 
     def _feed(self, stream: bytes) -> None:
         """Send the stream; the load is over when the destination closes the socket (it
-        loads in its main loop, so QMP answers only after that)."""
+        loads in its main loop, so QMP answers only after that). A refused load prints
+        "load of migration failed" before the process exits, hence before that close."""
         _wait_for(self.dir / "in.sock", self.proc, self.log)
         with socket.socket(socket.AF_UNIX) as conn:
             conn.settimeout(TIMEOUT)
             conn.connect(str(self.dir / "in.sock"))
-            conn.sendall(stream)
-            conn.shutdown(socket.SHUT_WR)
-            while conn.recv(4096):
-                pass
-        time.sleep(0.05)
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"the destination exited: {self.describe()}")
+            try:
+                conn.sendall(stream)
+                conn.shutdown(socket.SHUT_WR)
+                while conn.recv(4096):
+                    pass
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # it stopped reading early: refused, or ended at an early EOF byte
+        log = self.log.read_text(errors="replace")
+        if "load of migration failed" in log:
+            self.proc.wait(TIMEOUT)
+            raise RealRefused(log)
 
     def describe(self) -> str:
         return f"{' '.join(self.argv)}: {self.log.read_text(errors='replace')[-800:]}"
