@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from qemu.qmp import ConnectError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness.emulator.devices import Device
@@ -319,8 +320,21 @@ class _Run:
                 self.proc.wait()
                 shutil.rmtree(self.dir, ignore_errors=True)
                 raise
-        self.qmp = QEMUMonitorProtocol(str(self.qmp_path))
-        self.qmp.connect()
+        self.qmp = self._connect()
+
+    def _connect(self) -> QEMUMonitorProtocol:
+        """The socket file appears at bind(), a moment before QEMU listens on it."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            qmp = QEMUMonitorProtocol(str(self.qmp_path))
+            try:
+                qmp.connect()
+                return qmp
+            except ConnectError:
+                qmp.close()
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"no QMP: {self.describe()}") from None
+                time.sleep(0.02)
 
     def _feed(self, stream: bytes) -> None:
         """Send the stream; the load is over when the destination closes the socket (it
