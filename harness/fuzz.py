@@ -1,8 +1,9 @@
 """Hostile-input checks of the emulator core: a corpus of valid streams and their mutants.
 
 A migration stream is untrusted input. The core's contract is that :meth:`Machine.load`
-on *any* bytes either returns or raises :class:`~harness.emulator.errors.LoadError`,
-within a bounded time and without allocating more than the destination machine itself.
+on *any* bytes either returns or raises :class:`~harness.emulator.errors.LoadError` (or
+:class:`~harness.emulator.errors.LoadCrash`, where the modelled QEMU would die), within a
+bounded time and without allocating more than the destination machine itself.
 This module holds what both the property tests (``tests/test_fuzz.py``) and the fuzzing
 bench (``bench/fuzz.py``) need:
 
@@ -14,7 +15,8 @@ bench (``bench/fuzz.py``) need:
 - :func:`frame`: a stream assembled from section records (the framing a hypothesis
   strategy or a random generator chooses);
 - :func:`check_load`: one load under a wall-clock limit, classified as ``ok``,
-  ``typed`` (a ``LoadError``), ``other`` (any other exception: a core bug) or
+  ``typed`` (a ``LoadError``, or a ``LoadCrash``), ``other`` (any other exception: a core
+  bug) or
   ``timeout``.
 """
 
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .drivers.inprocess import CellTimeout, time_limit
-from .emulator.errors import EmulatorError, LoadError
+from .emulator.errors import EmulatorError, LoadCrash, LoadError
 from .emulator.guest import PROGRAMS
 from .emulator.machine import Machine
 from .emulator.releases import RELEASES
@@ -96,7 +98,7 @@ def destinations() -> list[tuple[str, str]]:
 
 
 def _seed(release: str, machine: str, scenario: str, seed: int) -> Seed | None:
-    m = Machine(release, machine, FUZZ_RAM)
+    m = Machine(release, machine, FUZZ_RAM, media=SCENARIOS[scenario].media)
     try:
         sc = apply_scenario(m, scenario, seed)
         data = m.save(passes=min(sc.live_passes, 1), workload=sc.workload)
@@ -105,7 +107,7 @@ def _seed(release: str, machine: str, scenario: str, seed: int) -> Seed | None:
     assert data is not None
     tracer = Tracer()
     with contextlib.suppress(LoadError):  # a release may refuse its own stream (siblings)
-        Machine.load(release, machine, data, ram_size=FUZZ_RAM, tracer=tracer)
+        Machine.load(release, machine, data, ram_size=FUZZ_RAM, media=m.media, tracer=tracer)
     marks = sorted({mk.offset for mk in tracer.marks} | {mk.end for mk in tracer.marks})
     starts = [mk.offset for mk in tracer.marks if mk.kind == "section"]
     ends = [*starts[1:], len(data) - 1]
@@ -389,6 +391,8 @@ def check_load(
         return CheckResult("timeout", time.perf_counter() - t0, f"no outcome within {limit} s")
     except LoadError as e:
         return CheckResult("typed", time.perf_counter() - t0, str(e), e.reason.name)
+    except LoadCrash as e:  # where the modelled release dies: typed too, as "crash"
+        return CheckResult("typed", time.perf_counter() - t0, str(e), "CRASH")
     except Exception as e:  # anything else is a bug in the core
         return CheckResult(
             "other", time.perf_counter() - t0, f"{type(e).__name__}: {e}",

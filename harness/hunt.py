@@ -33,7 +33,7 @@ from typing import Any
 
 from .emulator.errors import ConfigError, LoadError
 from .emulator.machine import Machine, compare_machines
-from .emulator.recipes import OPERATIONS, apply_ops, found_dir, requirements
+from .emulator.recipes import OPERATIONS, apply_ops, found_dir, media_of, requirements
 from .emulator.releases import Release, parse_endpoint
 from .verdict import Outcome, Verdict, classify
 
@@ -100,8 +100,9 @@ def run_recipe(source: str, destination: str, ops: Any, *, ram_size: int = HUNT_
     dst_rel, dst_machine = _endpoint(destination)
     outcome = Outcome()
     t0 = time.perf_counter()
+    media = media_of(ops)  # both sides are started with the images the ops need
     try:
-        machine = Machine(src_rel, src_machine, ram_size)
+        machine = Machine(src_rel, src_machine, ram_size, media=media)
         apply_ops(machine, ops)
         stream = machine.save()
     except (ConfigError, ValueError, TypeError) as e:  # TypeError: arguments of a bad recipe
@@ -112,16 +113,16 @@ def run_recipe(source: str, destination: str, ops: Any, *, ram_size: int = HUNT_
     assert stream is not None
     outcome.stream_bytes = len(stream)
     try:
-        dest, report = Machine.load(dst_rel, dst_machine, stream, ram_size=ram_size)
+        dest, report = Machine.load(dst_rel, dst_machine, stream, ram_size=ram_size, media=media)
     except LoadError as e:
         outcome.load_error = e.to_dict()
         outcome.message = str(e)
-    except Exception as e:  # not a migration error: the destination crashed
+    except Exception as e:  # not a migration error (a LoadCrash too): the destination died
         outcome.crash = f"{type(e).__name__}: {e}"
         outcome.message = f"destination crashed: {outcome.crash}"
     else:
         outcome.bytes_unread = report.bytes_unread
-        outcome.not_loaded = report.not_loaded
+        outcome.not_loaded = report.not_loaded if report.half_loaded else []
         diffs = compare_machines(machine, dest)
         outcome.diff_total = len(diffs)
         outcome.diff = [diff_entry(d.path, d.source, d.destination) for d in diffs[:20]]

@@ -26,9 +26,10 @@ def stream(dev: Any, fmt: int) -> bytes:
     return w.getvalue()
 
 
-def load(cls: type, release: Release, fmt: int, data: bytes) -> Any:
-    """A fresh ``cls`` device of ``release`` loaded from a whole stream."""
-    dev = cls(release)
+def load(cls: type, release: Release, fmt: int, data: bytes, board: Any = None) -> Any:
+    """A fresh ``cls`` device of ``release`` (on ``board``: the destination is started with
+    the source's command line) loaded from a whole stream."""
+    dev = cls(release, board)
     header = HeaderPolicy(release.accepted_versions, fmt, release.format_per_machine)
     load_stream(StreamReader(data), dev.sections(), header, release.peek)
     return dev

@@ -151,7 +151,11 @@ def test_load_v11_stream_without_v12_fields():
     v11 = save(src)[: SIZE_V12 - 16 - 256]
     dest, r = load(release, v11, version=11)
     assert r.at_eof()
-    assert dumps(dest) == {**dumps(src), "xcr0": 1}
+    # The v11 fields load; xcr0 (v12) and cpu_common's interrupt_request (not in this
+    # section) keep the destination's power-on values.
+    fresh = CPU(release)
+    assert dumps(dest) == {**dumps(src), "xcr0": fresh.xcr0,
+                           "interrupt_request": fresh.interrupt_request}
 
 
 @pytest.mark.parametrize(
@@ -249,15 +253,37 @@ def test_both_subsections_in_order():
 
 
 @pytest.mark.parametrize(
-    "name, async_pf, fpop",
-    [("0.13", False, False), ("0.14", True, False), ("0.15", True, True),
-     ("new", True, True), ("1.0", True, True)],
+    "name, async_pf, fpop, msrs",
+    [("0.13", False, False, False), ("0.14", True, False, False), ("0.15", True, True, False),
+     ("new", True, True, False), ("1.0", True, True, True)],
 )  # fmt: skip
-def test_subsections_per_release(name, async_pf, fpop):
+def test_subsections_per_release(name, async_pf, fpop, msrs):
     desc = cpu_description(get_release(name))
     assert [s.desc.name for s in desc.subsections] == (
         ["cpu/async_pf_msr"] * async_pf + ["cpu/fpop_ip_dp"] * fpop
+        + ["cpu/msr_tscdeadline", "cpu/msr_ia32_misc_enable"] * msrs
     )
+
+
+@pytest.mark.parametrize("name, pat, mcg_cap, irq", [
+    ("0.13", 0, 0x10A, 2), ("0.14", 0, 0x100010A, 2), ("0.15", 0x0007040600070406, 0x100010A, 2),
+    ("new", 0x0007040600070406, 0x100010A, 0), ("1.0", 0x0007040600070406, 0x100010A, 0),
+])  # fmt: skip
+def test_power_on_values_that_differ_by_release(name, pat, mcg_cap, irq):
+    """As the real builds' idle streams show them: 0.15 set the PAT default in cpu_reset,
+    0.14 added MCG_SER_P, and up to 0.15 the PIT's first IRQ is pending at -S."""
+    cpu = CPU(get_release(name))
+    assert (cpu.pat, cpu.mcg_cap, cpu.interrupt_request) == (pat, mcg_cap, irq)
+    assert (cpu.xcr0, cpu.interrupt_injected, cpu.exception_injected) == (0, 0, 0)
+
+
+def test_1_0_sends_misc_enable_once_the_guest_wrote_it():
+    cpu = CPU(get_release("1.0"))
+    assert len(save(cpu)) == SIZE_V12
+    cpu.write_misc_enable(1 | 1 << 22)
+    name = b"cpu/msr_ia32_misc_enable"
+    assert save(cpu)[SIZE_V12:] == (b"\x05" + bytes((len(name),)) + name
+                                    + struct.pack(">IQ", 1, 1 | 1 << 22))
 
 
 def test_fpu_pointers_not_saved_without_subsection():

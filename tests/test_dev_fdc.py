@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.emulator.devices import Board
 from harness.emulator.devices.fdc import (
     FDC,
     fdc_description,
@@ -41,8 +42,12 @@ PAYLOAD_F3 = DRIVES_AT + 2 * 3  # 545 bytes
 # -- helpers ---------------------------------------------------------------------------
 
 
-def load(release: Release, fmt: int, data: bytes) -> FDC:
-    return devtools.load(FDC, release, fmt, data)
+# A machine started with -fda: its floppy's media-changed flag was set as it was opened.
+FLOPPY = Board(media=frozenset({"fda"}))
+
+
+def load(release: Release, fmt: int, data: bytes, board: Board | None = None) -> FDC:
+    return devtools.load(FDC, release, fmt, data, board)
 
 
 def state(dev: FDC) -> dict:
@@ -256,9 +261,9 @@ SCENARIOS = list(_scenarios())
 @pytest.mark.parametrize("scenario", [s[1] for s in SCENARIOS], ids=[s[0] for s in SCENARIOS])
 def test_round_trip(name, fmt, scenario):
     r = get_release(name)
-    src = FDC(r)
+    src = FDC(r, FLOPPY)
     scenario(src)
-    dst = load(r, fmt, stream(src, fmt))
+    dst = load(r, fmt, stream(src, fmt), FLOPPY)
     assert state(dst) == state(src)
     if r.has("fdrive/media_changed"):
         assert dst.media_changed(0) == src.media_changed(0)
@@ -268,11 +273,11 @@ def test_round_trip(name, fmt, scenario):
 @given(run=st.sampled_from(RUNS), seed=st.integers(0, 2**32 - 1), clear=st.booleans())
 def test_round_trip_any_random_state(run, seed, clear):
     r = get_release(run[0])
-    src = FDC(r)
+    src = FDC(r, FLOPPY)
     src.randomize(random.Random(seed))
     if clear:
         src.clear_media_changed(0)
-    assert state(load(r, run[1], stream(src, run[1]))) == state(src)
+    assert state(load(r, run[1], stream(src, run[1]), FLOPPY)) == state(src)
 
 
 def test_flag_is_lost_before_new():

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.emulator.devices import Board
 from harness.emulator.devices.ide import (
     IDE,
     IDSTR,
@@ -55,11 +56,10 @@ def load(release_name: str, data: bytes, rules: WireRules, version: int = 3) -> 
 
 
 def booted(release) -> IDE:
-    """The IDE of a machine started with -hda and a disc in the CD-ROM, after the BIOS
-    identified its drives."""
-    ide = IDE(release)
-    ide.attach_disk(0, 0)
-    ide.drive(1, 0).medium = True
+    """The IDE of a machine started with -hda and -cdrom, after the BIOS identified its
+    drives."""
+    ide = IDE(release, Board(media=frozenset({"hda", "cdrom"})))
+    ide.bios_probe()
     return ide
 
 
@@ -145,8 +145,9 @@ def test_power_on_a_bare_pc_has_only_an_empty_cdrom_drive():
     assert [(d.lcyl, d.hcyl) for bus in ide.bus for d in bus.ifs] == [
         (0xFF, 0xFF), (0xFF, 0xFF), (0x14, 0xEB), (0xFF, 0xFF)]  # the ATAPI signature
     assert not any(d.identify_set for bus in ide.bus for d in bus.ifs)  # no BIOS ran
-    ide.attach_disk(0, 0)
-    assert (ide.drive(0, 0).lcyl, ide.drive(0, 0).hcyl) == (0, 0)
+    ide = IDE(get_release("0.14"), Board(media=frozenset({"hda"})))
+    assert (ide.drive(0, 0).kind, ide.drive(0, 0).lcyl, ide.drive(0, 0).hcyl) == ("hd", 0, 0)
+    ide.bios_probe()
     assert [d.identify_set for bus in ide.bus for d in bus.ifs] == [1, 0, 1, 0]
 
 

@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+from harness.emulator.devices import Board
 from harness.emulator.devices.rtc import RTC, rtc_description
 from harness.emulator.errors import LoadError, Reason
 from harness.emulator.releases import Release, get_release
@@ -88,10 +89,21 @@ def test_reset_is_a_valid_bcd_clock():
     regs = [from_bcd(cmos[i]) for i in (0x00, 0x02, 0x04, 0x06, 0x07, 0x08, 0x09)]
     assert regs == [tm.sec, tm.min, tm.hour, tm.wday + 1, tm.mday, tm.mon + 1, tm.year % 100]
     assert from_bcd(cmos[0x32]) * 100 + regs[6] == tm.year + 1900
-    checksum = sum(cmos[0x10:0x2E])
-    assert (cmos[0x2E] << 8) | cmos[0x2F] == checksum
+    assert cmos[0x37] == cmos[0x32]  # the PS/2 century byte too
+    assert cmos[0x2E] == cmos[0x2F] == 0  # the BIOS computes the checksum, and none ran
     assert dev.periodic_timer == -1 and dev.period == 0
     assert dev.second_timer2 == dev.next_second_time
+
+
+@pytest.mark.parametrize("ram, ext, above16", [(64 << 20, 0xFC00, 0x0300), (8 << 20, 0x1C00, 0),
+                                               (2 << 20, 0x0400, 0)])  # fmt: skip
+def test_cmos_configuration_is_pc_cmos_init_for_the_ram_size(ram, ext, above16):
+    cmos = RTC(get_release("0.14"), Board(ram_size=ram)).cmos_data
+    assert cmos[0x15:0x19] == bytes((0x80, 0x02, ext & 0xFF, ext >> 8))  # 640 K, then above 1 M
+    assert cmos[0x30:0x32] == cmos[0x17:0x19]
+    assert cmos[0x34:0x36] == bytes((above16 & 0xFF, above16 >> 8))  # 64 K units above 16 M
+    assert (cmos[0x3D], cmos[0x38]) == (0x12, 0x30)  # boot order "cad"
+    assert (cmos[0x10], cmos[0x14]) == (0x00, 0x06)  # no floppy medium; FPU, PS/2 mouse
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -8,29 +8,119 @@ import random
 import pytest
 
 from harness.emulator.errors import ConfigError, LoadError, Reason
-from harness.emulator.guest import run_program
+from harness.emulator.guest import PROGRAMS, run_program
 from harness.emulator.machine import Machine, compare_machines, parse_size
 from harness.emulator.releases import RELEASES
 from harness.emulator.vmstate import Tracer
 
 RAM = "1M"
 ENDPOINTS = [(r.name, m.name) for r in RELEASES.values() for m in r.machines]
+NICS = ["e1000", "rtl8139", "none"]
 
 
-def save(release: str, machine: str = "pc", program: str = "idle", seed: int = 0) -> tuple[Machine, bytes]:
-    m = Machine(release, machine, RAM)
+def save(release: str, machine: str = "pc", program: str = "idle", seed: int = 0,
+         nic: str = "e1000") -> tuple[Machine, bytes]:
+    """A machine started with the program's media, in the program's state, and its stream."""
+    m = Machine(release, machine, RAM, nic, PROGRAMS[program].media)
     p = run_program(m, program, seed)
     return m, m.save(passes=p.live_passes, workload=p.workload)
 
 
+def load(release: str, machine: str, stream: bytes, src: Machine) -> tuple[Machine, object]:
+    """The destination, started with the source's NIC and media."""
+    return Machine.load(release, machine, stream, ram_size=RAM, nic=src.nic, media=src.media)
+
+
 @pytest.mark.parametrize(("release", "machine"), ENDPOINTS)
-def test_every_endpoint_round_trips_idle_and_random(release: str, machine: str) -> None:
+@pytest.mark.parametrize("nic", NICS)
+def test_every_endpoint_round_trips_idle_and_random(release: str, machine: str, nic: str) -> None:
     for program, seed in (("idle", 0), ("random", 1), ("random", 2), ("live-ram", 0)):
-        src, stream = save(release, machine, program, seed)
-        dest, report = Machine.load(release, machine, stream, ram_size=RAM)
-        assert not report.half_loaded
+        src, stream = save(release, machine, program, seed, nic)
+        dest, report = load(release, machine, stream, src)
+        assert not report.half_loaded and report.not_loaded == []
         assert report.bytes_consumed == len(stream)
         assert compare_machines(src, dest) == [], (program, seed)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_sections_are_a_real_pc_in_registration_order(release: str) -> None:
+    """Live sections first (block, ram: START, PART, END), then one FULL per device in
+    registration order; the section id is the position in that order."""
+    m = Machine(release, "pc", RAM)
+    names = [h.idstr for h in m.handlers()]
+    assert names[:4] == ["timer", "slirp", "block", "ram"]
+    assert names[-3:] == ["0000:00:01.1/ide", "i2c_bus", "0000:00:01.3/piix4_pm"]
+    assert ("port92" in names) == (release != "0.13")
+    pic, ioapic, piix3 = (names.index(n) for n in ("i8259", "ioapic", "0000:00:01.0/PIIX3"))
+    assert (pic > piix3) == (release == "1.0") and ioapic == pic + 2
+    tracer = Tracer()
+    Machine.load(release, "pc", m.save(), ram_size=RAM, tracer=tracer)
+    kinds = [m.value.split()[0] for m in tracer.marks if m.kind == "section"]
+    assert kinds[:6] == ["START", "START", "PART", "PART", "END", "END"]
+    assert set(kinds[6:]) == {"FULL"} and len(kinds[6:]) == len(names) - 2
+
+
+@pytest.mark.parametrize("nic, slirp, device", [("e1000", True, "0000:00:03.0/e1000"),
+                                                ("rtl8139", True, "0000:00:03.0/rtl8139"),
+                                                ("none", False, None)])  # fmt: skip
+def test_the_nic_option_mirrors_qemus_command_line(nic: str, slirp: bool, device: str | None):
+    m = Machine("0.14", "pc", RAM, nic)
+    names = [h.idstr for h in m.handlers()]
+    assert ("slirp" in names) == slirp
+    nics = [n for n in names if n.startswith("0000:00:03.0/")]
+    assert nics == ([device] if device else [])
+    roms = [b for b in m.ram.blocks if b.startswith("0000:00:03.0/")]
+    assert roms == ([f"{device}.rom"] if device else [])
+
+
+def test_ram_blocks_of_the_real_machine_in_each_releases_list_order() -> None:
+    blocks = ["pc.ram", "pc.bios", "pc.rom", "vga.vram", "0000:00:02.0/cirrus_vga.rom",
+              "0000:00:03.0/e1000.rom"]  # fmt: skip
+    for release in ("0.14", "0.15", "new", "1.0"):
+        assert list(Machine(release, "pc", RAM).ram.blocks) == blocks  # sorted by offset
+    # 0.13's move-to-front list: newest first, the BIOS (looked up last) in front
+    assert list(Machine("0.13", "pc", RAM).ram.blocks) == [
+        "pc.bios", "0000:00:03.0/e1000.rom", "0000:00:02.0/cirrus_vga.rom", "vga.vram", "pc.rom",
+        "pc.ram"]  # fmt: skip
+    sizes = {b.idstr: len(b) for b in Machine("0.14", "pc", RAM).ram}
+    assert sizes == {"pc.ram": 1 << 20, "pc.bios": 128 << 10, "pc.rom": 128 << 10,
+                     "vga.vram": 8 << 20, "0000:00:02.0/cirrus_vga.rom": 64 << 10,
+                     "0000:00:03.0/e1000.rom": 128 << 10}  # fmt: skip
+
+
+def test_a_013_stream_loads_on_014_whose_port92_keeps_its_reset_state() -> None:
+    src, stream = save("0.13", "pc")
+    dest, report = load("0.14", "pc", stream, src)
+    assert not report.half_loaded and report.not_loaded == ["port92/0"]
+
+
+def test_genstats_floppy_flag_from_power_on_desyncs_0_15() -> None:
+    """fidelity.md section 2: an idle genstats pc-0.14 stream carries fdrive/media_changed,
+    which 0.15 (no fdc subsections) reads as data: "Unknown savevm section type 100"."""
+    src, stream = save("new", "pc-0.14", nic="rtl8139")
+    with pytest.raises(LoadError) as e:
+        load("0.15", "pc", stream, src)
+    assert e.value.reason is Reason.UNKNOWN_SECTION_TYPE and "0x64" in e.value.detail
+
+
+def test_instance_ids_as_qemu_wrote_them_refuse_across_releases() -> None:
+    """fidelity.md section 1: 0.15+ writes the i8254 as instance 0, which 0.14 does not
+    know; 1.0 writes the i8259s as 0 and 1, which no older release knows."""
+    src, stream = save("new", "pc-0.14")
+    with pytest.raises(LoadError) as e:
+        load("0.14", "pc", stream, src)
+    assert (e.value.reason, e.value.section) == (Reason.UNKNOWN_SECTION, "i8254")
+    assert "'i8254' 0" in e.value.detail
+    src, stream = save("1.0", "pc-0.14")
+    with pytest.raises(LoadError) as e:
+        load("new", "pc-0.14", stream, src)
+    assert (e.value.section, "'i8259' 0" in e.value.detail) == ("i8259", True)
+    src, stream = save("0.15", "pc", nic="rtl8139")
+    load("1.0", "pc-0.14", stream, src)  # the aliases read the legacy ids (0x20, 0xa0)
+    src, stream = save("0.15", "pc")  # ... but 1.0's e1000 refuses the older status byte
+    with pytest.raises(LoadError) as e:
+        load("1.0", "pc-0.14", stream, src)
+    assert (e.value.section, e.value.field) == ("0000:00:03.0/e1000", "dev/config")
 
 
 def test_stream_starts_with_magic_and_the_machine_format() -> None:
@@ -44,14 +134,16 @@ def test_stream_starts_with_magic_and_the_machine_format() -> None:
 def test_format_4_is_format_3_plus_one_sentinel_after_every_struct_element() -> None:
     """Removing the traced sentinels from a format-4 stream gives the format-3 stream of
     the same state: a 0x06 after every embedded element and nowhere else."""
-    _, v3 = save("new", "pc-0.14", "random", 3)
+    src, v3 = save("new", "pc-0.14", "random", 3)
     _, v4 = save("new", "pc", "random", 3)
     tracer = Tracer()
-    Machine.load("new", "pc", v4, ram_size=RAM, tracer=tracer)
+    load("new", "pc", v4, src)
+    sentinels = [m.offset for m in tracer.marks if m.kind == "sentinel"]
+    tracer = Tracer()
+    Machine.load("new", "pc", v4, ram_size=RAM, media=src.media, tracer=tracer)
     sentinels = [m.offset for m in tracer.marks if m.kind == "sentinel"]
     elements = [m for m in tracer.marks if m.kind == "struct"]
-    # cpu 6+4+16+8+16, ide 1+2+2+4, fdc 1+2, pit 3, serial 1, rtl8139 2
-    assert len(sentinels) == len(elements) == 68
+    assert len(sentinels) == len(elements) > 68  # every embedded element of every device
     assert all(v4[o] == 0x06 for o in sentinels)
     stripped = bytearray(v4)
     for o in reversed(sentinels):
@@ -82,12 +174,22 @@ def test_obsolete_version_2_is_reported_first() -> None:
     assert e.value.reason is Reason.OBSOLETE_VERSION
 
 
-def test_pending_ide_bus_error_from_new_is_not_a_clean_load_on_014() -> None:
+def _pit_as(stream: bytes, instance: int) -> bytes:
+    """``stream`` with its i8254 header's instance id changed (the one thing that makes
+    0.14 refuse every newer stream before it reaches the IDE)."""
+    at = stream.index(b"\x05i8254") + 6
+    return stream[:at] + instance.to_bytes(4, "big") + stream[at + 4 :]
+
+
+def test_pending_ide_bus_error_from_015_is_not_a_clean_load_on_014() -> None:
     """wire-format.md §4: 0.14's ide_bus defines no subsections, never peeks, and reads the
-    ide_bus/error subsection as parent data."""
-    src, stream = save("new", "pc-0.14", "ide-bus-error")
+    ide_bus/error subsection as parent data (shown with the PIT's instance id patched to
+    0.14's: unpatched, 0.14 refuses the stream at the i8254, before the IDE; a genstats
+    stream fails even earlier, at the floppy flag it sends from power-on)."""
+    src, stream = save("0.15", "pc", "ide-bus-error")
+    stream = _pit_as(stream, 0x40)
     try:
-        dest, report = Machine.load("0.14", "pc", stream, ram_size=RAM)
+        dest, report = load("0.14", "pc", stream, src)
     except LoadError as e:
         pytest.fail(f"expected a silent misparse, got a clean refusal: {e}")
     assert report.half_loaded or compare_machines(src, dest)
@@ -95,21 +197,21 @@ def test_pending_ide_bus_error_from_new_is_not_a_clean_load_on_014() -> None:
 
 
 def test_two_cpu_subsections_fail_on_the_second_under_always_peek() -> None:
-    _, stream = save("new", "pc", "cpu-two-subsections")
+    src, stream = save("new", "pc", "cpu-two-subsections")
     with pytest.raises(LoadError) as e:
-        Machine.load("new", "pc", stream, ram_size=RAM)
+        load("new", "pc", stream, src)
     assert e.value.reason is Reason.UNKNOWN_SUBSECTION
     assert "cpu/fpop_ip_dp" in e.value.detail and e.value.section == "cpu"
     # the same stream loads on a release whose subsection bodies never peek
-    _, v3 = save("0.15", "pc", "cpu-two-subsections")
-    Machine.load("0.15", "pc", v3, ram_size=RAM)
-    Machine.load("1.0", "pc", v3, ram_size=RAM)
+    src, v3 = save("0.15", "pc", "cpu-two-subsections", nic="rtl8139")
+    load("0.15", "pc", v3, src)
+    load("1.0", "pc", v3, src)
 
 
 def test_a_refused_stream_leaves_no_machine_and_names_where() -> None:
-    _, stream = save("new", "pc-0.14", "atapi-media-event")
+    src, stream = save("0.15", "pc", "atapi-media-event")
     with pytest.raises(LoadError) as e:
-        Machine.load("0.14", "pc", stream, ram_size=RAM)
+        load("0.14", "pc", _pit_as(stream, 0x40), src)
     err = e.value
     assert err.reason is Reason.UNKNOWN_SUBSECTION
     assert err.section == "0000:00:01.1/ide" and err.field == "bus[1]/ifs[0]"
@@ -118,12 +220,13 @@ def test_a_refused_stream_leaves_no_machine_and_names_where() -> None:
 
 def test_load_streams_from_a_file_object() -> None:
     src, stream = save("0.15", "pc", "live-ram")
-    dest, report = Machine.load("0.15", "pc", io.BufferedReader(io.BytesIO(stream)), ram_size=RAM)
+    dest, report = load("0.15", "pc", io.BufferedReader(io.BytesIO(stream)), src)
     assert compare_machines(src, dest) == []
 
 
 def test_save_to_a_sink_equals_save_to_memory() -> None:
-    m1, m2 = Machine("1.0", "pc", RAM), Machine("1.0", "pc", RAM)
+    media = PROGRAMS["random"].media
+    m1, m2 = Machine("1.0", "pc", RAM, media=media), Machine("1.0", "pc", RAM, media=media)
     run_program(m1, "random", 5)
     run_program(m2, "random", 5)
     sink = io.BytesIO()
@@ -131,19 +234,32 @@ def test_save_to_a_sink_equals_save_to_memory() -> None:
     assert sink.getvalue() == m2.save()
 
 
-def test_ram_size_mismatch_is_refused() -> None:
+def test_ram_size_mismatch_is_refused_at_pc_ram() -> None:
     _, stream = save("0.14", "pc")
     with pytest.raises(LoadError) as e:
         Machine.load("0.14", "pc", stream, ram_size="2M")
     assert e.value.reason is Reason.RAM_SIZE_MISMATCH and e.value.section == "ram"
+    assert e.value.field == "pc.ram"  # v4 checks each block's length, not the total
+
+
+def test_a_stream_without_the_nic_loads_on_a_machine_with_one_but_not_the_reverse() -> None:
+    src, stream = save("0.14", "pc", nic="none")
+    load("0.14", "pc", stream, Machine("0.14", "pc", RAM, "e1000"))  # the ROM is not listed
+    src, stream = save("0.14", "pc", nic="e1000")
+    with pytest.raises(LoadError) as e:
+        Machine.load("0.14", "pc", stream, ram_size=RAM, nic="none")
+    assert e.value.reason is Reason.UNKNOWN_RAM_BLOCK  # "Unknown ramblock" (slirp is later)
 
 
 def test_state_is_plain_data_keyed_by_section_and_path() -> None:
-    m = Machine("0.15", "pc", RAM)
+    m = Machine("0.15", "pc", RAM, "none")
     state = m.state()
     assert state["0000:00:01.1/ide"]["bus[1]/ifs[0]/mult_sectors"] == m["ide"].drive(1, 0).mult_sectors
-    assert "i8259@0x20" in state and "i8259@0xa0" in state
-    assert set(m.state_json()["ram"]) == {"pc.ram", "pc.bios", "pc.rom", "vga.vram"}
+    # keyed by the legacy id where there is one, so that releases compare
+    assert {"i8259@0x20", "i8259@0xa0", "i8254@0x40", "mc146818rtc@0x70"} <= set(state)
+    assert "i8259@0x20" in Machine("1.0", "pc", RAM).state()
+    assert set(m.state_json()["ram"]) == {"pc.ram", "pc.bios", "pc.rom", "vga.vram",
+                                          "0000:00:02.0/cirrus_vga.rom"}
 
 
 def test_compare_reports_field_and_ram_differences() -> None:
@@ -184,7 +300,10 @@ def test_release_differences_are_data() -> None:
     assert RELEASES["0.15"].subsections - RELEASES["0.14"].subsections == {
         "ide_bus/error", "ide bmdma/status", "ide_drive/atapi/gesn_state", "cpu/fpop_ip_dp"
     }
-    assert RELEASES["1.0"].subsections - RELEASES["new"].subsections == {"ide_drive/tray_state"}
+    assert RELEASES["1.0"].subsections - RELEASES["new"].subsections == {
+        "ide_drive/tray_state", "ps2kbd/ledstate", "cpu/msr_tscdeadline",
+        "cpu/msr_ia32_misc_enable"}
+    assert [m.name for m in RELEASES["1.0"].machines] == ["pc", "pc-0.14", "pc-0.13"]
 
 
 def test_live_migration_resends_dirtied_pages() -> None:

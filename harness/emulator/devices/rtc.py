@@ -95,9 +95,9 @@ class RTC(Device):
     def _pc_config(cmos: bytearray, ram_size: int) -> None:
         """What pc_cmos_init writes (the BIOS computes the checksum later)."""
         cmos[0x15], cmos[0x16] = 0x80, 0x02  # 640 KiB base memory
-        ext = min(ram_size // 1024 - 1024, 0xFFFF)  # KiB above 1 MiB
-        cmos[0x17], cmos[0x18] = ext & 0xFF, ext >> 8
-        cmos[0x30], cmos[0x31] = ext & 0xFF, ext >> 8
+        ext = min(ram_size // 1024 - 1024, 0xFFFF)  # KiB above 1 MiB (negative below it:
+        cmos[0x17], cmos[0x18] = ext & 0xFF, (ext >> 8) & 0xFF  # stored as bytes, as QEMU)
+        cmos[0x30], cmos[0x31] = ext & 0xFF, (ext >> 8) & 0xFF
         above16 = min(max(ram_size - (16 << 20), 0) // 65536, 0xFFFF)  # 64 KiB units
         cmos[0x34], cmos[0x35] = above16 & 0xFF, above16 >> 8
         cmos[0x3D] = 0x12  # boot order "cad": hard disk, then floppy ...
