@@ -84,9 +84,7 @@ def _machine(release: str, machine: str, ram: str, nic: str = "e1000",
 
 
 def _cmd_save(args: argparse.Namespace) -> int:
-    from .scenarios import apply_scenario
-
-    from .scenarios import get_scenario
+    from .scenarios import apply_scenario, get_scenario
 
     try:
         media = get_scenario(args.scenario).media

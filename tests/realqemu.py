@@ -47,6 +47,7 @@ from .ci import require
 __all__ = [
     "ENDPOINTS",
     "ENDPOINT_IDS",
+    "NIC_ARGS",
     "Historic",
     "RealRefused",
     "RealSection",
@@ -278,10 +279,19 @@ def resave(
 # -- running the real builds -----------------------------------------------------------
 
 
-def _argv(release: str, machine: str, qmp: Path, *, stopped: bool) -> list[str]:
+# The model's --nic as QEMU's command line: e1000 with user networking is QEMU's default.
+NIC_ARGS: dict[str, tuple[str, ...]] = {
+    "e1000": (),
+    "rtl8139": ("-net", "nic,model=rtl8139", "-net", "user"),
+    "none": ("-net", "none"),
+}
+
+
+def _argv(release: str, machine: str, qmp: Path, *, stopped: bool, nic: str = "e1000"
+          ) -> list[str]:
     build = find_build(release)
     return [str(build.binary), "-L", str(build.datadir), "-M", machine, "-m", "64",
-            "-nographic", "-serial", "null", "-parallel", "none",
+            "-nographic", "-serial", "null", "-parallel", "none", *NIC_ARGS[nic],
             "-qmp", f"unix:{qmp},server,nowait", *(["-S"] if stopped else [])]  # fmt: skip
 
 
@@ -297,12 +307,13 @@ class _Run:
     """One real process: started, driven over QMP (and the human monitor), saved, quit."""
 
     def __init__(
-        self, release: str, machine: str, *, stopped: bool = True, incoming: bytes | None = None
+        self, release: str, machine: str, *, stopped: bool = True, incoming: bytes | None = None,
+        nic: str = "e1000",
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="migmatrix-real-"))
         self.qmp_path = self.dir / "qmp.sock"
         self.log = self.dir / "log"
-        argv = _argv(release, machine, self.qmp_path, stopped=stopped)
+        argv = _argv(release, machine, self.qmp_path, stopped=stopped, nic=nic)
         if not stopped:
             argv += ["-monitor", f"unix:{self.dir / 'mon.sock'},server,nowait"]
         if incoming is not None:
@@ -343,7 +354,15 @@ class _Run:
         _wait_for(self.dir / "in.sock", self.proc, self.log)
         with socket.socket(socket.AF_UNIX) as conn:
             conn.settimeout(TIMEOUT)
-            conn.connect(str(self.dir / "in.sock"))
+            deadline = time.monotonic() + TIMEOUT
+            while True:  # the socket file appears at bind(), a moment before listen()
+                try:
+                    conn.connect(str(self.dir / "in.sock"))
+                    break
+                except ConnectionRefusedError:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
             try:
                 conn.sendall(stream)
                 conn.shutdown(socket.SHUT_WR)
@@ -408,10 +427,27 @@ class _Run:
 
 
 @functools.cache
-def _idle(release: str, machine: str) -> bytes:
-    run = _Run(release, machine)
+def _idle(release: str, machine: str, nic: str = "e1000") -> bytes:
+    run = _Run(release, machine, nic=nic)
     try:
         return run.save()
+    finally:
+        run.close()
+
+
+def _accepts(release: str, machine: str, stream: bytes, nic: str) -> str | None:
+    """None when the real destination loads ``stream`` and lives on, else the reason it
+    gave (its log's last lines); a destination that died without a reason is an error."""
+    try:
+        run = _Run(release, machine, incoming=stream, nic=nic)
+    except RealRefused as e:
+        return " / ".join(line for line in e.log.strip().splitlines()[-3:])
+    try:
+        status = run.qmp.cmd("query-status")
+        if run.proc.poll() is not None:
+            raise RuntimeError(f"the destination died after loading: {run.describe()}")
+        assert isinstance(status, dict) and "running" in status, status  # it answers: alive
+        return None
     finally:
         run.close()
 
@@ -440,8 +476,14 @@ def _through(release: str, machine: str, stream: bytes) -> bytes:
 class Historic:
     """The real builds as a test sees them (see the module docstring)."""
 
-    def idle(self, release: str, machine: str) -> bytes:
-        return _idle(release, machine)
+    def idle(self, release: str, machine: str, nic: str = "e1000") -> bytes:
+        """The stream a -S guest saves, with the model's ``nic`` as QEMU options."""
+        return _idle(release, machine, nic)
+
+    def accepts(self, release: str, machine: str, stream: bytes, nic: str = "e1000"
+                ) -> str | None:
+        """Whether the real build loads ``stream``: None, or the reason it refused."""
+        return _accepts(release, machine, stream, nic)
 
     def booted(self, release: str, machine: str) -> bytes:
         return _booted(release, machine)

@@ -23,12 +23,12 @@ from collections.abc import Callable
 import pytest
 
 from harness.emulator import savevm
+from harness.emulator.devices import MEDIA
 from harness.emulator.errors import LoadCrash, LoadError, Reason
 from harness.emulator.machine import Machine
 from harness.emulator.ram import FLAG_COMPRESS, FLAG_CONTINUE, FLAG_EOS, FLAG_MEM_SIZE, FLAG_PAGE
 from harness.emulator.vmstate import Tracer
 from harness.fuzz import frame
-from harness.emulator.devices import MEDIA
 from harness.scenarios import apply_scenario, get_scenario
 
 RAM = 64 << 10

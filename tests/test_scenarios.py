@@ -7,12 +7,12 @@ import contextlib
 
 import pytest
 
+from harness.emulator.devices import MEDIA
 from harness.emulator.errors import LoadError
 from harness.emulator.guest import PROGRAMS
 from harness.emulator.machine import Machine
 from harness.emulator.releases import RELEASES
 from harness.emulator.vmstate import Tracer
-from harness.emulator.devices import MEDIA
 from harness.scenarios import SCENARIOS, apply_scenario
 
 RAM = "1M"

@@ -65,6 +65,7 @@ from ..qemu.historic_scenarios import (
     ScenarioFailed,
 )
 from ..qemu.monitor import HumanMonitor, MonitorError
+from ..scenarios import SCENARIOS
 from ..verdict import Outcome
 from . import Driver, diff_entry
 from .inprocess import DIFF_LIMIT, build_source, stream_window
@@ -591,9 +592,10 @@ class HistoricDriver(Driver):
 
     def _model_destination(self, c: _Cell) -> None:
         outcome, dst = c.outcome, c.cell.destination
+        media = SCENARIOS[c.cell.scenario].media if c.cell.scenario in SCENARIOS else ()
         try:
             machine, report = Machine.load(dst.release, dst.machine, c.stream,
-                                           ram_size=dst.ram_size)
+                                           ram_size=dst.ram_size, nic=dst.nic, media=media)
         except LoadError as e:
             outcome.load_error = e.to_dict()
             outcome.message = str(e)
@@ -605,7 +607,7 @@ class HistoricDriver(Driver):
             outcome.message = f"destination crashed: {outcome.crash}"
             return
         outcome.bytes_unread = report.bytes_unread
-        outcome.not_loaded = report.not_loaded
+        outcome.not_loaded = report.not_loaded if report.half_loaded else []
         if report.half_loaded:
             eof_at = report.bytes_consumed - 1
             outcome.extra["offset"] = eof_at

@@ -433,10 +433,14 @@ class GuestRam:
         self.blocks = {name: self.blocks[name] for name in order}
 
     def load_images(self, images: Iterable[BlockImage], seed: str = "") -> None:
-        """Fill blocks with the contents an image describes (firmware, a VGA's memory)."""
+        """Fill blocks with the contents an image describes (firmware, a VGA's memory).
+        Only the non-zero runs are written: a fresh block is zero, and pages never written
+        cost nothing."""
         for image in images:
             block = self.blocks[image.idstr]
-            block.data[:] = image.contents(len(block), seed)
+            view = block.view
+            for start, data in _image_runs(image, len(block), seed):
+                view[start : start + len(data)] = data
 
     def __getitem__(self, idstr: str) -> RamBlock:
         return self.blocks[idstr]
@@ -501,12 +505,16 @@ class BlockImage:
         return out
 
     def contents(self, length: int, seed: str = "") -> bytes:
-        return _image_bytes(self, length, seed)
+        out = bytearray(length)
+        for start, data in _image_runs(self, length, seed):
+            out[start : start + len(data)] = data
+        return bytes(out)
 
 
 @functools.lru_cache(maxsize=64)
-def _image_bytes(image: BlockImage, length: int, seed: str) -> bytes:
-    out = bytearray(length)
+def _image_runs(image: BlockImage, length: int, seed: str) -> tuple[tuple[int, bytes], ...]:
+    """(offset, bytes) of the image's non-zero runs in a block of ``length``."""
+    out = []
     page = 0
     code = hashlib.shake_128(f"migmatrix {seed} {image.idstr}".encode())
     for count, kind in image.pages():
@@ -515,11 +523,11 @@ def _image_bytes(image: BlockImage, length: int, seed: str) -> bytes:
             raise ConfigError(f"RAM image {image.idstr!r} ({image.runs}) is larger than "
                               f"its block ({length} bytes)")
         if kind == "r":
-            out[start:end] = code.digest(end)[start:end]
+            out.append((start, code.digest(end)[start:end]))
         elif kind != "z":
-            out[start:end] = bytes((int(kind[1:], 16),)) * (end - start)
+            out.append((start, bytes((int(kind[1:], 16),)) * (end - start)))
         page += count
-    return bytes(out)
+    return tuple(out)
 
 
 class RAM(GuestRam):
