@@ -308,7 +308,7 @@ class _Run:
 
     def __init__(
         self, release: str, machine: str, *, stopped: bool = True, incoming: bytes | None = None,
-        nic: str = "e1000",
+        nic: str = "e1000", monitor: bool = True,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="migmatrix-real-"))
         self.qmp_path = self.dir / "qmp.sock"
@@ -331,7 +331,7 @@ class _Run:
                 self.proc.wait()
                 shutil.rmtree(self.dir, ignore_errors=True)
                 raise
-        self.qmp = self._connect()
+        self.qmp = self._connect() if monitor else None
 
     def _connect(self) -> QEMUMonitorProtocol:
         """The socket file appears at bind(), a moment before QEMU listens on it."""
@@ -415,7 +415,8 @@ class _Run:
 
     def close(self) -> None:
         try:
-            self.qmp.close()
+            if self.qmp is not None:
+                self.qmp.close()
         finally:
             self.proc.terminate()
             try:
@@ -437,16 +438,19 @@ def _idle(release: str, machine: str, nic: str = "e1000") -> bytes:
 
 def _accepts(release: str, machine: str, stream: bytes, nic: str) -> str | None:
     """None when the real destination loads ``stream`` and lives on, else the reason it
-    gave (its log's last lines); a destination that died without a reason is an error."""
+    gave (its log's last lines); a destination that died without a reason is an error.
+
+    The load is over when the destination closes the stream without "load of migration
+    failed"; its monitor is not asked (1.0 with an rtl8139 can spin after a load, starving
+    its monitor for minutes on a busy machine), only whether the process lives on."""
     try:
-        run = _Run(release, machine, incoming=stream, nic=nic)
+        run = _Run(release, machine, incoming=stream, nic=nic, monitor=False)
     except RealRefused as e:
         return " / ".join(line for line in e.log.strip().splitlines()[-3:])
     try:
-        status = run.qmp.cmd("query-status")
+        time.sleep(0.2)
         if run.proc.poll() is not None:
             raise RuntimeError(f"the destination died after loading: {run.describe()}")
-        assert isinstance(status, dict) and "running" in status, status  # it answers: alive
         return None
     finally:
         run.close()

@@ -217,8 +217,9 @@ def _incoming(transport: str, tmp: Path) -> tuple[list[str], str | None]:
 @pytest.mark.parametrize("transport", ["tcp", "unix", "exec", "file"])
 def test_migration_between_two_endpoints(spawn, tmp_path: Path, transport: str) -> None:
     dest_args, uri = _incoming(transport, tmp_path)
-    dst = spawn("dst", "--release", "new", "--machine", "pc", *dest_args)
-    src = spawn("src", "--release", "new", "--machine", "pc")
+    media = ("--media", "hda,fda,cdrom")  # what "random" needs, on both sides
+    dst = spawn("dst", "--release", "new", "--machine", "pc", *media, *dest_args)
+    src = spawn("src", "--release", "new", "--machine", "pc", *media)
     dq, sq = dst.qmp(), src.qmp()
     if uri is None:
         dq.cmd("migrate-incoming", **{"uri": "tcp:127.0.0.1:0"})

@@ -37,7 +37,7 @@ from qemu.qmp import EventListener, ExecuteError, QMPClient
 
 from ..emulator.errors import Reason
 from ..matrix import Cell, Endpoint
-from ..scenarios import get_scenario
+from ..scenarios import SCENARIOS
 from ..verdict import Outcome
 from . import Driver, diff_entry
 from .inprocess import DIFF_LIMIT, cell_cause, one_sided_fields, stream_window
@@ -204,10 +204,9 @@ class QMPDriver(Driver):
         scenario's media (both sides are started with them, as real migrations are)."""
         args = list(self.source_args if role == "source" else self.destination_args)
         endpoint = cell.source if role == "source" else cell.destination
-        if endpoint.kind == "emulator":
-            media = get_scenario(cell.scenario).media
-            if media:
-                args += ["--media", ",".join(sorted(media))]
+        scenario = SCENARIOS.get(cell.scenario)  # an unknown one fails later, on the source
+        if endpoint.kind == "emulator" and scenario is not None and scenario.media:
+            args += ["--media", ",".join(sorted(scenario.media))]
         return args
 
     def run_cell(self, cell: Cell) -> Outcome:
