@@ -1,12 +1,18 @@
-"""Shared helpers of the device tests: one device's payload, its framed stream, a load."""
+"""Shared helpers of the device tests: one device's payload, its framed stream, a load, the
+bytes of an embedded PCIDevice."""
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from harness.emulator.releases import Release
 from harness.emulator.savevm import HeaderPolicy, Saver, load_stream, wire_rules_for
 from harness.emulator.stream import StreamReader, StreamWriter
+
+# Every release with the stream formats its machine types write.
+RUNS = [("0.13", 3), ("0.14", 3), ("0.15", 3), ("new", 3), ("new", 4), ("1.0", 3)]
+RUN_IDS = [f"{r}-f{f}" for r, f in RUNS]
 
 
 def payload(dev: Any, fmt: int) -> bytes:
@@ -33,3 +39,10 @@ def load(cls: type, release: Release, fmt: int, data: bytes, board: Any = None) 
     header = HeaderPolicy(release.accepted_versions, fmt, release.format_per_machine)
     load_stream(StreamReader(data), dev.sections(), header, release.peek)
     return dev
+
+
+def pci_device_bytes(dev: Any, sentinel: bool = False) -> bytes:
+    """An embedded "PCIDevice" as packed from its field list (version, config, INTx
+    levels), with the format-4 0x06 when ``sentinel``."""
+    out = struct.pack(">i", 2) + dev.config + struct.pack(">4I", *dev.irq_state)
+    return out + (b"\x06" if sentinel else b"")

@@ -17,11 +17,13 @@ FULL header starts (the next section id, a printable idstr, then the EOF byte).
 
 Captures are cached per process (pytest-xdist workers capture their own). Tests ask for
 the :func:`historic` fixture, which skips (or fails in CI) when the builds are absent.
+A device's test module runs all three checks by subclassing :class:`RealBuilds`.
 """
 
 from __future__ import annotations
 
 import functools
+import random
 import shutil
 import socket
 import struct
@@ -32,12 +34,14 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from qemu.qmp import ConnectError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness.emulator.devices import Device
+from harness.emulator.releases import get_release
 from harness.emulator.savevm import DeviceSection, wire_rules_for
 from harness.emulator.stream import StreamReader, StreamWriter
 from harness.qemu.historic import find_build, historic_problem
@@ -49,6 +53,7 @@ __all__ = [
     "ENDPOINT_IDS",
     "NIC_ARGS",
     "Historic",
+    "RealBuilds",
     "RealRefused",
     "RealSection",
     "full_sections",
@@ -502,3 +507,56 @@ def historic() -> Iterator[Historic]:
     for release in dict.fromkeys(r for r, _, _ in ENDPOINTS):
         require(historic_problem(release), f"historic QEMU {release}")
     yield Historic()
+
+
+class RealBuilds:
+    """The checks of one device class against the real builds, on every endpoint.
+
+    A test module subclasses it as ``class TestRealBuilds(RealBuilds)`` with ``device``
+    set (and imports the :func:`historic` fixture); ``wanted`` picks randomized states
+    worth sending (an enabled timer, a queue with events).
+    """
+
+    device: ClassVar[type[Device]]
+    seed: ClassVar[int] = 7
+
+    def wanted(self, dev: Device) -> bool:
+        """Whether a randomized state is worth sending (by default, any)."""
+        return True
+
+    def randomized(self, release: str) -> Device:
+        dev, rng = self.device(get_release(release)), random.Random(self.seed)
+        dev.randomize(rng)
+        while not self.wanted(dev):
+            dev.randomize(rng)
+        return dev
+
+    @pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
+    def test_power_on_payloads_are_the_real_idle_ones(
+        self, historic: Historic, release: str, machine: str, fmt: int
+    ) -> None:
+        """No field is left out: nothing in these sections depends on time or the host
+        while a ``-S`` guest has never run."""
+        dev = self.device(get_release(release))
+        assert idle_mismatches(dev, fmt, historic.idle(release, machine)) == []
+
+    @pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
+    @pytest.mark.parametrize("when", ["idle", "booted"])
+    def test_real_payloads_load_and_save_back(
+        self, historic: Historic, release: str, machine: str, fmt: int, when: str
+    ) -> None:
+        real = getattr(historic, when)(release, machine)
+        for section in self.device(get_release(release)).sections():
+            key = (section.idstr, section.instance_id)
+            data = section_payload(real, *key)
+            assert resave(self.device(get_release(release)), fmt, key, data) == data, key
+
+    @pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
+    def test_the_real_loader_takes_randomized_states(
+        self, historic: Historic, release: str, machine: str, fmt: int
+    ) -> None:
+        """The model's state in place of the real one: the stopped real destination loads
+        it and saves it back unchanged (its guest clock does not move in between)."""
+        ours = model_payloads(self.randomized(release), fmt)
+        back = historic.through(release, machine, splice(historic.idle(release, machine), ours))
+        assert {key: section_payload(back, *key) for key in ours} == ours

@@ -21,20 +21,14 @@ from harness.emulator.releases import Release, get_release
 from harness.emulator.vmstate import dump_state
 
 from . import devtools
-from .devtools import stream
+from .devtools import RUN_IDS, RUNS, pci_device_bytes, stream
 from .realqemu import (
-    ENDPOINT_IDS,
-    ENDPOINTS,
+    RealBuilds,
     historic,  # noqa: F401 - the fixture
-    idle_mismatches,
     model_payloads,
     resave,
-    section_payload,
-    splice,
 )
 
-RUNS = [("0.13", 3), ("0.14", 3), ("0.15", 3), ("new", 3), ("new", 4), ("1.0", 3)]
-RUN_IDS = [f"{r}-f{f}" for r, f in RUNS]
 KEY = (IDSTR, 0)
 
 
@@ -50,7 +44,7 @@ def golden(d: CirrusVGA, sentinel: bool = False) -> bytes:
     """The payload packed from the field list of vmstate_cirrus_vga."""
     end = b"\x06" if sentinel else b""
     c, v = d.cirrus_vga, d.cirrus_vga.vga
-    out = struct.pack(">i", 2) + d.dev.config + struct.pack(">4I", *d.dev.irq_state) + end
+    out = pci_device_bytes(d.dev, sentinel)
     out += struct.pack(">IB", v.latch, v.sr_index) + v.sr
     out += bytes([v.gr_index, c.cirrus_shadow_gr0, c.cirrus_shadow_gr1]) + v.gr[2:]
     out += bytes([v.ar_index]) + v.ar + struct.pack(">iB", v.ar_flip_flop, v.cr_index) + v.cr
@@ -190,24 +184,7 @@ def test_module_doctests():
 # -- against the real builds -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-def test_power_on_payload_is_the_real_idle_one(historic, release, machine, fmt):  # noqa: F811
-    dev = CirrusVGA(get_release(release))
-    assert idle_mismatches(dev, fmt, historic.idle(release, machine)) == []
+class TestRealBuilds(RealBuilds):
+    device = CirrusVGA
 
-
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-@pytest.mark.parametrize("when", ["idle", "booted"])
-def test_real_payloads_load_and_save_back(historic, release, machine, fmt, when):  # noqa: F811
-    """Booted: as the VGA BIOS left the adapter (text mode, palette loaded)."""
-    data = section_payload(getattr(historic, when)(release, machine), *KEY)
-    assert resave(CirrusVGA(get_release(release)), fmt, KEY, data) == data
-
-
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-def test_the_real_loader_takes_randomized_states(historic, release, machine, fmt):  # noqa: F811
-    dev = CirrusVGA(get_release(release))
-    dev.randomize(random.Random(4))
-    ours = model_payloads(dev, fmt)
-    back = historic.through(release, machine, splice(historic.idle(release, machine), ours))
-    assert section_payload(back, *KEY) == ours[KEY]
+    seed = 4

@@ -15,22 +15,15 @@ from harness.emulator.releases import Release, get_release
 from harness.emulator.vmstate import dump_state
 
 from . import devtools
-from .devtools import payload, stream
+from .devtools import RUN_IDS, RUNS, payload, stream
 from .realqemu import (
-    ENDPOINT_IDS,
-    ENDPOINTS,
+    RealBuilds,
     historic,  # noqa: F401 - the fixture
-    idle_mismatches,
     model_payloads,
     resave,
-    section_payload,
-    splice,
 )
 
-RUNS = [("0.13", 3), ("0.14", 3), ("0.15", 3), ("new", 3), ("new", 4), ("1.0", 3)]
-RUN_IDS = [f"{r}-f{f}" for r, f in RUNS]
 CHANNEL = struct.Struct(">iiHH5B")  # 17 bytes
-KEYS = [("dma", 0), ("dma", 1)]
 
 
 def load(release: Release, fmt: int, data: bytes) -> DMA:
@@ -133,24 +126,5 @@ def test_module_doctests():
 # -- against the real builds -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-def test_power_on_payloads_are_the_real_idle_ones(historic, release, machine, fmt):  # noqa: F811
-    assert idle_mismatches(DMA(get_release(release)), fmt, historic.idle(release, machine)) == []
-
-
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-@pytest.mark.parametrize("when", ["idle", "booted"])
-def test_real_payloads_load_and_save_back(historic, release, machine, fmt, when):  # noqa: F811
-    real = getattr(historic, when)(release, machine)
-    for key in KEYS:
-        data = section_payload(real, *key)
-        assert resave(DMA(get_release(release)), fmt, key, data) == data
-
-
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-def test_the_real_loader_takes_randomized_states(historic, release, machine, fmt):  # noqa: F811
-    dev = DMA(get_release(release))
-    dev.randomize(random.Random(7))
-    ours = model_payloads(dev, fmt)
-    back = historic.through(release, machine, splice(historic.idle(release, machine), ours))
-    assert {key: section_payload(back, *key) for key in KEYS} == ours
+class TestRealBuilds(RealBuilds):
+    device = DMA

@@ -25,21 +25,17 @@ from harness.emulator.releases import Release, get_release
 from harness.emulator.vmstate import dump_state
 
 from . import devtools
-from .devtools import stream
+from .devtools import RUN_IDS, RUNS, pci_device_bytes, stream
 from .realqemu import (
-    ENDPOINT_IDS,
-    ENDPOINTS,
+    RealBuilds,
     RealRefused,
     historic,  # noqa: F401 - the fixture
-    idle_mismatches,
     model_payloads,
     resave,
     section_payload,
     splice,
 )
 
-RUNS = [("0.13", 3), ("0.14", 3), ("0.15", 3), ("new", 3), ("new", 4), ("1.0", 3)]
-RUN_IDS = [f"{r}-f{f}" for r, f in RUNS]
 KEY = (IDSTR, 0)
 TX = struct.Struct(">BBHBBHIBHHHBbb")  # the transmit context, 22 bytes
 
@@ -54,9 +50,7 @@ def state(dev: E1000) -> dict:
 
 def golden(n: E1000, sentinel: bool = False) -> bytes:
     """The payload packed from the field list of vmstate_e1000."""
-    out = struct.pack(">i", 2) + n.dev.config + struct.pack(">4I", *n.dev.irq_state)
-    out += b"\x06" if sentinel else b""
-    out += bytes(4)  # was mmio_base
+    out = pci_device_bytes(n.dev, sentinel) + bytes(4)  # then what was mmio_base
     e, t, m = n.eecd_state, n.tx, n.mac_reg
     out += struct.pack(">IIIHHHI", n.rxbuf_size, n.rxbuf_min_shift, e.val_in, e.bitnum_in,
                        e.bitnum_out, e.reading, e.old_eecd)  # fmt: skip
@@ -171,16 +165,10 @@ def test_module_doctests():
 # -- against the real builds -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-def test_power_on_payload_is_the_real_idle_one(historic, release, machine, fmt):  # noqa: F811
-    assert idle_mismatches(E1000(get_release(release)), fmt, historic.idle(release, machine)) == []
+class TestRealBuilds(RealBuilds):
+    device = E1000
 
-
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-@pytest.mark.parametrize("when", ["idle", "booted"])
-def test_real_payloads_load_and_save_back(historic, release, machine, fmt, when):  # noqa: F811
-    data = section_payload(getattr(historic, when)(release, machine), *KEY)
-    assert resave(E1000(get_release(release)), fmt, KEY, data) == data
+    seed = 9  # BARs mapped, rings running, an interrupt pending
 
 
 @pytest.mark.parametrize("src,dst", [("0.15", "1.0"), ("1.0", "0.15")])
@@ -191,14 +179,3 @@ def test_the_real_builds_refuse_each_others_status_byte(historic, src, dst):  # 
     assert "device '0000:00:03.0/e1000'" in info.value.log
     with pytest.raises(LoadError):
         resave(E1000(get_release(dst)), 3, KEY, theirs)
-
-
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-def test_the_real_loader_takes_randomized_states(historic, release, machine, fmt):  # noqa: F811
-    """BARs mapped, rings running, an interrupt pending: the stopped real destination
-    saves what it loaded."""
-    dev = E1000(get_release(release))
-    dev.randomize(random.Random(9))
-    ours = model_payloads(dev, fmt)
-    back = historic.through(release, machine, splice(historic.idle(release, machine), ours))
-    assert section_payload(back, *KEY) == ours[KEY]

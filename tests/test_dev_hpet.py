@@ -21,20 +21,14 @@ from harness.emulator.releases import Release, get_release
 from harness.emulator.vmstate import dump_state
 
 from . import devtools
-from .devtools import payload, stream
+from .devtools import RUN_IDS, RUNS, payload, stream
 from .realqemu import (
-    ENDPOINT_IDS,
-    ENDPOINTS,
+    RealBuilds,
     historic,  # noqa: F401 - the fixture
-    idle_mismatches,
     model_payloads,
     resave,
-    section_payload,
-    splice,
 )
 
-RUNS = [("0.13", 3), ("0.14", 3), ("0.15", 3), ("new", 3), ("new", 4), ("1.0", 3)]
-RUN_IDS = [f"{r}-f{f}" for r, f in RUNS]
 TIMER = struct.Struct(">BQQQQBq")  # 42 bytes
 HEAD = struct.Struct(">QQQ")  # config, isr, counter
 KEY = ("hpet", 0)
@@ -162,27 +156,10 @@ def test_module_doctests():
 # -- against the real builds -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-def test_power_on_payload_is_the_real_idle_one(historic, release, machine, fmt):  # noqa: F811
-    assert idle_mismatches(HPET(get_release(release)), fmt, historic.idle(release, machine)) == []
+class TestRealBuilds(RealBuilds):
+    device = HPET
 
+    seed = 11
 
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-@pytest.mark.parametrize("when", ["idle", "booted"])
-def test_real_payloads_load_and_save_back(historic, release, machine, fmt, when):  # noqa: F811
-    data = section_payload(getattr(historic, when)(release, machine), *KEY)
-    assert resave(HPET(get_release(release)), fmt, KEY, data) == data
-
-
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-def test_the_real_loader_takes_randomized_states(historic, release, machine, fmt):  # noqa: F811
-    """Enabled, with timers pending: the stopped real destination saves what it loaded
-    (its guest clock does not move between the load and the save)."""
-    dev = HPET(get_release(release))
-    rng = random.Random(11)
-    dev.randomize(rng)
-    while not dev.config & 1:
-        dev.randomize(rng)
-    ours = model_payloads(dev, fmt)
-    back = historic.through(release, machine, splice(historic.idle(release, machine), ours))
-    assert section_payload(back, *KEY) == ours[KEY]
+    def wanted(self, dev: HPET) -> bool:
+        return bool(dev.config & 1)  # enabled, with timers pending

@@ -21,20 +21,17 @@ from harness.emulator.releases import Release, get_release
 from harness.emulator.vmstate import dump_state
 
 from . import devtools
-from .devtools import stream
+from .devtools import RUN_IDS, RUNS, stream
 from .realqemu import (
     ENDPOINT_IDS,
     ENDPOINTS,
+    RealBuilds,
     historic,  # noqa: F401 - the fixture
-    idle_mismatches,
     model_payloads,
     resave,
     section_payload,
-    splice,
 )
 
-RUNS = [("0.13", 3), ("0.14", 3), ("0.15", 3), ("new", 3), ("new", 4), ("1.0", 3)]
-RUN_IDS = [f"{r}-f{f}" for r, f in RUNS]
 KEYS = [("ps2kbd", 0), ("ps2mouse", 0), ("pckbd", 0)]
 LEDSTATE_HEADER = b"\x05\x0fps2kbd/ledstate\x00\x00\x00\x03"
 QUEUE = bytes(range(256))
@@ -208,18 +205,13 @@ def test_module_doctests():
 # -- against the real builds -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-def test_power_on_payloads_are_the_real_idle_ones(historic, release, machine, fmt):  # noqa: F811
-    assert idle_mismatches(I8042(get_release(release)), fmt, historic.idle(release, machine)) == []
+class TestRealBuilds(RealBuilds):
+    device = I8042
 
-
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-@pytest.mark.parametrize("when", ["idle", "booted"])
-def test_real_payloads_load_and_save_back(historic, release, machine, fmt, when):  # noqa: F811
-    real = getattr(historic, when)(release, machine)
-    for key in KEYS:
-        data = section_payload(real, *key)
-        assert resave(I8042(get_release(release)), fmt, key, data) == data
+    def randomized(self, release: str) -> I8042:
+        dev = super().randomized(release)
+        dev.ps2kbd.ledstate = 6  # num and caps lock: 1.0 sends the subsection
+        return dev
 
 
 @pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
@@ -233,13 +225,3 @@ def test_a_booted_guest_with_num_lock_has_led_state_only_in_1_0(historic, releas
         assert dev.ps2kbd.ledstate == 2
     else:
         assert len(data) == (284 if fmt == 3 else 285)
-
-
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-def test_the_real_loader_takes_randomized_states(historic, release, machine, fmt):  # noqa: F811
-    dev = I8042(get_release(release))
-    dev.randomize(random.Random(3))
-    dev.ps2kbd.ledstate = 6  # num and caps lock: 1.0 sends the subsection
-    ours = model_payloads(dev, fmt)
-    back = historic.through(release, machine, splice(historic.idle(release, machine), ours))
-    assert {key: section_payload(back, *key) for key in KEYS} == ours

@@ -15,20 +15,14 @@ from harness.emulator.releases import Release, get_release
 from harness.emulator.vmstate import dump_state
 
 from . import devtools
-from .devtools import payload, stream
+from .devtools import RUN_IDS, RUNS, payload, stream
 from .realqemu import (
-    ENDPOINT_IDS,
-    ENDPOINTS,
+    RealBuilds,
     historic,  # noqa: F401 - the fixture
-    idle_mismatches,
     model_payloads,
     resave,
-    section_payload,
-    splice,
 )
 
-RUNS = [("0.13", 3), ("0.14", 3), ("0.15", 3), ("new", 3), ("new", 4), ("1.0", 3)]
-RUN_IDS = [f"{r}-f{f}" for r, f in RUNS]
 KEY = ("vmmouse", 0)
 
 
@@ -102,28 +96,11 @@ def test_module_doctests():
 # -- against the real builds -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-def test_power_on_payload_is_the_real_idle_one(historic, release, machine, fmt):  # noqa: F811
-    dev = VMMouse(get_release(release))
-    assert idle_mismatches(dev, fmt, historic.idle(release, machine)) == []
+class TestRealBuilds(RealBuilds):
+    device = VMMouse
 
+    seed = 5
 
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-@pytest.mark.parametrize("when", ["idle", "booted"])
-def test_real_payloads_load_and_save_back(historic, release, machine, fmt, when):  # noqa: F811
-    data = section_payload(getattr(historic, when)(release, machine), *KEY)
-    assert resave(VMMouse(get_release(release)), fmt, KEY, data) == data
-
-
-@pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
-def test_the_real_loader_takes_randomized_states(historic, release, machine, fmt):  # noqa: F811
-    """Enabled with events queued: the real post_load installs its mouse handler and
-    saves the queue back unchanged."""
-    dev = VMMouse(get_release(release))
-    rng = random.Random(5)
-    dev.randomize(rng)
-    while dev.status != 0 or dev.nb_queue < 8:
-        dev.randomize(rng)
-    ours = model_payloads(dev, fmt)
-    back = historic.through(release, machine, splice(historic.idle(release, machine), ours))
-    assert section_payload(back, *KEY) == ours[KEY]
+    def wanted(self, dev: VMMouse) -> bool:
+        """Enabled with events queued: the real post_load installs its mouse handler."""
+        return dev.status == 0 and dev.nb_queue >= 8
