@@ -5,9 +5,9 @@ A device test holds its model against the real programs three ways:
 * **idle**: the payload of its section in the stream of a real ``-S`` guest that never
   ran (no BIOS), saved over QMP ``migrate unix:``, is byte-identical to the model's
   power-on payload;
-* **booted**: the payload of a real guest that ran its BIOS for a moment and was sent
-  ``sendkey num_lock`` (so SeaBIOS set the keyboard LEDs) loads into the model's
-  description and saves back to the same bytes;
+* **booted**: the payload of a real guest whose BIOS ran up to its boot attempt and then
+  took ``sendkey num_lock`` (and set the keyboard LEDs, where its SeaBIOS does) loads
+  into the model's description and saves back to the same bytes;
 * **through the real loader**: a model payload spliced into the real idle stream in place
   of the real one loads in the real build, which saves it back unchanged.
 
@@ -22,6 +22,7 @@ A device's test module runs all three checks by subclassing :class:`RealBuilds`.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import random
 import shutil
@@ -31,7 +32,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -45,6 +46,7 @@ from harness.emulator.releases import get_release
 from harness.emulator.savevm import DeviceSection, wire_rules_for
 from harness.emulator.stream import StreamReader, StreamWriter
 from harness.qemu.historic import find_build, historic_problem
+from harness.qemu.monitor import HumanMonitor
 
 from .ci import require
 
@@ -71,6 +73,9 @@ ENDPOINTS = [("0.13", "pc", 3), ("0.14", "pc", 3), ("0.15", "pc", 3), ("new", "p
 ENDPOINT_IDS = [f"{r}/{m}" for r, m, _ in ENDPOINTS]
 
 MAGIC = 0x5145564D
+SCREEN = 0xB8000  # the VGA text buffer
+BDA_KBD_FLAGS, NUM_LOCK_ON = 0x417, 0x20  # the BIOS's shift flags
+BDA_KBD_LED, NUM_LOCK_LED = 0x497, 0x02  # the LED state the BIOS last sent
 RAM_MEM_SIZE, RAM_COMPRESS, RAM_PAGE, RAM_EOS, RAM_CONTINUE = 0x04, 0x02, 0x08, 0x10, 0x20
 BLOCK_EOS = 0x02
 PAGE = 4096
@@ -383,11 +388,30 @@ class _Run:
     def describe(self) -> str:
         return f"{' '.join(self.argv)}: {self.log.read_text(errors='replace')[-800:]}"
 
-    def human(self, command: str) -> None:
-        with socket.socket(socket.AF_UNIX) as mon:
-            mon.connect(str(self.dir / "mon.sock"))
-            mon.sendall(command.encode() + b"\n")
-            time.sleep(0.3)
+    def wait_memory(self, addr: int, size: int, ready: Callable[[bytes], bool]) -> bytes | None:
+        """Poll guest memory (QMP pmemsave) until ``ready``: those bytes, or None."""
+        dump = self.dir / "mem.bin"
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            self.qmp.cmd("pmemsave", val=addr, size=size, filename=str(dump))
+            data = dump.read_bytes()
+            if ready(data):
+                return data
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+
+    def human(self, command: str) -> str:
+        """One human-monitor command (sendkey has no QMP form in this era); its answer."""
+
+        async def run() -> str:
+            monitor = await HumanMonitor.connect(str(self.dir / "mon.sock"), TIMEOUT)
+            try:
+                return await monitor.command(command, TIMEOUT)
+            finally:
+                await monitor.close()
+
+        return asyncio.run(run())
 
     def save(self) -> bytes:
         listener = socket.socket(socket.AF_UNIX)
@@ -465,10 +489,21 @@ def _accepts(release: str, machine: str, stream: bytes, nic: str) -> str | None:
 def _booted(release: str, machine: str) -> bytes:
     run = _Run(release, machine, stopped=False)
     try:
-        time.sleep(0.5)  # SeaBIOS initialises the keyboard and the VGA BIOS
-        run.human("sendkey num_lock")  # SeaBIOS answers by setting the keyboard LEDs
-        time.sleep(0.5)
-        run.human("stop")
+        # SeaBIOS has initialised the keyboard and the VGA BIOS once it tries to boot.
+        screen = run.wait_memory(SCREEN, 4000, lambda text: b"Boot" in text[::2])
+        if screen is None:
+            raise RuntimeError(f"SeaBIOS never tried to boot: {run.describe()}")
+        run.human("sendkey num_lock")
+        if run.wait_memory(BDA_KBD_FLAGS, 1, lambda b: bool(b[0] & NUM_LOCK_ON)) is None:
+            raise RuntimeError(f"the BIOS never took num lock: {run.describe()}")
+        # SeaBIOS 0.6.1 (0.13, 0.14) leaves the LEDs alone; the 0.6.3 snapshots (0.15,
+        # genstats, 1.0) set them after a lock key.
+        if (
+            b"0.6.1" not in screen[::2]
+            and run.wait_memory(BDA_KBD_LED, 1, lambda b: bool(b[0] & NUM_LOCK_LED)) is None
+        ):
+            raise RuntimeError(f"the BIOS never set the keyboard LEDs: {run.describe()}")
+        run.qmp.cmd("stop")
         return run.save()
     finally:
         run.close()

@@ -216,7 +216,8 @@ class TestRealBuilds(RealBuilds):
 
 @pytest.mark.parametrize("release,machine,fmt", ENDPOINTS, ids=ENDPOINT_IDS)
 def test_a_booted_guest_with_num_lock_has_led_state_only_in_1_0(historic, release, machine, fmt):  # noqa: F811
-    """SeaBIOS sets the LEDs after ``sendkey num_lock``: 1.0 sends ledstate = 2 (num lock)."""
+    """After ``sendkey num_lock`` the BIOS of 0.15, genstats and 1.0 sets the num lock LED;
+    only 1.0 saves it (ledstate = 2)."""
     data = section_payload(historic.booted(release, machine), "ps2kbd", 0)
     dev = I8042(get_release(release))
     resave(dev, fmt, ("ps2kbd", 0), data)
