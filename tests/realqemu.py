@@ -15,7 +15,7 @@ Streams are cut into FULL sections without any model: the live sections (``block
 ``ram``) are parsed record by record, and a FULL section's payload ends where the next
 FULL header starts (the next section id, a printable idstr, then the EOF byte).
 
-Captures are cached per process (pytest-xdist workers capture their own). Tests ask for
+Captures are made once per test run (shared by the pytest-xdist workers). Tests ask for
 the :func:`historic` fixture, which skips (or fails in CI) when the builds are absent.
 A device's test module runs all three checks by subclassing :class:`RealBuilds`.
 """
@@ -23,7 +23,8 @@ A device's test module runs all three checks by subclassing :class:`RealBuilds`.
 from __future__ import annotations
 
 import asyncio
-import functools
+import fcntl
+import os
 import random
 import shutil
 import socket
@@ -456,7 +457,6 @@ class _Run:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@functools.cache
 def _idle(release: str, machine: str, nic: str = "e1000") -> bytes:
     run = _Run(release, machine, nic=nic)
     try:
@@ -485,7 +485,6 @@ def _accepts(release: str, machine: str, stream: bytes, nic: str) -> str | None:
         run.close()
 
 
-@functools.cache
 def _booted(release: str, machine: str) -> bytes:
     run = _Run(release, machine, stopped=False)
     try:
@@ -518,11 +517,34 @@ def _through(release: str, machine: str, stream: bytes) -> bytes:
 
 
 class Historic:
-    """The real builds as a test sees them (see the module docstring)."""
+    """The real builds as a test sees them (see the module docstring).
+
+    Captures are kept in this process and in ``shared``, a directory all pytest-xdist
+    workers of a run see, so each is made once per run.
+    """
+
+    def __init__(self, shared: Path) -> None:
+        self.shared = shared
+        self._captures: dict[tuple[str, str, str, str], bytes] = {}
+
+    def _capture(self, kind: str, release: str, machine: str, nic: str = "e1000") -> bytes:
+        key = (kind, release, machine, nic)
+        if key not in self._captures:
+            path = self.shared / f"{kind}-{release}-{machine}-{nic}.bin"
+            self.shared.mkdir(parents=True, exist_ok=True)
+            with open(self.shared / f"{path.name}.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not path.exists():
+                    data = (_idle(release, machine, nic) if kind == "idle"
+                            else _booted(release, machine))
+                    path.with_suffix(".tmp").write_bytes(data)
+                    path.with_suffix(".tmp").rename(path)
+                self._captures[key] = path.read_bytes()
+        return self._captures[key]
 
     def idle(self, release: str, machine: str, nic: str = "e1000") -> bytes:
         """The stream a -S guest saves, with the model's ``nic`` as QEMU options."""
-        return _idle(release, machine, nic)
+        return self._capture("idle", release, machine, nic)
 
     def accepts(self, release: str, machine: str, stream: bytes, nic: str = "e1000"
                 ) -> str | None:
@@ -530,7 +552,7 @@ class Historic:
         return _accepts(release, machine, stream, nic)
 
     def booted(self, release: str, machine: str) -> bytes:
-        return _booted(release, machine)
+        return self._capture("booted", release, machine)
 
     def through(self, release: str, machine: str, stream: bytes) -> bytes:
         """Load ``stream`` in the real build (stopped), then save what it loaded."""
@@ -538,10 +560,14 @@ class Historic:
 
 
 @pytest.fixture(scope="session")
-def historic() -> Iterator[Historic]:
+def historic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Historic]:
     for release in dict.fromkeys(r for r, _, _ in ENDPOINTS):
         require(historic_problem(release), f"historic QEMU {release}")
-    yield Historic()
+    # An xdist worker's base temp directory is one per worker inside the run's.
+    run_dir = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_dir = run_dir.parent
+    yield Historic(run_dir / "historic-captures")
 
 
 class RealBuilds:
