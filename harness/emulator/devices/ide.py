@@ -418,6 +418,10 @@ def _sector_data(lba: int, size: int) -> bytes:
     return bytes((lba * 131 + i * 7 + (i >> 9)) & 0xFF for i in range(size))
 
 
+# A fresh drive's buffer (immutable: operations build new ones), shared by every drive.
+_POWER_ON_IO_BUFFER = b"\xff" * 4 + bytes(IO_BUFFER_TOTAL_LEN - 4)
+
+
 def _signature(kind: str | None) -> tuple[int, int]:
     """lcyl, hcyl after a reset: the ATAPI signature, 0 for a disk, 0xff for no drive."""
     return (0x14, 0xEB) if kind == CDROM else ((0, 0) if kind else (0xFF, 0xFF))
@@ -454,7 +458,7 @@ def _new_drive(bus: State, unit: int, kind: str | None, serial: int) -> State:
         # PIO transfer state (sent in "ide_drive/pio_state").
         req_nb_sectors=0,
         io_buffer_total_len=IO_BUFFER_TOTAL_LEN,
-        io_buffer=b"\xff" * 4 + bytes(IO_BUFFER_TOTAL_LEN - 4),
+        io_buffer=_POWER_ON_IO_BUFFER,
         cur_io_buffer_offset=0,
         cur_io_buffer_len=0,
         end_transfer_fn_idx=TRANSFER_END_TABLE.index("ide_dummy_transfer_stop"),
