@@ -135,6 +135,10 @@ class PCIState:
 
     def read_only_change(self, new: bytes) -> str | None:
         """Why ``new`` cannot replace this config space, or None if it can."""
+        ro = (int.from_bytes(self.cmask, "big") & ~int.from_bytes(self.wmask, "big")
+              & ~int.from_bytes(self.w1cmask, "big"))
+        if not (int.from_bytes(new, "big") ^ int.from_bytes(self.config, "big")) & ro:
+            return None  # the common case, in one big-integer operation
         for a in range(CONFIG_SIZE):
             ro = self.cmask[a] & ~self.wmask[a] & ~self.w1cmask[a]
             if (new[a] ^ self.config[a]) & ro:
