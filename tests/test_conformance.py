@@ -27,7 +27,9 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -101,29 +103,13 @@ def _live_payload_size(data: bytes, body: int, idstr: str) -> int:
         while not int.from_bytes(data[pos : pos + 8], "big") & 0x02:
             pos += 8
         return pos + 8 - body
-    while True:
-        word = int.from_bytes(data[pos : pos + 8], "big")
-        flags, pos = word & 0xFFF, pos + 8
-        if flags & 0x04:
-            total, seen = word & ~0xFFF, 0
-            while seen < total:
-                n = data[pos]
-                seen += int.from_bytes(data[pos + 1 + n : pos + 9 + n], "big")
-                pos += 1 + n + 8
-        if flags & (0x02 | 0x08):
-            if not flags & 0x20:
-                pos += 1 + data[pos]
-            pos += 1 if flags & 0x02 else 4096
-        if flags & 0x10:
-            return pos - body
+    return next(a for kind, a, _ in _ram_chunk(data, body) if kind == "end") - body
 
 
-def ram_pages(data: bytes) -> list[tuple[str, int, str]]:
-    """The RAM blocks (name, length, page kinds as runs: "r" raw, "f<hex>" uniform) of a
-    stream's START chunk, in the order it lists them."""
-    pos = data.index(b"\x03ram") + 4 + 8
-    blocks: dict[str, list[str]] = {}
-    lengths: dict[str, int] = {}
+def _ram_chunk(data: bytes, pos: int) -> Iterator[tuple[str, Any, Any]]:
+    """The records of the ``ram`` chunk at ``pos``: ("block", name, length) for each entry
+    of a MEM_SIZE list, ("page", block, "r" raw or "f<hex>" uniform), and last ("end",
+    offset after the EOS record, None)."""
     last = None
     while True:
         word = int.from_bytes(data[pos : pos + 8], "big")
@@ -132,23 +118,35 @@ def ram_pages(data: bytes) -> list[tuple[str, int, str]]:
             total, seen = word & ~0xFFF, 0
             while seen < total:
                 n = data[pos]
-                name = data[pos + 1 : pos + 1 + n].decode()
-                lengths[name] = int.from_bytes(data[pos + 1 + n : pos + 9 + n], "big")
-                blocks[name] = []
-                seen += lengths[name]
+                length = int.from_bytes(data[pos + 1 + n : pos + 9 + n], "big")
+                yield "block", data[pos + 1 : pos + 1 + n].decode(), length
+                seen += length
                 pos += 1 + n + 8
         if flags & (0x02 | 0x08):
             if not flags & 0x20:
                 last = data[pos + 1 : pos + 1 + data[pos]].decode()
                 pos += 1 + data[pos]
             if flags & 0x02:
-                blocks[last].append(f"f{data[pos]:02x}")
+                yield "page", last, f"f{data[pos]:02x}"
                 pos += 1
             else:
-                blocks[last].append("r")
+                yield "page", last, "r"
                 pos += 4096
         if flags & 0x10:
-            break
+            yield "end", pos, None
+            return
+
+
+def ram_pages(data: bytes) -> list[tuple[str, int, str]]:
+    """The RAM blocks (name, length, page kinds as runs: "r" raw, "f<hex>" uniform) of a
+    stream's START chunk, in the order it lists them."""
+    blocks: dict[str, list[str]] = {}
+    lengths: dict[str, int] = {}
+    for kind, a, b in _ram_chunk(data, data.index(b"\x03ram") + 4 + 8):
+        if kind == "block":
+            lengths[a], blocks[a] = b, []
+        elif kind == "page":
+            blocks[a].append(b)
     out = []
     for name, kinds in blocks.items():
         runs = " ".join(f"{len(list(g))}{k}" for k, g in itertools.groupby(kinds))

@@ -345,29 +345,19 @@ def cpu_description(release: Release) -> Description:
         StructArray("ymmh_regs", YMMH_REG, NB_REGS, version_id=12),
     ]  # fmt: skip
 
-    subsections = []
-    if release.has("cpu/async_pf_msr"):
-        subsections.append(Subsection(
-            Description("cpu/async_pf_msr", 1, [u64("async_pf_en_msr")], minimum_version_id=1),
-            lambda cpu: cpu.async_pf_en_msr != 0,
-        ))  # fmt: skip
-    if release.has("cpu/fpop_ip_dp"):
-        subsections.append(Subsection(
-            Description("cpu/fpop_ip_dp", 1, [u16("fpop"), u64("fpip"), u64("fpdp")],
-                        minimum_version_id=1),
-            lambda cpu: bool(cpu.fpop or cpu.fpip or cpu.fpdp),
-        ))  # fmt: skip
-    if release.has("cpu/msr_tscdeadline"):
-        subsections.append(Subsection(
-            Description("cpu/msr_tscdeadline", 1, [u64("tsc_deadline")], minimum_version_id=1),
-            lambda cpu: cpu.tsc_deadline != 0,
-        ))  # fmt: skip
-    if release.has("cpu/msr_ia32_misc_enable"):
-        subsections.append(Subsection(
-            Description("cpu/msr_ia32_misc_enable", 1, [u64("msr_ia32_misc_enable")],
-                        minimum_version_id=1),
-            lambda cpu: cpu.msr_ia32_misc_enable != MISC_ENABLE_DEFAULT,
-        ))  # fmt: skip
+    # name, fields, needed: the subsections a release defines, in the order it sends them
+    optional = (
+        ("cpu/async_pf_msr", [u64("async_pf_en_msr")],
+         lambda cpu: cpu.async_pf_en_msr != 0),
+        ("cpu/fpop_ip_dp", [u16("fpop"), u64("fpip"), u64("fpdp")],
+         lambda cpu: bool(cpu.fpop or cpu.fpip or cpu.fpdp)),
+        ("cpu/msr_tscdeadline", [u64("tsc_deadline")],
+         lambda cpu: cpu.tsc_deadline != 0),
+        ("cpu/msr_ia32_misc_enable", [u64("msr_ia32_misc_enable")],
+         lambda cpu: cpu.msr_ia32_misc_enable != MISC_ENABLE_DEFAULT),
+    )  # fmt: skip
+    subsections = [Subsection(Description(name, 1, sub_fields, minimum_version_id=1), needed)
+                   for name, sub_fields, needed in optional if release.has(name)]
 
     return Description(
         "cpu", CPU_SAVE_VERSION, fields,
