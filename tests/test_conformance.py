@@ -12,6 +12,8 @@ the same endpoint must have
 * byte-identical device payloads, except the fields in :data:`HOST_DEPENDENT`, which
   depend on the host's clock or on memory QEMU never initialised.
 
+Every real stream decodes in the analyzer, writer given or inferred.
+
 Then the idle 7x7: every real stream is loaded by the model as each destination
 endpoint, and by the real build of that endpoint; the model loads exactly the streams the
 real program loads, and refuses the others in the section the real program names (when
@@ -245,6 +247,28 @@ def test_the_host_dependent_fields_really_differ_between_runs_or_releases(histor
     fifos = {bytes(s.payload[9:9 + 512]) for st in streams for s in full_sections(st)
              if s.idstr == "fdc"}
     assert len(rtc) > 1 and len(fifos) > 1
+
+
+# -- the analyzer on the real streams ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("nic", NICS)
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=ENDPOINT_IDS)
+def test_every_real_stream_decodes_in_the_analyzer(historic, endpoint, nic):
+    """Each real idle stream decodes to its EOF, writer given or inferred; the inferred
+    writer is the real program's release, with its NIC, and every section it lists."""
+    from harness.analyze import analyze
+
+    release, machine, fmt = endpoint
+    real = historic.idle(release, machine, nic)
+    given = analyze(real, release=release, machine=machine)
+    assert given.complete and not given.trailing_bytes, given.error
+    inferred = analyze(real)
+    assert inferred.complete and not inferred.trailing_bytes, inferred.error
+    assert inferred.writer["release"] == release and inferred.writer["nic"] == nic
+    assert [s.idstr for s in inferred.sections if s.kind == "FULL"] == \
+        [s.idstr for s in full_sections(real)]
+    assert not any(n.startswith("never sent") for n in inferred.notes), inferred.notes
 
 
 # -- the idle 7x7 ----------------------------------------------------------------------------
