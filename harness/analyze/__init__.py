@@ -103,8 +103,11 @@ def __getattr__(name: str) -> Any:
 
 
 def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = None,
-            machine: str | None = None, as_destination: str | None = None) -> Analysis:
-    """Decode ``source``; with ``as_destination`` ("R/M") also replay it there."""
+            machine: str | None = None, as_destination: str | None = None,
+            nic: str | None = None) -> Analysis:
+    """Decode ``source``; with ``as_destination`` ("R/M") also replay it there, on a
+    destination with the NIC ``nic`` (default: the stream's own, as a matrix cell's
+    destination is started with its source's command line)."""
     inp = source if isinstance(source, Input) else Input(source)
     a = Analysis(inp.name)
     head = inp.reader().peek(9)
@@ -131,21 +134,30 @@ def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = Non
                         spill=bool(as_destination))
         a.writer["inferred"] = False  # type: ignore[index]
     else:
+        # QEMU sends every section it registered: the writer is a release that decodes
+        # the whole stream and whose every section it holds. A newer release may decode
+        # an older stream too (0.14 reads 0.13's, with its port92 never sent): that one
+        # is kept only if no candidate holds exactly the stream's sections.
         tried = []
         best: Analysis | None = None
+        exact = False
         for rel, mach in candidates(file_version):
             attempt = decode_modelled(inp, rel, mach, analysis=Analysis(inp.name),
                                       spill=bool(as_destination))
-            ok = attempt.complete and not attempt.trailing_bytes
+            ok = _decodes(attempt)
+            unsent = next((n for n in attempt.notes if n.startswith("never sent")), None)
             tried.append({"endpoint": f"{rel.name}/{mach}", "decodes": ok,
                           "error": None if ok else (attempt.error or {}).get("message")
-                          or f"{attempt.trailing_bytes} byte(s) after EOF"})
-            if ok or best is None or attempt.bytes_read > best.bytes_read:
+                          or f"{attempt.trailing_bytes} byte(s) after EOF",
+                          **({"note": unsent} if ok and unsent else {})})
+            if best is None or (ok and not _decodes(best)) or (
+                    not _decodes(best) and attempt.bytes_read > best.bytes_read):
                 best = attempt
-            if ok:
+            if ok and unsent is None:
+                best, exact = attempt, True
                 break
-        if (best is None or not tried[-1]["decodes"]) and file_version == 3 and \
-                find_trailer(inp) is not None:
+        decoded = best is not None and _decodes(best)
+        if not decoded and file_version == 3 and find_trailer(inp) is not None:
             return decode_qemu(inp, Analysis(inp.name))
         if best is None:
             a.error = {"reason": "unsupported_version", "errno": None,
@@ -156,23 +168,32 @@ def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = Non
         assert best.writer is not None
         best.writer["inferred"] = True
         best.writer["tried"] = tried
-        if not tried[-1]["decodes"]:
+        if not decoded:
             best.notes.append("no modelled release decodes the whole stream; shown as "
                               f"{best.writer['endpoint']} reads it (it reads furthest)")
+        elif not exact:
+            best.notes.append("no modelled release sends exactly this stream's sections; "
+                              f"shown as {best.writer['endpoint']} reads it (the newest "
+                              "that decodes it whole)")
         a = best
     if as_destination:
         if a.format != "modelled":
             a.divergence = {"error": "--as-destination replays modelled releases only"}
         else:
-            a.divergence = replay_as_destination(inp, a, as_destination)
+            a.divergence = replay_as_destination(inp, a, as_destination, nic=nic)
     return a
+
+
+def _decodes(a: Analysis) -> bool:
+    """The whole stream decoded, to its EOF and nothing after it."""
+    return a.complete and not a.trailing_bytes
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     inp = Input(args.file)
     try:
         a = analyze(inp, release=args.release, machine=args.machine,
-                    as_destination=args.as_destination)
+                    as_destination=args.as_destination, nic=args.nic)
     except (ConfigError, EmulatorError) as e:
         print(f"migmatrix analyze: {e}", file=sys.stderr)
         return 2
@@ -205,6 +226,9 @@ def configure_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--machine", help="machine type (default: one matching the stream format)")
     s.add_argument("--as-destination", metavar="R/M",
                    help="replay how this destination reads the bytes; show the divergence")
+    s.add_argument("--nic", choices=("e1000", "rtl8139", "none"), default=None,
+                   help="the destination's NIC, as on QEMU's command line (default: the "
+                        "stream's own)")
     s.add_argument("--json", action="store_true", help="JSON for tools")
     s.add_argument("--pretty", action="store_true", help="indent the JSON")
     s.add_argument("--limit", type=int, default=None, help="text: at most N elements")

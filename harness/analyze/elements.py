@@ -84,6 +84,7 @@ class SectionInfo(SectionRecord):
                  version_id: int, offset: int, end: int = 0) -> None:
         super().__init__(kind, section_id, idstr, instance_id, version_id, offset, end)
         self.fields: dict[str, Any] = {}
+        self.key: str | None = None  # the writer's state key (a legacy id: the alias)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "section_id": self.section_id, "idstr": self.idstr,
@@ -147,7 +148,8 @@ class Analysis:
         out: dict[str, dict[str, Any]] = {}
         for s in self.sections:
             if s.fields:
-                out.setdefault(section_key(s.idstr, s.instance_id), {}).update(s.fields)
+                key = s.key or section_key(s.idstr, s.instance_id)
+                out.setdefault(key, {}).update(s.fields)
         return out
 
     def to_dict(self) -> dict[str, Any]:

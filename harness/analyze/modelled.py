@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..emulator.errors import ConfigError, LoadError
-from ..emulator.machine import Machine
+from ..emulator.machine import NICS, Machine, state_key
 from ..emulator.releases import RELEASES, Release
 from ..emulator.savevm import HeaderPolicy, load_stream
 from ..emulator.stream import StreamReader
@@ -19,7 +19,7 @@ from .elements import ELEMENTS_KEPT, Analysis, Element, SectionInfo, error_dict
 from .ram import PAGE_SIZE, RamSummary
 from .source import Input
 
-__all__ = ["MarkLog", "candidates", "decode_modelled", "meaning_peek", "release_named",
+__all__ = ["MarkLog", "NicOptions", "candidates", "decode_modelled", "meaning_peek", "release_named",
            "summary_handlers"]
 
 
@@ -48,11 +48,43 @@ def machine_for(release: Release, file_version: int | None, machine: str | None)
     return release.machines[0].name
 
 
-def summary_handlers(release: Release, machine: str) -> tuple[list[Any], HeaderPolicy, RamSummary]:
-    m = Machine(release, machine, PAGE_SIZE * 4)  # RAM is summarised, never loaded
+class NicOptions:
+    """The NIC options a decode allows: ``own`` maps each option to the ids of its NIC's
+    handlers (none for "none"), ``absent`` to the ids of the handlers a machine with that
+    option does not have (the other NICs; with "none", user networking too)."""
+
+    def __init__(self, own: dict[str, set[int]], user_net: set[int]) -> None:
+        self.own = own
+        every = set().union(*own.values())
+        self.absent = {option: every - ids for option, ids in own.items()}
+        self.absent["none"] = every | user_net
+
+    def found(self, loaded: set[int]) -> str:
+        """The option whose NIC the stream filled, or "none"."""
+        return next((o for o, ids in self.own.items() if ids & loaded), "none")
+
+
+def summary_handlers(release: Release, machine: str, nic: str | None = None
+                     ) -> tuple[list[Any], HeaderPolicy, RamSummary, NicOptions]:
+    """The writer's handlers, its RAM summarised (never loaded), and the NIC options.
+
+    ``nic`` None: the stream says which NIC it has. The handlers are those of QEMU's default
+    (e1000 with user networking) plus every other NIC's sections; the NIC whose section
+    the stream holds is the writer's ("none" when it holds none).
+    """
+    m = Machine(release, machine, PAGE_SIZE * 4, nic=nic or "e1000")
     ram = RamSummary(m.ram.handler.version_id)
-    handlers = [ram, *m.handlers()[1:]]
-    return handlers, m.header_policy(), ram
+    handlers = [ram if h.idstr == "ram" else h for h in m.handlers()]
+    user_net = {id(h) for h in handlers if h.idstr == "slirp"}
+    if nic is not None:
+        return handlers, m.header_policy(), ram, NicOptions({nic: set()}, set())
+    for option, info in NICS.items():
+        if info is not None and option != m.nic:
+            handlers.extend(Machine(release, machine, PAGE_SIZE * 4, nic=option).devices[
+                info[0]].sections())
+    own = {option: {id(h) for h in handlers if h.idstr.endswith("/" + info[0])}
+           for option, info in NICS.items() if info is not None}
+    return handlers, m.header_policy(), ram, NicOptions(own, user_net)
 
 
 def marks_to_elements(marks: Iterable[TraceMark]) -> list[Element]:
@@ -81,7 +113,8 @@ def marks_to_elements(marks: Iterable[TraceMark]) -> list[Element]:
 
 
 def meaning_peek(release: Release, file_version: int | None) -> PeekPolicy:
-    """How the analyzer reads subsections to recover what the *writer* meant.
+    """How the analyzer reads subsections to recover what the *writer* meant (not how the
+    writer's own loader reads them: that is ``release.peek``, shown as the writer's peek).
 
     The save side never peeks: a subsection after a description is always one of that
     description's own. The writer's own loader may misread its own stream (always-peek:
@@ -184,8 +217,10 @@ class _WriterTrace(Tracer):
 
 
 def decode_modelled(inp: Input, release: Release, machine: str | None = None,
-                    *, analysis: Analysis | None = None, spill: bool = False) -> Analysis:
-    """Decode with ``release``'s descriptions (the writer's reading of the bytes).
+                    *, nic: str | None = None, analysis: Analysis | None = None,
+                    spill: bool = False) -> Analysis:
+    """Decode with ``release``'s descriptions (the writer's reading of the bytes), with
+    the NIC ``nic`` (None: the one whose section the stream holds).
     ``spill``: keep every trace mark (on disk past the cap) for a replay."""
     a = analysis or Analysis(inp.name)
     a.format = "modelled"
@@ -193,20 +228,25 @@ def decode_modelled(inp: Input, release: Release, machine: str | None = None,
     head = r.peek(8)
     file_version = struct.unpack(">I", head[4:8])[0] if len(head) == 8 else None
     machine = machine_for(release, file_version, machine)
-    handlers, header, ram = summary_handlers(release, machine)
+    handlers, header, ram, nics = summary_handlers(release, machine, nic)
     peek = meaning_peek(release, file_version)
     a.writer = {"release": release.name, "machine": machine,
-                "endpoint": f"{release.name}/{machine}", "peek": peek.value}
+                "endpoint": f"{release.name}/{machine}", "nic": nic,
+                "peek": release.peek.value, "read_with": peek.value}
     log = MarkLog(spill=spill)
     tracer = _WriterTrace(log)
+    loaded: set[int] = set()
 
     def on_load(handler: Any, offset: int) -> None:
         sec_mark = tracer.last  # the "section" mark load_stream just made
         assert sec_mark is not None
         close_section(sec_mark.offset)
         kind = str(sec_mark.value).partition(" ")[0]
+        loaded.add(id(handler))
         tracer.section = SectionInfo(kind, -1, handler.idstr, handler.instance_id, -1,
                                      sec_mark.offset)
+        if handler.idstr != "ram":
+            tracer.section.key = state_key(handler)
 
     def close_section(end: int) -> None:
         info = tracer.section
@@ -223,8 +263,12 @@ def decode_modelled(inp: Input, release: Release, machine: str | None = None,
         a.eof_offset = report.bytes_consumed - 1
         a.trailing_bytes = report.bytes_unread
         a.bytes_read = report.bytes_consumed + report.bytes_unread
-        if report.not_loaded:
-            a.notes.append("never sent: " + ", ".join(report.not_loaded))
+        if nic is None:
+            nic = a.writer["nic"] = nics.found(loaded)
+        missing = [f"{h.idstr}/{h.instance_id}" for h in handlers
+                   if id(h) not in loaded and id(h) not in nics.absent.get(nic, ())]
+        if missing:
+            a.notes.append("never sent: " + ", ".join(missing))
     except LoadError as e:
         close_section(e.offset or r.offset)
         a.error = error_dict(e)

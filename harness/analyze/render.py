@@ -17,11 +17,14 @@ def render_text(a: Analysis, *, max_elements: int | None = None) -> str:
     if a.writer:
         w = a.writer
         if "endpoint" in w:
-            how = "inferred: " if w.get("inferred") else ""
-            lines.append(f"decoded as {w['endpoint']} ({how}peek {w.get('peek')})")
+            how = "inferred; " if w.get("inferred") else ""
+            nic = f"NIC {w['nic']}; " if w.get("nic") else ""
+            lines.append(f"decoded as {w['endpoint']} ({how}{nic}its loader peeks "
+                         f"{w.get('peek')}; read here with {w.get('read_with')})")
             for t in w.get("tried", []):
                 lines.append(f"  tried {t['endpoint']}: "
-                             + ("decodes the whole stream" if t["decodes"] else t["error"]))
+                             + ("decodes the whole stream" if t["decodes"] else t["error"])
+                             + (f" ({t['note']})" if t.get("note") else ""))
     if a.qemu:
         q = a.qemu
         lines.append("QEMU stream: " + ", ".join(f"{k} {v}" for k, v in q.items()

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..emulator.errors import LoadError
+from ..emulator.errors import LoadCrash, LoadError
 from ..emulator.machine import DEFAULT_RAM_SIZE, Machine
 from ..emulator.ram import PAGE_SIZE, pc_layout
 from ..emulator.savevm import load_stream
@@ -143,20 +143,24 @@ def destination_ram_size(writer: Analysis) -> int:
     return DEFAULT_RAM_SIZE
 
 
-def replay_as_destination(inp: Input, writer: Analysis, endpoint: str) -> dict[str, Any]:
+def replay_as_destination(inp: Input, writer: Analysis, endpoint: str,
+                          nic: str | None = None) -> dict[str, Any]:
     """Load the bytes as ``endpoint`` ("R/M") would, and align its reading with the
     writer's: the first element where they part, and the destination's outcome.
 
     The destination is the real one: a machine of that release with the RAM size the
-    stream declares, loading through its own RAM section (so a page beyond a block is
-    refused here as ``migmatrix load`` refuses it). Memory: the destination's RAM, and
-    windows of both readings; the writer's marks are read back from its log.
+    stream declares and the NIC ``nic`` (default: the writer's), loading through its own
+    RAM section (so a page beyond a block is refused here as ``migmatrix load`` refuses
+    it, and a page QEMU would write through a NULL pointer ends it as ``crashed``).
+    Memory: the destination's RAM, and windows of both readings; the writer's marks are
+    read back from its log.
     """
     rel_name, _, mach = endpoint.partition("/")
     release = release_named(rel_name)
     mach = mach or release.machines[0].name
     release.machine(mach)
-    dest = Machine(release, mach, destination_ram_size(writer))
+    nic = nic or (writer.writer or {}).get("nic") or "e1000"
+    dest = Machine(release, mach, destination_ram_size(writer), nic=nic)
     handlers = [_MarkedRam(h) if h.idstr == "ram" else h for h in dest.handlers()]
     log = getattr(writer, "mark_log", None)
     marks: Iterable[TraceMark] = log if log is not None else getattr(writer, "tracer_marks",
@@ -177,11 +181,14 @@ def replay_as_destination(inp: Input, writer: Analysis, endpoint: str) -> dict[s
             outcome = {"status": "loaded", "message": "the destination reached EOF"}
     except LoadError as e:
         outcome = {"status": "rejected", **e.to_dict()}
+    except LoadCrash as e:  # where the modelled QEMU dies
+        outcome = {"status": "crashed", "message": str(e), "offset": e.offset,
+                   "section": e.section}
     except Exception as e:  # not a migration error: the destination would crash
         outcome = {"status": "crashed", "message": f"{type(e).__name__}: {e}",
                    "offset": r.offset}
     tracer.finish()
-    result: dict[str, Any] = {"destination": endpoint, "outcome": outcome,
+    result: dict[str, Any] = {"destination": endpoint, "nic": nic, "outcome": outcome,
                               "renamed": tracer.renamed}
     if tracer.cut:
         result["note"] = (f"compared up to the writer's first {tracer.writer_kept} elements "
