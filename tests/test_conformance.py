@@ -265,7 +265,14 @@ def test_every_real_stream_decodes_in_the_analyzer(historic, endpoint, nic):
     assert given.complete and not given.trailing_bytes, given.error
     inferred = analyze(real)
     assert inferred.complete and not inferred.trailing_bytes, inferred.error
-    assert inferred.writer["release"] == release and inferred.writer["nic"] == nic
+    assert inferred.writer["nic"] == nic
+    if inferred.writer["release"] != release:
+        # 0.15.0 and the sentinel series on pc-0.14 write the same sections, versions and
+        # layouts at idle: nothing on the wire tells them apart, and inference names the
+        # newest release that decodes the stream exactly.
+        assert (release, inferred.writer["endpoint"]) == ("0.15", "new/pc-0.14")
+        assert any(t["endpoint"] == "new/pc-0.14" and t["decodes"] and "note" not in t
+                   for t in inferred.writer["tried"])
     assert [s.idstr for s in inferred.sections if s.kind == "FULL"] == \
         [s.idstr for s in full_sections(real)]
     assert not any(n.startswith("never sent") for n in inferred.notes), inferred.notes

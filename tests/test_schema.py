@@ -109,13 +109,23 @@ def test_cli_exit_status_counts_errors(tmp_path):
 def test_predictions_from_facts():
     facts = scenario_facts("0.15", "pc", "ide-bus-error")
     assert "ide_bus/error" in [s["name"] for s in facts["subsections"]]
+    # 0.14 never reaches the IDE: it has no i8254 instance 0 (as the real 0.14 says).
     p = predict("0.15/pc", "0.14/pc", facts)
-    assert p.verdicts == {"corrupted", "truncated", "rejected"}
-    assert predict("0.15/pc", "1.0/pc", facts).verdicts == {"pass"}
+    assert p.verdicts == {"rejected"} and p.reason.startswith("i8254")
+    # The pair the real builds load (0.15 -> the sentinel series on pc-0.14).
+    assert predict("0.15/pc", "new/pc-0.14", facts).verdicts == {"pass"}
+    assert predict("0.13/pc", "0.14/pc", scenario_facts("0.13", "pc", "idle")).verdicts == {
+        "pass"}
     collide = scenario_facts("0.14", "pc", "collide-0x05")
     assert len(collide["collisions"]) == 2
     assert predict("0.14/pc", "0.13/pc", collide).verdicts == {"rejected"}
-    assert predict("0.14/pc", "1.0/pc", collide).verdicts == {"pass"}
+    own = predict("0.14/pc", "0.14/pc", collide)
+    assert own.verdicts == {"rejected"} and "peeks" in own.reason
+    # A GPE block saved as two u16 and read as two arrays: desynchronised.
+    assert predict("0.14/pc", "1.0/pc", collide).verdicts == {"corrupted", "truncated",
+                                                              "rejected"}
+    sentinel = scenario_facts("new", "pc", "collide-0x05")
+    assert predict("new/pc", "new/pc", sentinel).verdicts == {"pass"}
     assert predict("new/pc", "0.15/pc", None).verdicts == {"rejected"}
     static = predict("0.15/pc", "0.14/pc", None, subsections={"ide_drive/atapi/gesn_state"})
     assert static.verdicts == {"rejected"}
