@@ -9,7 +9,7 @@ the same endpoint must have
   live ones (``block``, ``ram``: START, one PART, END) first;
 * the same RAM blocks, in the same order, with the same lengths, and pages of the same
   kinds (raw, or uniform with the same fill byte);
-* byte-identical device payloads, except the fields in :data:`HOST_DEPENDENT`, which
+* byte-identical device payloads, except the fields in ``HISTORIC_IGNORED`` (harness.qemu.compare), which
   depend on the host's clock or on memory QEMU never initialised.
 
 Every real stream decodes in the analyzer, writer given or inferred.
@@ -26,11 +26,11 @@ and run per test session; without them the tests skip, and fail in CI.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import itertools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -38,6 +38,7 @@ import pytest
 from harness.emulator.errors import LoadCrash, LoadError
 from harness.emulator.machine import Machine
 from harness.emulator.vmstate import Tracer
+from harness.qemu.compare import HISTORIC_IGNORED
 
 from .realqemu import ENDPOINT_IDS, ENDPOINTS, NIC_ARGS, full_sections
 from .realqemu import historic as historic  # noqa: F401 - the fixture
@@ -47,28 +48,13 @@ NICS = list(NIC_ARGS)
 PAIRS = [(s, d) for s, d in itertools.product(ENDPOINTS, ENDPOINTS) if s != d]
 
 
-@dataclass(frozen=True)
-class Exempt:
-    """A field whose bytes depend on the host, with the reason; ``start``/``end`` narrow
-    it to a byte range of the field."""
+def host_dependent(idstr: str, path: str, at: int) -> bool:
+    """Byte ``at`` of field ``path`` of section ``idstr`` depends on the host or the clock:
+    the historic driver's list of ignored fields, with its reasons, is the one list."""
+    return any(fnmatch.fnmatchcase(idstr, r.section) and fnmatch.fnmatchcase(path, r.field)
+               and (r.byte_range is None or r.byte_range[0] <= at < r.byte_range[1])
+               for r in HISTORIC_IGNORED)
 
-    idstr: str
-    path: str
-    why: str
-    start: int = 0
-    end: int | None = None
-
-
-HOST_DEPENDENT = (
-    Exempt("mc146818rtc", "cmos_data", "the time registers (seconds to year) hold the host's "
-           "clock when QEMU started", 0x00, 0x0A),
-    *(Exempt("mc146818rtc", f"current_tm/{f}", "the host's clock when QEMU started")
-      for f in ("sec", "min", "hour", "wday", "mday", "mon", "year")),
-    Exempt("mc146818rtc", "next_second_time", "host clock (ns) of the next update cycle"),
-    Exempt("mc146818rtc", "second_timer2", "the timer of that update cycle"),
-    Exempt("fdc", "state/fifo", "allocated with qemu_memalign and never cleared: whatever "
-           "the heap held (zeros, 0xff or old pointers, by release and run)"),
-)
 
 
 # -- the real streams, cut without the model ---------------------------------------------
@@ -231,9 +217,7 @@ def test_device_payloads_are_byte_identical_but_for_the_host_dependent_fields(
             offset = r_sec.offset + at
             mark = next((f for f in fields if f.offset <= offset < f.end), None)
             path = mark.path.partition("/")[2] if mark else "?"
-            if not any(e.idstr == r_sec.idstr and e.path == path and
-                       e.start <= offset - mark.offset < (e.end or mark.end - mark.offset)
-                       for e in HOST_DEPENDENT):
+            if mark is None or not host_dependent(r_sec.idstr, path, offset - mark.offset):
                 problems.append(f"{r_sec.idstr} {path} (payload byte {at})")
     assert problems == []
 
