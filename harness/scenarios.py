@@ -27,7 +27,7 @@ from .emulator.guest import FOUND, PROGRAMS, GuestProgram, run_program
 from .emulator.machine import Machine
 from .emulator.releases import Release
 
-__all__ = ["SCENARIOS", "Scenario", "all_scenarios", "catalogue", "get_scenario",
+__all__ = ["SCENARIOS", "Scenario", "all_scenarios", "catalogue", "get_scenario", "media_of",
            "apply_scenario", "lookup"]
 
 
@@ -204,6 +204,14 @@ def lookup(name: str) -> Any:
     except KeyError:
         raise KeyError(f"unknown scenario {name!r} (known: {', '.join(all_scenarios())})"
                        ) from None
+
+
+def media_of(name: str, *, historic: bool = False) -> frozenset[str]:
+    """The images on the command line of scenario ``name`` (``historic``: as the real
+    builds' recipe runs it, e.g. ``booted`` or ``live-ram`` from a disk): a model machine
+    reading its streams needs the same drives."""
+    real = catalogue("historic").get(name) if historic else None
+    return frozenset(getattr(real or lookup(name), "media", frozenset()))
 
 
 def get_scenario(name: str) -> Scenario:

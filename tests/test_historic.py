@@ -122,3 +122,21 @@ def test_the_real_bundles_unpack_and_name_their_source() -> None:
         build = find_build(release)
         assert build.buildinfo()["set"] == set_name
         assert build.buildinfo()["commit"]
+
+
+def test_a_real_guests_scenario_names_its_drives_for_the_model_that_reads_its_streams() -> None:
+    """A refusal in a real 'booted' cell is shown with the writer's marks: the model
+    machine that decodes the stream is given the scenario's disk (once a KeyError)."""
+    from harness.drivers.inprocess import stream_window
+    from harness.emulator.machine import Machine
+    from harness.matrix import Cell, Endpoint
+    from harness.scenarios import media_of
+
+    assert media_of("booted") == {"hda"} and media_of("live-ram", historic=True) == {"hda"}
+    assert media_of("live-ram") == frozenset()  # the model's live-ram needs no disk
+    assert media_of("fdc-media-changed") == {"fda"} and media_of("idle") == frozenset()
+    src = Endpoint("qemu-0.14/pc", "0.14", "pc", 2 << 20, kind="qemu", historic=True)
+    cell = Cell(src, src, "booted", 0, ("pass",), "test")
+    stream = Machine("0.14", "pc", 2 << 20, media={"hda"}).save()
+    window = stream_window(cell, stream, 1000, "here")
+    assert [m for m in window["marks"] if m["kind"] != "error"]  # the writer's marks

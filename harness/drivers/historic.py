@@ -65,7 +65,7 @@ from ..qemu.historic_scenarios import (
     ScenarioFailed,
 )
 from ..qemu.monitor import HumanMonitor, MonitorError
-from ..scenarios import SCENARIOS
+from ..scenarios import media_of
 from ..verdict import Outcome
 from . import Driver, diff_entry
 from .inprocess import DIFF_LIMIT, build_source, stream_window
@@ -474,6 +474,15 @@ class HistoricDriver(Driver):
             outcome.extra["destination_exit"] = describe_exit(code)
             outcome.extra["qemu_messages"] = lines
             clean_exit = 1 if dst.build.set.startswith("rhel") else 0
+            if code is None:
+                # Alive, every byte delivered, and its monitor silent: the loader hangs
+                # (e.g. waiting for a section the stream never sends), a hang, not a crash.
+                outcome.timed_out = True
+                outcome.message = (f"the destination stopped answering during the load "
+                                   f"(no 'info status' within {SETTLE_TIMEOUT:.0f} s, still "
+                                   f"running, {feed.delivered} of {feed.total} bytes "
+                                   f"delivered): {message}")
+                return
             if code != clean_exit:
                 outcome.crash = f"destination {describe_exit(code)} during the load"
                 outcome.message = f"{outcome.crash}: {message}"
@@ -521,7 +530,7 @@ class HistoricDriver(Driver):
         except (MonitorError, ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 await asyncio.to_thread(dst.proc.wait, 5)
-            return False, "no answer (the process exited)"
+            return False, "no answer" + (" (the process exited)" if dst.exited() else "")
         await asyncio.sleep(0.05)
         if dst.exited():
             return False, status
@@ -592,7 +601,7 @@ class HistoricDriver(Driver):
 
     def _model_destination(self, c: _Cell) -> None:
         outcome, dst = c.outcome, c.cell.destination
-        media = SCENARIOS[c.cell.scenario].media if c.cell.scenario in SCENARIOS else ()
+        media = media_of(c.cell.scenario, historic=c.cell.source.historic)
         try:
             machine, report = Machine.load(dst.release, dst.machine, c.stream,
                                            ram_size=dst.ram_size, nic=dst.nic, media=media)

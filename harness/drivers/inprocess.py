@@ -19,7 +19,7 @@ from ..emulator.errors import EmulatorError, LoadCrash, LoadError
 from ..emulator.machine import Machine, compare_machines, jsonable
 from ..emulator.vmstate import Tracer
 from ..matrix import Cell, Endpoint
-from ..scenarios import apply_scenario, get_scenario
+from ..scenarios import apply_scenario, get_scenario, media_of
 from ..verdict import Outcome
 from . import Driver, diff_entry
 
@@ -77,7 +77,7 @@ def stream_window(cell: Cell, stream: bytes, offset: int, label: str) -> dict[st
     try:
         src = cell.source
         Machine.load(src.release, src.machine, stream, ram_size=src.ram_size, nic=src.nic,
-                     media=get_scenario(cell.scenario).media, tracer=tracer)
+                     media=media_of(cell.scenario, historic=src.historic), tracer=tracer)
     except (EmulatorError, _PastWindow):
         pass  # the marks gathered so far are still right
     marks = [

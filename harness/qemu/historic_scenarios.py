@@ -69,6 +69,9 @@ class HistoricScenario:
     live: bool = False
     serial: bool = False  # the source's COM1 goes to a file the scenario reads
     seeded: bool = False  # no recipe depends on a seed
+    # The images on the command line, by the model's names: a model machine reading
+    # these streams has the same drives.
+    media: frozenset[str] = frozenset()
 
     @property
     def summary(self) -> str:
@@ -210,19 +213,23 @@ HISTORIC_SCENARIOS: dict[str, HistoricScenario] = {
         HistoricScenario(
             "booted", "the BIOS booted the project's image from an IDE disk, which counts "
             "in every page; stopped with 'stop' after its first pass",
-            prepare=_boot_then_stop, args=_boot_args, files=_copy_disk, serial=True),
+            prepare=_boot_then_stop, args=_boot_args, files=_copy_disk, serial=True,
+            media=frozenset({"hda"})),
         HistoricScenario(
             "ide-bus-error", "a blkdebug disk fails the BIOS's first read; rerror=stop "
             "stops the guest with the request pending for retry",
-            prepare=_bus_error, args=_bus_error_args, files=_bus_error_files),
+            prepare=_bus_error, args=_bus_error_args, files=_bus_error_files,
+            media=frozenset({"hda"})),
         HistoricScenario(
             "fdc-media-changed", "a floppy is inserted and the guest reads the disk "
             "change line (port 0x3f7), which clears the media-changed flag",
-            prepare=_boot_then_stop, args=_floppy_args, files=_floppy_files, serial=True),
+            prepare=_boot_then_stop, args=_floppy_args, files=_floppy_files, serial=True,
+            media=frozenset({"fda"})),
         HistoricScenario(
             "atapi-media-event", "'change ide1-cd0' swaps the CD-ROM's medium on the "
             "monitor: a new-media event is pending for the guest",
-            prepare=_cdrom_change, args=_cdrom_args, files=_cdrom_files),
+            prepare=_cdrom_change, args=_cdrom_args, files=_cdrom_files,
+            media=frozenset({"cdrom"})),
         HistoricScenario(
             "nic-hotplug", "started with -net user (no NIC), then an e1000 hot-plugged with device_add "
             "in slot 3; the destination starts with it on its command line",
@@ -230,7 +237,8 @@ HISTORIC_SCENARIOS: dict[str, HistoricScenario] = {
         HistoricScenario(
             "live-ram", "the project's image counts in every page while RAM is sent in "
             "several passes (a tiny downtime limit until then)",
-            prepare=_live_start, args=_boot_args, files=_copy_disk, live=True, serial=True),
+            prepare=_live_start, args=_boot_args, files=_copy_disk, live=True, serial=True,
+            media=frozenset({"hda"})),
     )
 }
 
