@@ -156,3 +156,18 @@ def test_version_bounds():
     with pytest.raises(LoadError) as info:
         load(r, 3, bytes(data))
     assert info.value.reason is Reason.VERSION_TOO_NEW
+
+
+def test_the_clock_is_the_hosts_it_runs_on():
+    """By default a fixed host clock (2011-08-12 10:00 UTC), so streams are the same on
+    every run; given the host's, the CMOS date, the century and the update cycle follow it
+    (a real destination catches its RTC up from the source's clock, second by second)."""
+    fixed = RTC(get_release("0.15"), Board())
+    assert (fixed.current_tm.year, fixed.current_tm.mon, fixed.current_tm.mday) == (111, 7, 12)
+    now = 1_795_952_190_229_694_000  # 2026-11-29 11:36:30 UTC
+    rtc = RTC(get_release("0.15"), Board(host_time_ns=now))
+    tm = rtc.current_tm
+    assert (tm.year + 1900, tm.mon + 1, tm.mday, tm.hour, tm.min, tm.sec) == (
+        2026, 11, 29, 11, 36, 30)
+    assert rtc.cmos_data[0x09] == 0x26 and rtc.cmos_data[0x32] == 0x20  # BCD year, century
+    assert rtc.next_second_time == rtc.second_timer2 == now + 990_000_000

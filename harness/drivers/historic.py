@@ -404,7 +404,9 @@ class HistoricDriver(Driver):
                 raise _CellDone()
             outcome.extra["source_migration"] = status
         else:
-            _, stream = await asyncio.to_thread(build_source, cell)
+            # A real destination's RTC catches up from the source's host clock second
+            # by second: the model's source runs on this host's clock, as a real one would.
+            _, stream = await asyncio.to_thread(build_source, cell, host_time_ns=time.time_ns())
             (c.workdir / STREAM).write_bytes(stream)
             transfer = _Transfer(stream)
             if dst_sock is not None and probe is not None:

@@ -54,11 +54,13 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def build_source(cell: Cell) -> tuple[Machine, bytes]:
-    """The source machine in the cell's scenario state, and the stream it writes."""
+def build_source(cell: Cell, *, host_time_ns: int | None = None) -> tuple[Machine, bytes]:
+    """The source machine in the cell's scenario state, and the stream it writes
+    (``host_time_ns``: the host clock its RTC runs on, default the model's fixed one)."""
     src = cell.source
     scenario = get_scenario(cell.scenario)
-    machine = Machine(src.release, src.machine, src.ram_size, src.nic, scenario.media)
+    machine = Machine(src.release, src.machine, src.ram_size, src.nic, scenario.media,
+                      host_time_ns=host_time_ns)
     apply_scenario(machine, scenario, cell.seed)
     stream = machine.save(passes=scenario.live_passes, workload=scenario.workload)
     assert stream is not None

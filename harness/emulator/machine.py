@@ -138,7 +138,8 @@ class Difference:
 class Machine:
     """A PC built for ``release`` and ``machine`` (a type name or alias) with ``ram_size``
     of RAM, the NIC ``nic`` (e1000 | rtl8139 | none; a NIC comes with user networking) and
-    ``media`` (hda, fda, cdrom: images given on the command line).
+    ``media`` (hda, fda, cdrom: images given on the command line); ``host_time_ns`` is the
+    host's clock its RTC runs on (default: a fixed one, see :class:`Board`).
     """
 
     def __init__(
@@ -148,6 +149,7 @@ class Machine:
         ram_size: int | str = DEFAULT_RAM_SIZE,
         nic: str = "e1000",
         media: Iterable[str] = (),
+        host_time_ns: int | None = None,
     ) -> None:
         self.release = get_release(release) if isinstance(release, str) else release
         self.machine_type: MachineType = self.release.machine(machine)
@@ -161,8 +163,9 @@ class Machine:
         if not self.media <= MEDIA:
             raise ConfigError(f"unknown media {sorted(self.media - MEDIA)} "
                               f"(known: {', '.join(sorted(MEDIA))})")
+        clock = {} if host_time_ns is None else {"host_time_ns": host_time_ns}
         self.board = Board(ram_size=self.ram_size, nic=nic, user_net=nic_info is not None,
-                           media=self.media)
+                           media=self.media, **clock)
         self.order: list[str] = []
         for key in self.release.pc_devices:
             if key == "nic":

@@ -33,6 +33,10 @@ class Board:
     nic: str = "e1000"  # e1000 | rtl8139 | none
     user_net: bool = True  # -net user: the slirp stack exists
     media: frozenset[str] = frozenset()
+    # The host's clock (ns since the epoch) when the machine is created: the RTC runs on
+    # it. Fixed by default, so that a stream is the same on every run; an endpoint that
+    # faces a real QEMU takes the real host's, as a source on this host would.
+    host_time_ns: int = 1_313_143_200 * 1_000_000_000  # 2011-08-12 10:00 UTC
 
 
 class State:

@@ -37,8 +37,6 @@ REG_B_PIE, REG_B_AIE, REG_B_UIE, REG_B_SQWE, REG_B_DM, REG_B_24H = (
 )  # fmt: skip
 
 NS = 1_000_000_000
-BOOT_TIME_NS = 1_313_143_200 * NS  # host clock at power-on (2011-08-12 10:00 UTC)
-BOOT_DATE = datetime.datetime(2011, 8, 12, 10, 0, 0)
 
 
 def to_bcd(value: int) -> int:
@@ -79,20 +77,23 @@ class RTC(Device):
         cmos[REG_A] = 0x26  # 32.768 kHz divider, 1024 Hz rate select
         cmos[REG_B] = REG_B_24H  # BCD, 24-hour, no interrupts
         cmos[REG_D] = 0x80  # valid RAM and time
-        self._pc_config(cmos, self.board.ram_size)
+        # -rtc base=utc (the default): the date of the host's clock.
+        now = self.board.host_time_ns
+        date = datetime.datetime.fromtimestamp(now // NS, datetime.UTC).replace(tzinfo=None)
+        self._pc_config(cmos, self.board.ram_size, date.year)
         self.cmos_data = bytes(cmos)
-        self.set_time(BOOT_DATE)
+        self.set_time(date)
         self.periodic_timer = -1
         self.next_periodic_time = 0
         # At init the update cycle is armed on the second timer's partner.
-        self.next_second_time = BOOT_TIME_NS + NS * 99 // 100
+        self.next_second_time = now + NS * 99 // 100
         self.second_timer = -1
         self.second_timer2 = self.next_second_time
         self.irq_coalesced = 0
         self.period = 0
 
     @staticmethod
-    def _pc_config(cmos: bytearray, ram_size: int) -> None:
+    def _pc_config(cmos: bytearray, ram_size: int, year: int) -> None:
         """What pc_cmos_init writes (the BIOS computes the checksum later)."""
         cmos[0x15], cmos[0x16] = 0x80, 0x02  # 640 KiB base memory
         ext = min(ram_size // 1024 - 1024, 0xFFFF)  # KiB above 1 MiB (negative below it:
@@ -104,7 +105,7 @@ class RTC(Device):
         cmos[0x38] = 0x30  # ... then CD-ROM; floppy signature check on
         cmos[0x10] = 0x00  # no floppy medium at power-on: drive types "none"
         cmos[0x14] = 0x06  # no floppy drive ready, FPU, PS/2 mouse
-        cmos[REG_CENTURY] = cmos[0x37] = to_bcd(BOOT_DATE.year // 100)
+        cmos[REG_CENTURY] = cmos[0x37] = to_bcd(year // 100)
 
     def sections(self) -> list[DeviceSection]:
         desc = rtc_description(self.release)
@@ -145,7 +146,7 @@ class RTC(Device):
         start = datetime.datetime(1990, 1, 1)
         self.set_time(start + datetime.timedelta(seconds=rng.randrange(47 * 365 * 86400)))
         self.cmos_index = rng.randrange(CMOS_SIZE)
-        now = BOOT_TIME_NS + rng.randrange(1 << 44)
+        now = self.board.host_time_ns + rng.randrange(1 << 44)
         self.next_second_time = now + rng.randrange(NS)
         if rng.randrange(2):
             self.second_timer, self.second_timer2 = self.next_second_time, -1
