@@ -94,6 +94,8 @@ HISTORIC_IGNORED: tuple[Ignored, ...] = (
     *(Ignored("mc146818rtc*", "cmos_data", f"{_RTC_CLOCK} (CMOS {what})", byte_range=span)
       for span, what in (((0x00, 0x01), "seconds"), ((0x02, 0x03), "minutes"),
                          ((0x04, 0x05), "hours"), ((0x06, 0x0A), "weekday to year"),
+                         ((0x0A, 0x0B), "register A: its update-in-progress bit; the byte "
+                                        "whole, its rate bits show again in 'period'"),
                          ((0x0C, 0x0D), "register C: the update-ended flag of that clock"))),
     Ignored("mc146818rtc*", "current_tm/*", _RTC_CLOCK),
     Ignored("mc146818rtc*", "next_second_time", _RTC_CLOCK + " (the next update cycle)"),
