@@ -100,6 +100,18 @@ HISTORIC_IGNORED: tuple[Ignored, ...] = (
     Ignored("mc146818rtc*", "current_tm/*", _RTC_CLOCK),
     Ignored("mc146818rtc*", "next_second_time", _RTC_CLOCK + " (the next update cycle)"),
     Ignored("mc146818rtc*", "second_timer*", _RTC_CLOCK + " (the update cycle's timers)"),
+    Ignored("cpu_common", "interrupt_request",
+            "a latch of the interrupt controllers' output, not state of its own: real 1.0 "
+            "drops a CPU_INTERRUPT_HARD (2) the source held when 'stop' landed with an "
+            "interrupt pending (about one cell in three after the guest ran), while the "
+            "PIC's request itself (irr, compared) arrives, and is raised again at its next "
+            "update"),
+    *(Ignored("i8254*", f"channels[[]*[]]/{f}",
+              "the channel's next tick deadline: a destination whose guest clock passed it "
+              "by the time it saves runs that tick and saves the next, one period later "
+              "(seen on real 1.0 after live-ram, 54.9 ms); the counts, modes and latches "
+              "that decide the ticks are compared") for f in ("next_transition_time",
+                                                               "irq_timer")),
     Ignored("fdc*", "state/fifo", "allocated with qemu_memalign and never cleared: whatever "
             "the heap held (zeros, 0xff or old pointers, by release and run)"),
 )
