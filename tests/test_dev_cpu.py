@@ -32,7 +32,7 @@ FPREGS_END = FPREGS + 8 * 10
 ASYNC_PF_HEADER = b"\x05\x10cpu/async_pf_msr" + struct.pack(">I", 1)
 FPOP_HEADER = b"\x05\x0ecpu/fpop_ip_dp" + struct.pack(">I", 1)
 
-RELEASE_NAMES = ["0.13", "0.14", "0.15", "new", "1.0"]
+RELEASE_NAMES = ["0.13", "0.14", "0.15", "new", "1.0", "rhel6.1", "rhel6.2"]
 FORMAT3 = WireRules(PeekPolicy.ALWAYS_PEEK)
 
 

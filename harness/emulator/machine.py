@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_RAM_SIZE",
     "DEVICE_MODULES",
     "NICS",
+    "VGAS",
     "Difference",
     "Machine",
     "compare_machines",
@@ -82,9 +83,12 @@ NICS: dict[str, tuple[str, str, int] | None] = {
     "rtl8139": ("rtl8139", "pxe-rtl8139.bin", 64 << 10),
     "none": None,
 }
-NIC_SLOT = 3  # 00:03.0, the first free slot after the VGA
-VGA_ROM = ("0000:00:02.0/cirrus_vga.rom", "vgabios-cirrus.bin", 64 << 10)
-VRAM_SIZE = 8 << 20
+# -vga option -> the display adapter's device key and its option ROM (block, firmware,
+# size), or None for no adapter (no vga.vram either).
+VGAS: dict[str, tuple[str, tuple[str, str, int]] | None] = {
+    "cirrus": ("cirrus_vga", ("0000:00:02.0/cirrus_vga.rom", "vgabios-cirrus.bin", 64 << 10)),
+    "none": None,
+}
 VRAM_IMAGE = "1024xff"  # cirrus_init_common fills the chip's 4 MiB with 0xff
 BIOS_SIZE = ROM_SIZE = 128 << 10
 
@@ -137,9 +141,10 @@ class Difference:
 
 class Machine:
     """A PC built for ``release`` and ``machine`` (a type name or alias) with ``ram_size``
-    of RAM, the NIC ``nic`` (e1000 | rtl8139 | none; a NIC comes with user networking) and
-    ``media`` (hda, fda, cdrom: images given on the command line); ``host_time_ns`` is the
-    host's clock its RTC runs on (default: a fixed one, see :class:`Board`).
+    of RAM, the NIC ``nic`` (e1000 | rtl8139 | none; a NIC comes with user networking;
+    default: the release's, as without -net options), the display ``vga`` (cirrus | none)
+    and ``media`` (hda, fda, cdrom: images given on the command line); ``host_time_ns`` is
+    the host's clock its RTC runs on (default: a fixed one, see :class:`Board`).
     """
 
     def __init__(
@@ -147,30 +152,40 @@ class Machine:
         release: Release | str,
         machine: str = "pc",
         ram_size: int | str = DEFAULT_RAM_SIZE,
-        nic: str = "e1000",
+        nic: str | None = None,
         media: Iterable[str] = (),
+        vga: str = "cirrus",
         host_time_ns: int | None = None,
     ) -> None:
         self.release = get_release(release) if isinstance(release, str) else release
         self.machine_type: MachineType = self.release.machine(machine)
         self.machine_name = machine
         self.ram_size = parse_size(ram_size)
+        nic = self.release.default_nic if nic is None else nic
         if nic not in NICS:
             raise ConfigError(f"unknown NIC {nic!r} (known: {', '.join(NICS)})")
+        if vga not in VGAS:
+            raise ConfigError(f"unknown VGA {vga!r} (known: {', '.join(VGAS)})")
         self.nic = nic
+        self.vga = vga
         nic_info = NICS[nic]
+        vga_info = VGAS[vga]
         self.media = frozenset(media)
         if not self.media <= MEDIA:
             raise ConfigError(f"unknown media {sorted(self.media - MEDIA)} "
                               f"(known: {', '.join(sorted(MEDIA))})")
         clock = {} if host_time_ns is None else {"host_time_ns": host_time_ns}
         self.board = Board(ram_size=self.ram_size, nic=nic, user_net=nic_info is not None,
-                           media=self.media, **clock)
+                           media=self.media, vga=vga,
+                           cpu_model=self.machine_type.cpu_model, **clock)
         self.order: list[str] = []
         for key in self.release.pc_devices:
             if key == "nic":
                 if nic_info is not None:
                     self.order.append(nic_info[0])
+            elif key == "vga":
+                if vga_info is not None:
+                    self.order.append(vga_info[0])
             elif key != "slirp" or self.board.user_net:
                 self.order.append(key)
         self.devices: dict[str, Any] = {}
@@ -184,12 +199,17 @@ class Machine:
         """The blocks in registration order (offsets), listed in the release's order."""
         roms = self.release.roms
         blocks = [("pc.ram", self.ram_size, None), ("pc.bios", BIOS_SIZE, roms["bios.bin"]),
-                  ("pc.rom", ROM_SIZE, None), ("vga.vram", VRAM_SIZE, VRAM_IMAGE),
-                  (VGA_ROM[0], VGA_ROM[2], roms[VGA_ROM[1]])]  # fmt: skip
+                  ("pc.rom", ROM_SIZE, None)]  # fmt: skip
+        vga_info = VGAS[self.vga]
+        if vga_info is not None:
+            blocks.append(("vga.vram", self.release.vram_size, VRAM_IMAGE))
+            if self.machine_type.rom_bars:
+                block, firmware, size = vga_info[1]
+                blocks.append((block, size, roms[firmware]))
         nic_info = NICS[self.nic]
-        if nic_info is not None:
+        if nic_info is not None and self.machine_type.rom_bars:
             key, firmware, size = nic_info
-            blocks.append((f"0000:00:{NIC_SLOT:02x}.0/{key}.rom", size, roms[firmware]))
+            blocks.append((f"{self.board.nic_idstr(key)}.rom", size, roms[firmware]))
         names = [name for name, _, _ in blocks]
         if self.release.ram_order is RamOrder.MOVE_TO_FRONT:
             # Each new block goes first, and the last block looked up moves first: at
@@ -254,13 +274,13 @@ class Machine:
             raise ConfigError(f"this machine has no {key!r} to hot-plug")
         self.order.remove(key)
         self.order.append(key)
-        rom = f"0000:00:{NIC_SLOT:02x}.0/{key}.rom"
+        rom = f"{self.board.nic_idstr(key)}.rom"
         if rom in self.ram.blocks:
             names = [n for n in self.ram.blocks if n != rom]
             front = self.release.ram_order is RamOrder.MOVE_TO_FRONT
             self.ram.reorder([rom, *names] if front else [*names, rom])
         if "piix4_pm" in self.devices:
-            self.devices["piix4_pm"].hotplug(NIC_SLOT)
+            self.devices["piix4_pm"].hotplug(self.board.nic_slot)
         self.qdev_modified()
 
     def qdev_modified(self) -> None:
@@ -304,8 +324,9 @@ class Machine:
         source: Any,
         *,
         ram_size: int | str = DEFAULT_RAM_SIZE,
-        nic: str = "e1000",
+        nic: str | None = None,
         media: Iterable[str] = (),
+        vga: str = "cirrus",
         tracer: Tracer | None = None,
     ) -> tuple[Machine, LoadReport]:
         """Load ``source`` (bytes or a readable stream) into a fresh machine.
@@ -314,7 +335,7 @@ class Machine:
         :class:`~.errors.LoadCrash` where the release would have died; the new machine is
         returned only when the load completed (possibly half-loaded: see the report).
         """
-        dest = cls(release, machine, ram_size, nic, media)
+        dest = cls(release, machine, ram_size, nic, media, vga)
         reader = source if isinstance(source, StreamReader) else StreamReader(source)
         report = load_stream(
             reader, dest.handlers(), dest.header_policy(), dest.release.peek, tracer=tracer
@@ -337,6 +358,7 @@ class Machine:
         return {
             "endpoint": self.endpoint,
             "nic": self.nic,
+            "vga": self.vga,
             "media": sorted(self.media),
             "devices": {k: {p: jsonable(v) for p, v in s.items()} for k, s in self.state().items()},
             "ram": self.ram.digest(),

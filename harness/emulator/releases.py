@@ -35,6 +35,11 @@ class MachineType:
     stream_format: int
     aliases: tuple[str, ...] = ()
     description: str = ""
+    # PCI option ROMs mapped through their ROM BAR, each a RAM block of its own; False
+    # where the machine type sets "rombar=0" on every PCI device (RHEL 5.x: the ROMs go
+    # through fw_cfg into pc.rom).
+    rom_bars: bool = True
+    cpu_model: str = ""  # the default CPU model it sets ("": the release's "cpu.model")
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +55,8 @@ class Release:
     pc_devices: tuple[str, ...] = ()  # device keys of a pc machine in registration order
     ram_order: RamOrder = RamOrder.OFFSET
     roms: Mapping[str, str] = field(default_factory=dict)  # firmware file -> page runs
+    default_nic: str = "e1000"  # the NIC of a command line without -net options
+    vram_size: int = 8 << 20  # vga.vram: VGA_RAM_SIZE (16 MiB in RHEL 6's qemu-kvm)
 
     def machine(self, name: str) -> MachineType:
         for m in self.machines:
@@ -84,6 +91,12 @@ _SUB_10 = _SUB_NEW | {
     "cpu/msr_ia32_misc_enable",
 }
 
+# RHEL 6's qemu-kvm (0.12.1.2 with backports; ../shared/spec/rhel6.md).
+_SUB_RHEL61 = _SUB_013 | {"rtl8139/hotplug_ready", "ide_drive/atapi/gesn_state",
+                          "fdrive/media_changed"}  # fmt: skip
+_SUB_RHEL62 = _SUB_RHEL61 | {"ide_drive/tray_state", "ide_bus/error", "ide bmdma/status",
+                             "ps2kbd/ledstate", "xsave"}  # fmt: skip
+
 # Variant keys and the values each device module understands:
 #   bmdma.status          inline (0.14: retry flags kept in `status`, field 2 `status`)
 #                         | compat (0.15: field 2 `migration_compat_status` + hooks)
@@ -112,7 +125,20 @@ _SUB_10 = _SUB_NEW | {
 #   e1000.pci_status      cap-list (init sets the read-only "capability list" bit)
 #                         | clear (1.0: no longer set)
 #   rtl8139.mmio_dummy    io-index (up to 0.15: the MMIO handler's io-memory index)
-#                         | zero (genstats, 1.0)
+#                         | io-index-kvm (RHEL 6's index) | zero (genstats, 1.0)
+#   rtc.ids, serial.ids, fdc.ids
+#                         qdev (instance 0, the I/O base a load-only alias) | iobase
+#                         (RHEL 6: vmstate_register(base), nothing else accepted)
+#   pit.flags             none | u32 (qemu-kvm: a flags word before the channels)
+#   cpu.xsave             v12-fields (xcr0, xstate_bv, ymmh_regs at v12) | none (RHEL 6:
+#                         qemu-kvm's v12 is v11 plus two pvclock MSRs)
+#   piix4_pm.registration qdev (i2c_bus, then 0000:00:01.3/piix4_pm, alias piix4_pm)
+#                         | legacy (RHEL 6: bare "piix4_pm" first, then i2c_bus)
+#   i8042.vmmouse         separate (its own registration) | inside (RHEL 6: the i8042's
+#                         init creates it, between ps2mouse and pckbd)
+#   cpu.model             qemu64 | cpu64-rhel6 (the default CPU's cpuid_version in EDX)
+#   i440fx.drb            ram-size (config 0x57 = RAM / 8 MiB) | unset (RHEL 6)
+#   gesn_state.fields     terminated | unterminated (RHEL 6.1: no VMSTATE_END_OF_LIST)
 _V_013 = {
     "bmdma.status": "inline", "pio_state.needed": "drq", "pio_state.end_fn": "table-size-ok",
     "fdrive.media_changed": "bs-flag", "fdc.media_changed": "stays-set", "cpu.fpregs": "80bit",
@@ -121,6 +147,9 @@ _V_013 = {
     "pit.ids": "iobase", "piix4_pm.gpe": "u16",
     "pci.bus_reset": "before-device", "ram.fill_target": "unchecked",
     "rtl8139.mmio_dummy": "io-index", "e1000.pci_status": "cap-list",
+    "rtc.ids": "qdev", "serial.ids": "qdev", "fdc.ids": "qdev", "pit.flags": "none",
+    "cpu.xsave": "v12-fields", "piix4_pm.registration": "qdev", "i8042.vmmouse": "separate",
+    "gesn_state.fields": "terminated", "cpu.model": "qemu64", "i440fx.drb": "ram-size",
 }  # fmt: skip
 _V_014 = {
     **_V_013, "cpu.mcg_cap": "ctl-ser", "ioapic.layout": "v3", "pci.bus_reset": "after-device",
@@ -139,14 +168,25 @@ _V_10 = {
     "pio_state.end_fn": "below-table-size", "pic.ids": "qdev", "pic.power_on_irq0": "cleared",
     "e1000.pci_status": "clear",
 }  # fmt: skip
+_V_RHEL61 = {
+    **_V_014, "fdc.media_changed": "open-clears", "ioapic.layout": "v2-kvm",
+    "rtc.ids": "iobase", "serial.ids": "iobase", "fdc.ids": "iobase", "pit.flags": "u32",
+    "cpu.xsave": "none", "piix4_pm.registration": "legacy", "i8042.vmmouse": "inside",
+    "gesn_state.fields": "unterminated", "cpu.model": "cpu64-rhel6", "i440fx.drb": "unset",
+    "pci.bus_reset": "before-device", "rtl8139.mmio_dummy": "io-index-kvm",
+}  # fmt: skip
+_V_RHEL62 = {
+    **_V_RHEL61, "bmdma.status": "compat", "pio_state.needed": "drq-or-pio-retry",
+    "fdrive.media_changed": "accepted-unused", "gesn_state.fields": "terminated",
+}  # fmt: skip
 
 # The sections of a `-M pc` machine, by device key (harness/emulator/devices), in the order
 # each release registers them: QEMU numbers sections in this order and saves the live ones
 # (block, ram) first, then the rest. "slirp" exists only with user networking; "nic" is the
-# chosen NIC's device, or nothing with -net none.
+# chosen NIC's device, or nothing with -net none; "vga" the -vga adapter's, or nothing.
 _PC_013 = (
     "timer", "slirp", "block", "ram", "cpu", "apic", "fw_cfg", "pic", "ioapic", "i440fx",
-    "cirrus_vga", "hpet", "rtc", "pit", "serial", "pckbd", "vmmouse", "dma", "fdc", "nic",
+    "vga", "hpet", "rtc", "pit", "serial", "pckbd", "vmmouse", "dma", "fdc", "nic",
     "ide", "piix4_pm",
 )  # fmt: skip
 _PC_014 = (*_PC_013[: _PC_013.index("dma")], "port92", *_PC_013[_PC_013.index("dma"):])
@@ -155,6 +195,13 @@ _PC_014 = (*_PC_013[: _PC_013.index("dma")], "port92", *_PC_013[_PC_013.index("d
 _PC_10 = tuple(k for k in _PC_014 if k not in ("pic", "ioapic"))
 _PC_10 = (*_PC_10[: _PC_10.index("i440fx") + 1], "pic", "ioapic",
           *_PC_10[_PC_10.index("i440fx") + 1 :])  # fmt: skip
+# RHEL 6: no hpet (no_hpet is always set), no port92 section, the I/O APIC after the
+# RTC, the NIC before the IDE, the vmmouse inside the i8042 (pckbd), the PM before its
+# SMBus; user networking registers first.
+_PC_RHEL6 = (
+    "slirp", "block", "timer", "ram", "cpu", "apic", "fw_cfg", "pic", "i440fx", "vga",
+    "rtc", "ioapic", "pit", "serial", "nic", "ide", "pckbd", "dma", "fdc", "piix4_pm",
+)  # fmt: skip
 
 # Firmware as the RAM blocks hold it at power-on, as page runs (ram.BlockImage): each
 # release ships its own builds in pc-bios/.
@@ -163,8 +210,19 @@ _ROMS_013 = {"bios.bin": "8z 24r", "vgabios-cirrus.bin": "9r", "pxe-e1000.bin": 
 _ROMS_014 = {**_ROMS_013, "bios.bin": "5z 27r"}
 _ROMS_015 = {**_ROMS_014, "bios.bin": "4z 28r", "pxe-e1000.bin": "17r", "pxe-rtl8139.bin": "15r"}
 _ROMS_NEW = {**_ROMS_015, "bios.bin": "2z 30r"}
+_ROMS_RHEL = {**_ROMS_014, "bios.bin": "13z 19r"}
 
 _PC_013_TYPE = MachineType("pc-0.13", 3, description="0.13 ABI")
+# RHEL machine types change no section the model covers (rhel6.md): only their names.
+# rhel5.x set rombar=0 on every PCI device (no option ROM blocks) and default to the
+# cpu64-rhel5 CPU model.
+_RHEL_TYPES = (
+    MachineType("rhel6.1.0", 3, ("pc",), "RHEL 6.1 ABI"),
+    MachineType("rhel6.0.0", 3, (), "RHEL 6.0 ABI"),
+    *(MachineType(name, 3, (), f"{name} ABI: PCI ROMs through fw_cfg, cpu64-rhel5",
+                  rom_bars=False, cpu_model="cpu64-rhel5")
+      for name in ("rhel5.5.0", "rhel5.4.4", "rhel5.4.0")),
+)
 
 RELEASES: dict[str, Release] = {
     r.name: r
@@ -234,6 +292,35 @@ RELEASES: dict[str, Release] = {
             _V_10,
             pc_devices=_PC_10,
             roms=_ROMS_NEW,
+        ),
+        Release(
+            "rhel6.1",
+            "RHEL 6.1 qemu-kvm 0.12.1.2-2.160.el6: peek only where subsections are defined",
+            PeekPolicy.PEEK_IF_DEFINED,
+            _RHEL_TYPES,
+            frozenset({3}),
+            _SUB_RHEL61,
+            _V_RHEL61,
+            pc_devices=_PC_RHEL6,
+            ram_order=RamOrder.MOVE_TO_FRONT,
+            roms=_ROMS_RHEL,
+            default_nic="rtl8139",
+            vram_size=16 << 20,
+        ),
+        Release(
+            "rhel6.2",
+            "RHEL 6.2 qemu-kvm 0.12.1.2-2.209.el6_2.4: always peek, then 1.0's name-prefix check",
+            PeekPolicy.PREFIX_MATCH,
+            (MachineType("rhel6.2.0", 3, ("pc",), "RHEL 6.2 ABI"),
+             MachineType("rhel6.1.0", 3, (), "RHEL 6.1 ABI"), *_RHEL_TYPES[1:]),
+            frozenset({3}),
+            _SUB_RHEL62,
+            _V_RHEL62,
+            pc_devices=_PC_RHEL6,
+            ram_order=RamOrder.MOVE_TO_FRONT,
+            roms=_ROMS_RHEL,
+            default_nic="rtl8139",
+            vram_size=16 << 20,
         ),
     )
 }

@@ -11,15 +11,32 @@ import random
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..errors import ConfigError
 from ..releases import Release
 from ..savevm import DeviceSection
 
-__all__ = ["MEDIA", "Board", "Device", "State"]
+__all__ = ["ISA_IDS", "MEDIA", "Board", "Device", "State", "isa_instance_ids"]
 
 DEFAULT_BOARD_RAM = 64 << 20
 
 
 MEDIA = frozenset({"hda", "fda", "cdrom"})
+
+# How a release registers an ISA device's section (variants "rtc.ids", "serial.ids",
+# "fdc.ids", "pit.ids"): as a qdev device with instance 0 and its I/O base accepted as a
+# legacy alias on load, or with vmstate_register(base) as before qdev (the I/O base
+# written, nothing else accepted).
+ISA_IDS = ("iobase", "qdev")
+
+
+def isa_instance_ids(release: Release, key: str, iobase: int) -> tuple[int, int | None]:
+    """(written instance id, load-only alias) of an ISA device at ``iobase``."""
+    variant = release.variant(key)
+    if variant == "iobase":
+        return iobase, None
+    if variant == "qdev":
+        return 0, iobase
+    raise ConfigError(f"{key} variant {variant!r} is not modelled (known: {', '.join(ISA_IDS)})")
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,17 @@ class Board:
     # it. Fixed by default, so that a stream is the same on every run; an endpoint that
     # faces a real QEMU takes the real host's, as a source on this host would.
     host_time_ns: int = 1_313_143_200 * 1_000_000_000  # 2011-08-12 10:00 UTC
+    vga: str = "cirrus"  # -vga: cirrus | none
+    cpu_model: str = ""  # the machine type's default CPU model ("": the release's)
+
+    @property
+    def nic_slot(self) -> int:
+        """The NIC's PCI slot: the first free one, after the VGA's 00:02.0 if there is one."""
+        return 2 if self.vga == "none" else 3
+
+    def nic_idstr(self, name: str) -> str:
+        """The NIC's qdev path and vmsd name, e.g. ``0000:00:03.0/rtl8139``."""
+        return f"0000:00:{self.nic_slot:02x}.0/{name}"
 
 
 class State:

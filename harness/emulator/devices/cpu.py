@@ -20,6 +20,12 @@ guest (wrmsr); the async PF MSR, the FPU's last instruction pointers and the TSC
 are filled in only by KVM, so scenarios that set them describe a KVM guest and exist in
 the model only.
 
+RHEL 6's qemu-kvm (variant ``cpu.xsave`` = "none") also says v12 but is upstream's v11
+layout plus ``system_time_msr`` and ``wall_clock_msr``: no ``xcr0``, ``xstate_bv`` or
+``ymmh_regs`` (272 bytes fewer, 1545 at power-on), so each side reads the other's cpu
+misaligned. RHEL 6.2 sends XSAVE state in a subsection named plain "xsave", needed when
+the guest's CPUID offers XSAVE, which TCG never does.
+
 Power-on differs by release in three values (variants ``cpu.pat``, ``cpu.mcg_cap``,
 ``cpu.power_on_irq``): the PAT default (0.15+), MCG_SER_P (0.14+), and whether the PIT's
 first interrupt request is pending in ``interrupt_request`` when -S stops the CPU.
@@ -259,6 +265,10 @@ _MCG_CAP = {"ctl": MCG_CTL_P | MCE_BANKS, "ctl-ser": MCG_CTL_P | MCG_SER_P | MCE
 # "cpu.power_on_irq": the PIT's IRQ0, raised as it is reset, reaches the CPU through the
 # i8259 and the APIC's ExtINT LINT0 before -S stops it (up to 0.15), or does not.
 _POWER_ON_IRQ = {"pending": CPU_INTERRUPT_HARD, "none": 0}
+# "cpu.model": the default CPU model's family/model/stepping, which reset leaves in EDX:
+# qemu64 (6/2/3); RHEL 6's cpu64-rhel6 (6/13/3) and, on its rhel5.x machine types,
+# cpu64-rhel5 (6/6/3), both from the bundle's cpu-x86_64.conf.
+_CPUID_VERSION = {"qemu64": 0x623, "cpu64-rhel6": 0x6D3, "cpu64-rhel5": 0x663}
 
 
 def _power_on(release: Release, table: dict[str, int], key: str) -> int:
@@ -267,6 +277,22 @@ def _power_on(release: Release, table: dict[str, int], key: str) -> int:
         return table[variant]
     except KeyError:
         raise ConfigError(f"{key} variant {variant!r} is not modelled") from None
+
+
+_XSAVE_STATE: tuple[Field, ...] = (
+    u64("xcr0"), u64("xstate_bv"), StructArray("ymmh_regs", YMMH_REG, NB_REGS),
+)
+
+
+def _xsave_fields(release: Release) -> list[Field]:
+    """Variant "cpu.xsave": upstream's v12 fields, or none (qemu-kvm's v12)."""
+    variant = release.variant("cpu.xsave")
+    if variant == "v12-fields":
+        return [u64("xcr0", version_id=12), u64("xstate_bv", version_id=12),
+                StructArray("ymmh_regs", YMMH_REG, NB_REGS, version_id=12)]
+    if variant == "none":
+        return []
+    raise ConfigError(f"cpu.xsave variant {variant!r} is not modelled")
 
 
 @functools.cache
@@ -340,13 +366,12 @@ def cpu_description(release: Release) -> Description:
         *(u64(n, version_id=10) for n in ("mcg_cap", "mcg_status", "mcg_ctl")),
         IntArray("mce_banks", 8, MCE_BANKS * 4, version_id=10),
         *(u64(n, version_id=11) for n in ("tsc_aux", "system_time_msr", "wall_clock_msr")),
-        u64("xcr0", version_id=12),
-        u64("xstate_bv", version_id=12),
-        StructArray("ymmh_regs", YMMH_REG, NB_REGS, version_id=12),
+        *_xsave_fields(release),
     ]  # fmt: skip
 
     # name, fields, needed: the subsections a release defines, in the order it sends them
     optional = (
+        ("xsave", _XSAVE_STATE, lambda cpu: cpu.xsave_exposed),
         ("cpu/async_pf_msr", [u64("async_pf_en_msr")],
          lambda cpu: cpu.async_pf_en_msr != 0),
         ("cpu/fpop_ip_dp", [u16("fpop"), u64("fpip"), u64("fpdp")],
@@ -397,7 +422,10 @@ class CPU(Device):
         self.halted = 0
         self.interrupt_request = _power_on(r, _POWER_ON_IRQ, "cpu.power_on_irq")
         self.regs = [0] * NB_REGS
-        self.regs[2] = 0x623  # EDX = cpuid_version (qemu64: family 6, model 2, stepping 3)
+        model = self.board.cpu_model or r.variant("cpu.model")
+        if model not in _CPUID_VERSION:
+            raise ConfigError(f"CPU model {model!r} is not modelled")
+        self.regs[2] = _CPUID_VERSION[model]  # EDX = cpuid_version
         self.eip = 0xFFF0
         self.eflags = 0x2
         self.hflags = HF_SOFTMMU | HF_ADDSEG
@@ -445,6 +473,7 @@ class CPU(Device):
         self.mcg_ctl = U64
         self.mce_banks = [U64 if i % 4 == 0 else 0 for i in range(MCE_BANKS * 4)]
         self.tsc_aux = self.system_time_msr = self.wall_clock_msr = 0
+        self.xsave_exposed = False  # TCG's CPUID offers no XSAVE
         self.xcr0 = 0  # TCG has no XSAVE: XCR0 stays 0
         self.xstate_bv = 0
         self.ymmh_regs = [State(lo=0, hi=0) for _ in range(NB_REGS)]

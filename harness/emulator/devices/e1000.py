@@ -46,7 +46,7 @@ __all__ = [
     "eeprom_image",
 ]
 
-IDSTR = "0000:00:03.0/e1000"
+IDSTR = "0000:00:03.0/e1000"  # behind a VGA; Board.nic_idstr gives the slot
 ROM_FILE = "pxe-e1000.bin"
 ROM_BLOCK = "0000:00:03.0/e1000.rom"
 ROM_SIZE = 0x20000  # the ROM file's size rounded up to a power of two
@@ -190,7 +190,8 @@ class E1000(Device):
         )
 
     def sections(self) -> list[DeviceSection]:
-        return [DeviceSection(IDSTR, 0, e1000_description(self.release), self)]
+        return [DeviceSection(self.board.nic_idstr("e1000"), 0, e1000_description(self.release),
+                              self)]
 
     def randomize(self, rng: random.Random) -> None:
         """A driver's work: BARs assigned and decoding, the station address in the

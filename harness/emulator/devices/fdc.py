@@ -4,8 +4,9 @@ The wire layout is byte-identical in 0.13, 0.14 and 0.15. What changes is the DI
 register's media-changed flag: the subsection "fdrive/media_changed" hangs off each
 "fdrive" element, two struct levels below the section (isa "fdc" -> "fdc" ->
 drives[i]), which is exactly where the 2011 loaders could not tell a subsection from
-parent data. Releases that define it ("new", 1.0) differ in where the flag lives; the
-table :data:`MEDIA_CHANGED_RULES` gives each variant its meaning.
+parent data. Releases that define it ("new", 1.0, RHEL 6.1 and 6.2) differ in where the
+flag lives and whether it is sent (RHEL 6.2 accepts the subsection, ignores its byte and
+never sends it); the table :data:`MEDIA_CHANGED_RULES` gives each variant its meaning.
 
 >>> from harness.emulator.releases import get_release
 >>> fdc = FDC(get_release("1.0"))
@@ -31,11 +32,12 @@ from ..vmstate import (
     Struct,
     StructArray,
     Subsection,
+    Unused,
     VBuffer,
     u8,
     u32,
 )
-from . import Device, State
+from . import Device, State, isa_instance_ids
 
 __all__ = [
     "FDC",
@@ -74,6 +76,8 @@ class MediaChangedRule:
     """
 
     in_block_layer: bool
+    sent: bool = True  # False: RHEL 6.2's needed() returns 0 "to maintain the compatibility"
+    body: str = "flag"  # "unused": RHEL 6.2 reads (and would write) one ignored byte
 
     def flag(self, drive: State) -> int:
         return drive.bs.media_changed if self.in_block_layer else drive.media_changed
@@ -85,7 +89,7 @@ class MediaChangedRule:
             drive.media_changed = value
 
     def needed(self, drive: State) -> bool:
-        return drive.bs is not None and self.flag(drive) != 1
+        return self.sent and drive.bs is not None and self.flag(drive) != 1
 
     def pre_save(self, drive: State) -> None:
         if drive.bs is not None:  # QEMU only ran it when needed, i.e. with a block device
@@ -99,6 +103,7 @@ class MediaChangedRule:
 MEDIA_CHANGED_RULES: dict[str, MediaChangedRule] = {
     "bs-flag": MediaChangedRule(in_block_layer=True),
     "drive-flag": MediaChangedRule(in_block_layer=False),
+    "accepted-unused": MediaChangedRule(in_block_layer=True, sent=False, body="unused"),
 }
 
 
@@ -116,11 +121,13 @@ def fdrive_description(release: Release) -> Description:
     if release.has(MEDIA_CHANGED):
         rule = _media_rule(release)
         hooks: dict[str, Any] = {}
-        if rule.in_block_layer:
-            hooks = {"pre_save": rule.pre_save, "post_load": rule.post_load}
-        sub = Description(
-            MEDIA_CHANGED, 1, [u8("media_changed")], minimum_version_id=1, **hooks
-        )
+        if rule.body == "unused":
+            body: list[Any] = [Unused(1)]
+        else:
+            body = [u8("media_changed")]
+            if rule.in_block_layer:
+                hooks = {"pre_save": rule.pre_save, "post_load": rule.post_load}
+        sub = Description(MEDIA_CHANGED, 1, body, minimum_version_id=1, **hooks)
         subsections = (Subsection(sub, rule.needed),)
     return Description(
         "fdrive", 1, [u8("head"), u8("track"), u8("sect")],
@@ -224,7 +231,8 @@ class FDC(Device):
 
     def sections(self) -> list[DeviceSection]:
         desc = isa_fdc_description(self.release)
-        return [DeviceSection("fdc", 0, desc, self, alias_id=IOBASE)]
+        instance, alias = isa_instance_ids(self.release, "fdc.ids", IOBASE)
+        return [DeviceSection("fdc", instance, desc, self, alias_id=alias)]
 
     @property
     def _rule(self) -> MediaChangedRule:

@@ -7,6 +7,11 @@ field is the embedded inner "pckbd" v3 (min 3): ``write_cmd``, ``status``, ``mod
 ``pending``, 4 bytes (format 4: 5). The output port (A20, reset) is not migrated. The
 same in every modelled release.
 
+RHEL 6's qemu-kvm creates the vmmouse inside the controller's init (variant
+``i8042.vmmouse`` = "inside"): its "vmmouse" section comes between "ps2mouse" and
+"pckbd", and the machine has no separate vmmouse. Upstream ("separate") registers the
+vmmouse on its own, after the controller.
+
 ``pending`` says which PS/2 device has bytes waiting (bit 0 keyboard, bit 1 mouse); the
 status register's output-buffer-full bits follow it (kbd_update_irq).
 
@@ -23,8 +28,10 @@ import random
 from ..releases import Release
 from ..savevm import DeviceSection
 from ..vmstate import Description, Struct, u8
+from ..errors import ConfigError
 from . import Device, State, ps2
 from .ps2 import keyboard, mouse, ps2kbd_description, ps2mouse_description
+from .vmmouse import VMMouse
 
 __all__ = ["I8042", "isa_kbd_description", "kbd_description"]
 
@@ -79,12 +86,20 @@ class I8042(Device):
         )
         self.ps2kbd = keyboard()
         self.ps2mouse = mouse()
+        self.vmmouse = VMMouse(self.release, self.board) if self._vmmouse_inside() else None
+
+    def _vmmouse_inside(self) -> bool:
+        variant = self.release.variant("i8042.vmmouse")
+        if variant not in ("inside", "separate"):
+            raise ConfigError(f"i8042.vmmouse variant {variant!r} is not modelled")
+        return variant == "inside"
 
     def sections(self) -> list[DeviceSection]:
         r = self.release
         return [
             DeviceSection("ps2kbd", 0, ps2kbd_description(r), self.ps2kbd),
             DeviceSection("ps2mouse", 0, ps2mouse_description(r), self.ps2mouse),
+            *(self.vmmouse.sections() if self.vmmouse is not None else ()),
             DeviceSection("pckbd", 0, isa_kbd_description(r), self),
         ]
 
@@ -122,3 +137,5 @@ class I8042(Device):
         ps2.randomize_keyboard(self.ps2kbd, rng, translate=int(bool(k.mode & MODE_KCC)))
         ps2.randomize_mouse(self.ps2mouse, rng)
         self._update_pending()
+        if self.vmmouse is not None:
+            self.vmmouse.randomize(rng)

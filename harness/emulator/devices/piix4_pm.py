@@ -17,6 +17,12 @@ and 6 bytes of whatever follows it on the heap (zero in practice). A 0.14 destin
 12 bytes of a 0.15+ stream as the next section type (a 0 there ends the load early); a
 0.15+ destination reads 12 bytes past a 0.14 piix4_pm.
 
+RHEL 6's qemu-kvm (variant ``piix4_pm.registration`` = "legacy") registers the function's
+state with vmstate_register(NULL, 0) from its init, before the SMBus exists: a bare
+"piix4_pm" (no device path, kept "to maintain migration compatibility"), then "i2c_bus".
+Its destinations answer to "piix4_pm" only; upstream ones accept the bare name as the
+qdev section's compat name. Upstream ("qdev"): "i2c_bus", then the path-named section.
+
 A hot-add or hot-remove of a PCI device sets the GPE's PCI-hotplug status bit and the slot
 in ``pci_status.up`` or ``.down`` (piix4_device_hotplug).
 """
@@ -43,6 +49,7 @@ __all__ = [
 ]
 
 IDSTR = "0000:00:01.3/piix4_pm"
+BARE_IDSTR = "piix4_pm"
 SMB_IO_BASE = 0xB100
 GPE_LEN = 4  # bytes of the GPE0 block: 2 status, 2 enable
 PCI_HOTPLUG_STATUS = 0x02
@@ -137,10 +144,14 @@ class PIIX4PM(Device):
 
     def sections(self) -> list[DeviceSection]:
         r = self.release
-        return [
-            DeviceSection("i2c_bus", 0, i2c_bus_description(r), self.smbus),
-            DeviceSection(IDSTR, 0, piix4_pm_description(r), self, compat=("piix4_pm", 0)),
-        ]
+        i2c = DeviceSection("i2c_bus", 0, i2c_bus_description(r), self.smbus)
+        registration = r.variant("piix4_pm.registration")
+        if registration == "qdev":
+            return [i2c, DeviceSection(IDSTR, 0, piix4_pm_description(r), self,
+                                       compat=(BARE_IDSTR, 0))]
+        if registration == "legacy":
+            return [DeviceSection(BARE_IDSTR, 0, piix4_pm_description(r), self), i2c]
+        raise ConfigError(f"piix4_pm.registration variant {registration!r} is not modelled")
 
     # The GPE status/enable register as the guest sees it (word 0 of the 0.15 arrays).
 

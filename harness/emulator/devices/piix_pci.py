@@ -113,10 +113,15 @@ def piix3_description(release: Release) -> Description:
     )  # fmt: skip
 
 
-def _i440fx_config(ram_size: int) -> PCIState:
+# Variant "i440fx.drb": whether i440fx_init writes the DRAM row boundary (RHEL 6's
+# qemu-kvm does not: 0).
+_DRB = {"ram-size": True, "unset": False}
+
+
+def _i440fx_config(ram_size: int, drb: bool = True) -> PCIState:
     return build_config_space(
         0x8086, 0x1237, 0x0600, revision=0x02,
-        extra={I440FX_SMRAM: 0x02, I440FX_DRB: min(ram_size // (8 << 20), 255)},
+        extra={I440FX_SMRAM: 0x02, **({I440FX_DRB: min(ram_size // (8 << 20), 255)} if drb else {})},
     )  # fmt: skip
 
 
@@ -139,7 +144,10 @@ class PCIHost(Device):
     def reset(self) -> None:
         self.nirq = PIIX_NUM_PIRQS
         self.irq_count = [0] * PIIX_NUM_PIRQS
-        self.i440fx = State(dev=_i440fx_config(self.board.ram_size), smm_enabled=0)
+        drb = self.release.variant("i440fx.drb")
+        if drb not in _DRB:
+            raise ConfigError(f"i440fx.drb variant {drb!r} is not modelled")
+        self.i440fx = State(dev=_i440fx_config(self.board.ram_size, _DRB[drb]), smm_enabled=0)
         self.piix3 = State(dev=_piix3_config(self.release), pci_irq_levels=[0] * PIIX_NUM_PIRQS)
 
     def sections(self) -> list[DeviceSection]:

@@ -5,6 +5,10 @@ I/O base, 0x40, and accept nothing else; from 0.15 on it is the qdev ISA device 
 written as instance 0 with 0x40 a load-only alias. So 0.15 and later read older streams'
 PIT, and 0.13/0.14 refuse every newer one ("Unknown savevm section or instance 'i8254' 0").
 
+qemu-kvm (RHEL 6, variant ``pit.flags`` = "u32") puts a be32 ``flags`` word (its HPET
+legacy-mode bit) before the channels, in the v2 fields and in its old loader alike: 108
+bytes instead of 104, read by an upstream destination as a misaligned PIT.
+
 Three "pit channel" v2 elements (32 bytes each, embedded: a format-4 stream ends each
 with 0x06), then channel 0's IRQ timer. A v1 section predates vmstate and is read by
 :func:`load_old`, which reproduces pit_load_old: per channel the 24 bytes from ``count``
@@ -23,14 +27,12 @@ from ..errors import ConfigError, LoadError, Reason
 from ..releases import Release
 from ..savevm import DeviceSection
 from ..stream import StreamReader
-from ..vmstate import Description, StructArray, Timer, i32, i64, u8, u16
-from . import Device, State
+from ..vmstate import Description, StructArray, Timer, i32, i64, u8, u16, u32
+from . import Device, State, isa_instance_ids
 
 __all__ = ["PIT", "IOBASE", "load_old", "pit_channel_description", "pit_description"]
 
 IOBASE = 0x40
-# Variant "pit.ids" -> (written instance, load-only alias).
-INSTANCE_IDS: dict[str, tuple[int, int | None]] = {"iobase": (IOBASE, None), "qdev": (0, IOBASE)}
 PIT_FREQ = 1_193_182
 NS = 1_000_000_000
 TIMER_CHANNEL = 0  # the only channel wired to an IRQ, hence the only one with a timer
@@ -55,11 +57,23 @@ def pit_channel_description(release: Release) -> Description:
     return Description("pit channel", 2, fields, minimum_version_id=2)
 
 
-def load_old(r: StreamReader, pit: Any, version: int) -> None:
-    """Read a v1 "i8254" section (pit_load_old)."""
-    if version != 1:
-        raise LoadError(Reason.VERSION_TOO_OLD, f"i8254 v{version} has no old loader",
-                        offset=r.offset)  # fmt: skip
+def _load_old(with_flags: bool) -> Any:
+    def load_old(r: StreamReader, pit: Any, version: int) -> None:
+        """Read a v1 "i8254" section (pit_load_old)."""
+        if version != 1:
+            raise LoadError(Reason.VERSION_TOO_OLD, f"i8254 v{version} has no old loader",
+                            offset=r.offset)  # fmt: skip
+        if with_flags:
+            pit.flags = r.read_u32()
+        _load_old_channels(r, pit)
+
+    return load_old
+
+
+load_old = _load_old(with_flags=False)
+
+
+def _load_old_channels(r: StreamReader, pit: Any) -> None:
     for i, ch in enumerate(pit.channels):
         try:
             ch.count = r.read_i32()
@@ -75,15 +89,24 @@ def load_old(r: StreamReader, pit: Any, version: int) -> None:
             raise
 
 
+# Variant "pit.flags": whether a u32 flags word leads the section (qemu-kvm).
+_FLAGS = {"none": False, "u32": True}
+
+
 @functools.cache
 def pit_description(release: Release) -> Description:
+    variant = release.variant("pit.flags")
+    if variant not in _FLAGS:
+        raise ConfigError(f"pit.flags variant {variant!r} is not modelled")
+    with_flags = _FLAGS[variant]
     fields = [
+        *([u32("flags")] if with_flags else []),
         StructArray("channels", pit_channel_description(release), 3, version_id=2),
         Timer(f"channels[{TIMER_CHANNEL}].irq_timer"),
     ]
     return Description(
         "i8254", 2, fields, minimum_version_id=2, minimum_version_id_old=1,
-        load_state_old=load_old,
+        load_state_old=_load_old(with_flags),
     )  # fmt: skip
 
 
@@ -107,17 +130,14 @@ class PIT(Device):
     key = "pit"
 
     def reset(self) -> None:
+        self.flags = 0  # qemu-kvm: not in HPET legacy mode
         self.channels = [_power_on_channel(gate=int(i != 2)) for i in range(3)]
         ch0 = self.channels[TIMER_CHANNEL]
         ch0.next_transition_time = _period_ns(0x8000)  # (count + 1) >> 1 ticks into mode 3
         ch0.irq_timer = ch0.next_transition_time
 
     def sections(self) -> list[DeviceSection]:
-        variant = self.release.variant("pit.ids")
-        try:
-            instance, alias = INSTANCE_IDS[variant]
-        except KeyError:
-            raise ConfigError(f"pit.ids variant {variant!r} is not modelled") from None
+        instance, alias = isa_instance_ids(self.release, "pit.ids", IOBASE)
         return [DeviceSection("i8254", instance, pit_description(self.release), self,
                               alias_id=alias)]
 

@@ -19,7 +19,7 @@ import random
 from ..releases import Release
 from ..savevm import DeviceSection
 from ..vmstate import Buffer, Description, Timer, i32, i64, u8, u32
-from . import Device, State
+from . import Device, State, isa_instance_ids
 
 __all__ = ["RTC", "IOBASE", "rtc_description", "to_bcd"]
 
@@ -109,7 +109,8 @@ class RTC(Device):
 
     def sections(self) -> list[DeviceSection]:
         desc = rtc_description(self.release)
-        return [DeviceSection("mc146818rtc", 0, desc, self, alias_id=IOBASE)]
+        instance, alias = isa_instance_ids(self.release, "rtc.ids", IOBASE)
+        return [DeviceSection("mc146818rtc", instance, desc, self, alias_id=alias)]
 
     def _encode(self, value: int) -> int:
         binary = self.cmos_data[REG_B] & REG_B_DM

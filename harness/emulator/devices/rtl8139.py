@@ -42,11 +42,13 @@ from .pci import Bar, build_config_space, pci_device_field
 
 __all__ = ["IDSTR", "RTL8139", "rtl8139_description", "tally_counters_description"]
 
-IDSTR = "0000:00:03.0/rtl8139"
+IDSTR = "0000:00:03.0/rtl8139"  # behind a VGA; Board.nic_idstr gives the slot
 DEFAULT_MAC = bytes.fromhex("525400123456")
 MMIO_IO_INDEX = 128  # cpu_register_io_memory's index for the NIC's MMIO on this machine
-# Variant "rtl8139.mmio_dummy" -> what the field holds on save.
-MMIO_DUMMY = {"io-index": MMIO_IO_INDEX, "zero": 0}
+MMIO_IO_INDEX_KVM = 96  # the same in RHEL 6's qemu-kvm, which registers fewer regions first
+IO_MEM_STEP = 32  # one io-memory region earlier or later moves the index by this much
+# Variant "rtl8139.mmio_dummy" -> what the field holds on save (with the cirrus VGA).
+MMIO_DUMMY = {"io-index": MMIO_IO_INDEX, "io-index-kvm": MMIO_IO_INDEX_KVM, "zero": 0}
 
 _TALLY = (
     ("TxOk", u64), ("RxOk", u64), ("TxERR", u64), ("RxERR", u32), ("MissPkt", u16),
@@ -176,7 +178,10 @@ class RTL8139(Device):
         self.NWayAdvert = self.NWayLPAR = 0x05E1
         self.NWayExpansion = 0x0001
         self.TxThresh = 0
-        self.rtl8139_mmio_io_addr_dummy = MMIO_DUMMY[self.release.variant("rtl8139.mmio_dummy")]
+        dummy = MMIO_DUMMY[self.release.variant("rtl8139.mmio_dummy")]
+        if dummy and self.board.vga == "none":
+            dummy -= IO_MEM_STEP  # no VGA registered its MMIO region before the NIC's
+        self.rtl8139_mmio_io_addr_dummy = dummy
         for name in _RING_REGS:
             setattr(self, name, 0)
         self.eeprom = State(
@@ -189,7 +194,8 @@ class RTL8139(Device):
         self.cplus_enabled = 0
 
     def sections(self) -> list[DeviceSection]:
-        return [DeviceSection(IDSTR, 0, rtl8139_description(self.release), self)]
+        return [DeviceSection(self.board.nic_idstr("rtl8139"), 0, rtl8139_description(self.release),
+                              self)]
 
     def machine_modified(self) -> None:
         self.qdev_modified = True

@@ -17,7 +17,7 @@ import random
 from ..releases import Release
 from ..savevm import DeviceSection
 from ..vmstate import Description, Struct, u8, u16
-from . import Device, State
+from . import Device, State, isa_instance_ids
 
 __all__ = ["IOBASE", "Serial", "isa_serial_description", "serial_description", "write_fcr"]
 
@@ -99,7 +99,8 @@ class Serial(Device):
 
     def sections(self) -> list[DeviceSection]:
         desc = isa_serial_description(self.release)
-        return [DeviceSection("serial", 0, desc, self, alias_id=IOBASE)]
+        instance, alias = isa_instance_ids(self.release, "serial.ids", IOBASE)
+        return [DeviceSection("serial", instance, desc, self, alias_id=alias)]
 
     def receive(self, byte: int) -> None:
         """A byte arrives on the line: data ready, and an interrupt if enabled."""
