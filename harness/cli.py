@@ -68,14 +68,14 @@ def _cmd_releases(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _machine(release: str, machine: str, ram: str, nic: str = "e1000",
-             media: Any = ()) -> Any:
+def _machine(release: str, machine: str, ram: str, nic: str | None = None,
+             media: Any = (), vga: str = "cirrus") -> Any:
     """A machine for save/load; a RAM size this host cannot map is a usage error."""
     from .emulator.machine import Machine, parse_size
 
     size = parse_size(ram)
     try:
-        return Machine(release, machine, size, nic, media)
+        return Machine(release, machine, size, nic, media, vga)
     except (MemoryError, OSError) as e:
         if isinstance(e, OSError) and e.errno != errno.ENOMEM:
             raise
@@ -90,7 +90,7 @@ def _cmd_save(args: argparse.Namespace) -> int:
         media = get_scenario(args.scenario).media
     except KeyError as e:
         raise UsageError(str(e.args[0])) from None
-    machine = _machine(args.release, args.machine, args.ram, args.nic, media)
+    machine = _machine(args.release, args.machine, args.ram, args.nic, media, args.vga)
     scenario = apply_scenario(machine, args.scenario, args.seed)
     if args.output == "-":
         machine.save(sys.stdout.buffer, passes=scenario.live_passes, workload=scenario.workload)
@@ -146,7 +146,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     try:
         machine, report = Machine.load(args.release, args.machine, source, ram_size=ram_size,
-                                       nic=args.nic, media=media)
+                                       nic=args.nic, media=media, vga=args.vga)
     except LoadError as e:
         print(f"migmatrix load: {e}", file=sys.stderr)
         return EXIT_FAIL
@@ -368,8 +368,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         s.add_argument("--ram", default="8M",
                        help="guest RAM, e.g. 2M or 1G (default 8M); a report cell's "
                             "commands give its own")
-        s.add_argument("--nic", default="e1000", choices=["e1000", "rtl8139", "none"],
-                       help="the NIC, with user networking (QEMU's default: e1000), or none")
+        s.add_argument("--nic", default=None, choices=["e1000", "rtl8139", "none"],
+                       help="the NIC, with user networking, or none (default: the release's "
+                            "without -net options: e1000, rtl8139 on RHEL 6)")
+        s.add_argument("--vga", default="cirrus", choices=["cirrus", "none"],
+                       help="the display adapter of -vga (default: cirrus)")
 
     s = sub.add_parser("save", help="write a stream of a machine in a scenario's state")
     endpoint_args(s)

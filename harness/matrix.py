@@ -1,6 +1,8 @@
 """Matrix files: endpoints x endpoints x scenarios -> cells, with their expectations.
 
-A matrix file (TOML) names its endpoints (``release/machine`` plus options), the
+A matrix file (TOML) names its endpoints (``release/machine`` plus options: RAM, ``nic``,
+``vga``; a ``+TAG`` after the name tells apart two endpoints of one machine type with
+other options, as in ``0.14/pc+matched``), the
 scenarios (with seeds where they take one), ordered expectation rules over pairs with
 wildcards (the first rule that matches a cell sets its expected verdicts), and
 ``known_issue`` notes on cells. See ``matrix/default.toml`` for a commented example.
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .emulator.errors import ConfigError
-from .emulator.machine import DEFAULT_RAM_SIZE, NICS, parse_size
+from .emulator.machine import DEFAULT_RAM_SIZE, NICS, VGAS, parse_size
 from .emulator.releases import parse_endpoint
 from .scenarios import catalogue, lookup
 from .shards import shard_of
@@ -62,7 +64,8 @@ class Endpoint:
     machine: str
     ram_size: int = DEFAULT_RAM_SIZE
     options: tuple[tuple[str, Any], ...] = ()
-    nic: str = "e1000"  # the emulator's -net option: e1000 | rtl8139 | none
+    nic: str = "e1000"  # -net: e1000 | rtl8139 | none (a matrix file's default: the release's)
+    vga: str = "cirrus"  # -vga: cirrus | none
     # A real QEMU endpoint (kind "qemu"): the binary (a path or a name on PATH) or a
     # container image holding one, and extra command-line arguments.
     kind: str = "emulator"
@@ -87,9 +90,9 @@ class Endpoint:
             "machine": self.machine,
             "ram_size": self.ram_size,
         }
-        if self.kind == "emulator":
-            out["nic"] = self.nic
-        else:
+        if self.kind == "emulator" or self.historic:
+            out.update(nic=self.nic, vga=self.vga)
+        if self.kind != "emulator":
             out.update(kind=self.kind, binary=self.binary, image=self.image,
                        args=list(self.args), transport=self.transport)
         if self.historic:
@@ -209,10 +212,11 @@ class Matrix:
             return None
         if self.mixed_pairs == "none":
             return "mixed_pairs = \"none\": model and real endpoints do not face each other"
-        if self.mixed_pairs == "mirror" and (src.release, src.machine, src.ram_size) != \
-                (dst.release, dst.machine, dst.ram_size):
+        if self.mixed_pairs == "mirror" and (src.release, src.machine, src.ram_size, src.nic,
+                                             src.vga) != \
+                (dst.release, dst.machine, dst.ram_size, dst.nic, dst.vga):
             return ("mixed_pairs = \"mirror\": a model endpoint faces only the real build of "
-                    "its own release and machine type")
+                    "its own release and machine type, with the same NIC and VGA")
         return None
 
     def _cell(self, src: Endpoint, dst: Endpoint, scenario: str, seed: int) -> Cell:
@@ -408,7 +412,8 @@ def load_matrix(ref: str | Path) -> Matrix:
         raise MatrixError(path, "defaults.mixed_pairs",
                           f"one of {', '.join(MIXED_PAIRS)}, got {mixed_pairs!r}")
     default_ram = _get(defaults, "ram", (str, int), path, "defaults.", DEFAULT_RAM_SIZE)
-    default_nic = _get(defaults, "nic", str, path, "defaults.", "e1000")
+    default_nic = _get(defaults, "nic", str, path, "defaults.", None)
+    default_vga = _get(defaults, "vga", str, path, "defaults.", "cirrus")
 
     endpoints: list[Endpoint] = []
     raw_endpoints = _get(data, "endpoint", list, path, "")
@@ -427,18 +432,17 @@ def load_matrix(ref: str | Path) -> Matrix:
         if "driver" in ep:
             raise MatrixError(path, f"{where}driver", "no per-endpoint driver: a run has one "
                               "driver ([defaults] driver, or --driver)")
-        _check_keys(ep, {"name", "ram", "kind", "nic"}, path, where)
+        _check_keys(ep, {"name", "ram", "kind", "nic", "vga"}, path, where)
         ep_name = _get(ep, "name", str, path, where)
         try:
-            release, machine = parse_endpoint(ep_name)
+            release, machine = parse_endpoint(ep_name.partition("+")[0])
             ram = parse_size(_get(ep, "ram", (str, int), path, where, default_ram))
         except ConfigError as e:
             raise MatrixError(path, f"{where}name", str(e)) from None
-        nic = _get(ep, "nic", str, path, where, default_nic)
-        if nic not in NICS:
-            raise MatrixError(path, f"{where}nic", f"one of {', '.join(NICS)}, got {nic!r}")
-        endpoints.append(Endpoint(ep_name, release.name, ep_name.partition("/")[2], ram,
-                                  nic=nic))
+        nic, vga = _devices(ep, path, where, default_nic, default_vga, release.default_nic)
+        endpoints.append(Endpoint(ep_name, release.name,
+                                  ep_name.partition("+")[0].partition("/")[2], ram,
+                                  nic=nic, vga=vga))
     names = [e.name for e in endpoints]
     if len(set(names)) != len(names):
         raise MatrixError(path, "endpoint", "endpoint names must be unique")
@@ -506,6 +510,18 @@ def load_matrix(ref: str | Path) -> Matrix:
                   time_limit, driver, mixed_pairs=mixed_pairs)
 
 
+def _devices(ep: dict[str, Any], path: Path, where: str, default_nic: str | None,
+             default_vga: str, release_nic: str) -> tuple[str, str]:
+    """An endpoint's ``nic`` (default: the release's, as without -net options) and ``vga``."""
+    nic = _get(ep, "nic", str, path, where, default_nic) or release_nic
+    if nic not in NICS:
+        raise MatrixError(path, f"{where}nic", f"one of {', '.join(NICS)}, got {nic!r}")
+    vga = _get(ep, "vga", str, path, where, default_vga)
+    if vga not in VGAS:
+        raise MatrixError(path, f"{where}vga", f"one of {', '.join(VGAS)}, got {vga!r}")
+    return nic, vga
+
+
 def _qemu_endpoint(ep: dict[str, Any], path: Path, where: str,
                    defaults: dict[str, Any]) -> Endpoint:
     """``[[endpoint]] kind = "qemu"``: ``name = "LABEL/MACHINE"``, ``binary`` (default
@@ -519,12 +535,12 @@ def _qemu_endpoint(ep: dict[str, Any], path: Path, where: str,
     from .qemu.historic import BUNDLE_SETS
 
     _check_keys(ep, {"name", "kind", "binary", "image", "machine", "args", "ram",
-                     "transport", "historic_dir"}, path, where)
+                     "transport", "historic_dir", "nic", "vga"}, path, where)
     name = _get(ep, "name", str, path, where)
     label, slash, rest = name.partition("/")
     if not label or not slash or not rest:
         raise MatrixError(path, f"{where}name", f"expected LABEL/MACHINE, got {name!r}")
-    machine = _get(ep, "machine", str, path, where, rest)
+    machine = _get(ep, "machine", str, path, where, rest.partition("+")[0])
     args = _get(ep, "args", list, path, where, [])
     if not all(isinstance(a, str) for a in args):
         raise MatrixError(path, f"{where}args", "expected a list of strings")
@@ -545,11 +561,17 @@ def _qemu_endpoint(ep: dict[str, Any], path: Path, where: str,
                             _get(defaults, "historic_dir", str, path, "defaults.", None))
         if historic_dir is not None and not Path(historic_dir).is_absolute():
             historic_dir = str((path.parent / historic_dir).resolve())
+        from .emulator.releases import get_release
+
+        nic, vga = _devices(ep, path, where, _get(defaults, "nic", str, path, "defaults.", None),
+                            _get(defaults, "vga", str, path, "defaults.", "cirrus"),
+                            get_release(release).default_nic)
         return Endpoint(name, release, machine, ram, (), kind="qemu", args=tuple(args),
-                        historic=True, historic_dir=historic_dir)
-    if "historic_dir" in ep:
-        raise MatrixError(path, f"{where}historic_dir",
-                          f"only for historic builds (labels qemu-{'/qemu-'.join(BUNDLE_SETS)})")
+                        historic=True, historic_dir=historic_dir, nic=nic, vga=vga)
+    for key in ("historic_dir", "nic", "vga"):
+        if key in ep:
+            raise MatrixError(path, f"{where}{key}", "only for historic builds (labels "
+                              f"qemu-{'/qemu-'.join(BUNDLE_SETS)}); pass args instead")
     image = _get(ep, "image", str, path, where, None)
     binary = _get(ep, "binary", str, path, where,
                   _get(defaults, "binary", str, path, "defaults.", "qemu-system-x86_64"))

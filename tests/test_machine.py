@@ -42,7 +42,7 @@ def test_every_endpoint_round_trips_idle_and_random(release: str, machine: str, 
         assert compare_machines(src, dest) == [], (program, seed)
 
 
-@pytest.mark.parametrize("release", RELEASES)
+@pytest.mark.parametrize("release", [r for r in RELEASES if not r.startswith("rhel")])
 def test_sections_are_a_real_pc_in_registration_order(release: str) -> None:
     """Live sections first (block, ram: START, PART, END), then one FULL per device in
     registration order; the section id is the position in that order."""
@@ -293,7 +293,8 @@ def test_unknown_release_and_machine() -> None:
 
 
 def test_release_differences_are_data() -> None:
-    assert {r.name for r in RELEASES.values()} == {"0.13", "0.14", "0.15", "new", "1.0"}
+    assert {r.name for r in RELEASES.values()} == {"0.13", "0.14", "0.15", "new", "1.0",
+                                                   "rhel6.1", "rhel6.2"}
     new = RELEASES["new"]
     assert {m.name: m.stream_format for m in new.machines} == {"pc": 4, "pc-0.14": 3, "pc-0.13": 3}
     assert new.machine("pc-0.15").name == "pc-0.14" and new.machine("pc-1.0").name == "pc"

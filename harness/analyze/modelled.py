@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..emulator.errors import ConfigError, LoadError
-from ..emulator.machine import NICS, Machine, state_key
+from ..emulator.machine import NICS, VGAS, Machine, state_key
 from ..emulator.releases import RELEASES, Release
 from ..emulator.savevm import HeaderPolicy, load_stream
 from ..emulator.stream import StreamReader
@@ -19,7 +19,7 @@ from .elements import ELEMENTS_KEPT, Analysis, Element, SectionInfo, error_dict
 from .ram import PAGE_SIZE, RamSummary
 from .source import Input
 
-__all__ = ["MarkLog", "NicOptions", "candidates", "decode_modelled", "meaning_peek", "release_named",
+__all__ = ["MarkLog", "DeviceOptions", "candidates", "decode_modelled", "meaning_peek", "release_named",
            "summary_handlers"]
 
 
@@ -48,43 +48,54 @@ def machine_for(release: Release, file_version: int | None, machine: str | None)
     return release.machines[0].name
 
 
-class NicOptions:
-    """The NIC options a decode allows: ``own`` maps each option to the ids of its NIC's
-    handlers (none for "none"), ``absent`` to the ids of the handlers a machine with that
-    option does not have (the other NICs; with "none", user networking too)."""
+class DeviceOptions:
+    """The -net/-vga options a decode allows, as the machines they build: ``machines``
+    maps each (nic, vga) pair to the (idstr, instance id) of its sections in sending
+    order; pairs in the order tried (the release's defaults first)."""
 
-    def __init__(self, own: dict[str, set[int]], user_net: set[int]) -> None:
-        self.own = own
-        every = set().union(*own.values())
-        self.absent = {option: every - ids for option, ids in own.items()}
-        self.absent["none"] = every | user_net
+    def __init__(self, machines: dict[tuple[str, str], list[tuple[str, int]]]) -> None:
+        self.machines = machines
 
-    def found(self, loaded: set[int]) -> str:
-        """The option whose NIC the stream filled, or "none"."""
-        return next((o for o, ids in self.own.items() if ids & loaded), "none")
+    def found(self, loaded: set[tuple[str, int]]) -> tuple[tuple[str, str], list[str]]:
+        """The options whose machine has every section the stream filled (of those, the
+        first with the fewest sections unsent), and the sections it never sent."""
+        fits = [options for options, keys in self.machines.items() if loaded <= set(keys)]
+        options = min(fits, key=lambda o: len(self.machines[o]) - len(loaded)) if fits \
+            else next(iter(self.machines))  # no machine has them all: the load failed
+        return options, [f"{idstr}/{instance}" for idstr, instance in self.machines[options]
+                         if (idstr, instance) not in loaded]
 
 
-def summary_handlers(release: Release, machine: str, nic: str | None = None
-                     ) -> tuple[list[Any], HeaderPolicy, RamSummary, NicOptions]:
-    """The writer's handlers, its RAM summarised (never loaded), and the NIC options.
+def summary_handlers(release: Release, machine: str, nic: str | None = None,
+                     vga: str | None = None
+                     ) -> tuple[list[Any], HeaderPolicy, RamSummary, DeviceOptions]:
+    """The writer's handlers, its RAM summarised (never loaded), and the device options.
 
-    ``nic`` None: the stream says which NIC it has. The handlers are those of QEMU's default
-    (e1000 with user networking) plus every other NIC's sections; the NIC whose section
-    the stream holds is the writer's ("none" when it holds none).
+    ``nic``/``vga`` None: the stream says which it has. The handlers are those of every
+    machine the options build (one handler per section: -vga none moves the NIC to slot
+    2), the RAM summary of the first; the options whose machine holds exactly the stream's
+    sections are the writer's.
     """
-    m = Machine(release, machine, PAGE_SIZE * 4, nic=nic or "e1000")
-    ram = RamSummary(m.ram.handler.version_id)
-    handlers = [ram if h.idstr == "ram" else h for h in m.handlers()]
-    user_net = {id(h) for h in handlers if h.idstr == "slirp"}
-    if nic is not None:
-        return handlers, m.header_policy(), ram, NicOptions({nic: set()}, set())
-    for option, info in NICS.items():
-        if info is not None and option != m.nic:
-            handlers.extend(Machine(release, machine, PAGE_SIZE * 4, nic=option).devices[
-                info[0]].sections())
-    own = {option: {id(h) for h in handlers if h.idstr.endswith("/" + info[0])}
-           for option, info in NICS.items() if info is not None}
-    return handlers, m.header_policy(), ram, NicOptions(own, user_net)
+    nics = [nic] if nic is not None else [release.default_nic] + [
+        o for o in NICS if o != release.default_nic]
+    vgas = [vga] if vga is not None else list(VGAS)
+    handlers: dict[tuple[str, int], Any] = {}
+    machines: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    ram: RamSummary | None = None
+    header: HeaderPolicy | None = None
+    for v in vgas:
+        for n in nics:
+            m = Machine(release, machine, PAGE_SIZE * 4, nic=n, vga=v)
+            if ram is None:
+                ram = RamSummary(m.ram.handler.version_id)
+                header = m.header_policy()
+            keys = machines[(n, v)] = []
+            for h in m.handlers():
+                key = (h.idstr, h.instance_id)
+                keys.append(key)
+                handlers.setdefault(key, ram if h.idstr == "ram" else h)
+    assert ram is not None and header is not None
+    return list(handlers.values()), header, ram, DeviceOptions(machines)
 
 
 def marks_to_elements(marks: Iterable[TraceMark]) -> list[Element]:
@@ -217,10 +228,11 @@ class _WriterTrace(Tracer):
 
 
 def decode_modelled(inp: Input, release: Release, machine: str | None = None,
-                    *, nic: str | None = None, analysis: Analysis | None = None,
+                    *, nic: str | None = None, vga: str | None = None,
+                    analysis: Analysis | None = None,
                     spill: bool = False) -> Analysis:
     """Decode with ``release``'s descriptions (the writer's reading of the bytes), with
-    the NIC ``nic`` (None: the one whose section the stream holds).
+    the NIC ``nic`` and display ``vga`` (None: those whose sections the stream holds).
     ``spill``: keep every trace mark (on disk past the cap) for a replay."""
     a = analysis or Analysis(inp.name)
     a.format = "modelled"
@@ -228,21 +240,21 @@ def decode_modelled(inp: Input, release: Release, machine: str | None = None,
     head = r.peek(8)
     file_version = struct.unpack(">I", head[4:8])[0] if len(head) == 8 else None
     machine = machine_for(release, file_version, machine)
-    handlers, header, ram, nics = summary_handlers(release, machine, nic)
+    handlers, header, ram, options = summary_handlers(release, machine, nic, vga)
     peek = meaning_peek(release, file_version)
     a.writer = {"release": release.name, "machine": machine,
-                "endpoint": f"{release.name}/{machine}", "nic": nic,
+                "endpoint": f"{release.name}/{machine}", "nic": nic, "vga": vga,
                 "peek": release.peek.value, "read_with": peek.value}
     log = MarkLog(spill=spill)
     tracer = _WriterTrace(log)
-    loaded: set[int] = set()
+    loaded: set[tuple[str, int]] = set()
 
     def on_load(handler: Any, offset: int) -> None:
         sec_mark = tracer.last  # the "section" mark load_stream just made
         assert sec_mark is not None
         close_section(sec_mark.offset)
         kind = str(sec_mark.value).partition(" ")[0]
-        loaded.add(id(handler))
+        loaded.add((handler.idstr, handler.instance_id))
         tracer.section = SectionInfo(kind, -1, handler.idstr, handler.instance_id, -1,
                                      sec_mark.offset)
         if handler.idstr != "ram":
@@ -263,10 +275,7 @@ def decode_modelled(inp: Input, release: Release, machine: str | None = None,
         a.eof_offset = report.bytes_consumed - 1
         a.trailing_bytes = report.bytes_unread
         a.bytes_read = report.bytes_consumed + report.bytes_unread
-        if nic is None:
-            nic = a.writer["nic"] = nics.found(loaded)
-        missing = [f"{h.idstr}/{h.instance_id}" for h in handlers
-                   if id(h) not in loaded and id(h) not in nics.absent.get(nic, ())]
+        (a.writer["nic"], a.writer["vga"]), missing = options.found(loaded)
         if missing:
             a.notes.append("never sent: " + ", ".join(missing))
     except LoadError as e:

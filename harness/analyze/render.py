@@ -19,6 +19,8 @@ def render_text(a: Analysis, *, max_elements: int | None = None) -> str:
         if "endpoint" in w:
             how = "inferred; " if w.get("inferred") else ""
             nic = f"NIC {w['nic']}; " if w.get("nic") else ""
+            if w.get("vga") not in (None, "cirrus"):
+                nic += f"VGA {w['vga']}; "
             lines.append(f"decoded as {w['endpoint']} ({how}{nic}its loader peeks "
                          f"{w.get('peek')}; read here with {w.get('read_with')})")
             for t in w.get("tried", []):

@@ -149,8 +149,8 @@ def replay_as_destination(inp: Input, writer: Analysis, endpoint: str,
     writer's: the first element where they part, and the destination's outcome.
 
     The destination is the real one: a machine of that release with the RAM size the
-    stream declares and the NIC ``nic`` (default: the writer's), loading through its own
-    RAM section (so a page beyond a block is refused here as ``migmatrix load`` refuses
+    stream declares, the NIC ``nic`` (default: the writer's) and the writer's VGA, loading
+    through its own RAM section (so a page beyond a block is refused here as ``migmatrix load`` refuses
     it, and a page QEMU would write through a NULL pointer ends it as ``crashed``).
     Memory: the destination's RAM, and windows of both readings; the writer's marks are
     read back from its log.
@@ -159,8 +159,9 @@ def replay_as_destination(inp: Input, writer: Analysis, endpoint: str,
     release = release_named(rel_name)
     mach = mach or release.machines[0].name
     release.machine(mach)
-    nic = nic or (writer.writer or {}).get("nic") or "e1000"
-    dest = Machine(release, mach, destination_ram_size(writer), nic=nic)
+    nic = nic or (writer.writer or {}).get("nic") or release.default_nic
+    vga = (writer.writer or {}).get("vga") or "cirrus"
+    dest = Machine(release, mach, destination_ram_size(writer), nic=nic, vga=vga)
     handlers = [_MarkedRam(h) if h.idstr == "ram" else h for h in dest.handlers()]
     log = getattr(writer, "mark_log", None)
     marks: Iterable[TraceMark] = log if log is not None else getattr(writer, "tracer_marks",
@@ -188,7 +189,8 @@ def replay_as_destination(inp: Input, writer: Analysis, endpoint: str,
         outcome = {"status": "crashed", "message": f"{type(e).__name__}: {e}",
                    "offset": r.offset}
     tracer.finish()
-    result: dict[str, Any] = {"destination": endpoint, "nic": nic, "outcome": outcome,
+    result: dict[str, Any] = {"destination": endpoint, "nic": nic, "vga": vga,
+                              "outcome": outcome,
                               "renamed": tracer.renamed}
     if tracer.cut:
         result["note"] = (f"compared up to the writer's first {tracer.writer_kept} elements "

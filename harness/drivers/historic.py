@@ -53,11 +53,12 @@ from qemu.qmp import QMPClient
 
 from ..emulator.errors import LoadError
 from ..emulator.machine import Machine
+from ..emulator.releases import get_release
 from ..matrix import Cell, Endpoint
 from ..qemu import bootimage
 from ..qemu.compare import HISTORIC_IGNORED, StreamState, compare, page_counters, read_state
 from ..qemu.feeder import FeedResult, InputProbe, locate_stop, pump
-from ..qemu.historic import BUNDLE_SETS, HistoricBuild, find_build
+from ..qemu.historic import BUNDLE_SETS, HistoricBuild, device_args, find_build
 from ..qemu.historic_scenarios import (
     COUNTED_TOP,
     HISTORIC_SCENARIOS,
@@ -104,6 +105,7 @@ def historic_argv(endpoint: Endpoint, build: HistoricBuild, role: str, workdir: 
         # KVM support is compiled in and would be used where /dev/kvm exists; the
         # default CPU model (cpu64-rhel6) is defined by the bundle's config file.
         argv += ["-no-kvm", "-readconfig", str(build.datadir / "cpu-x86_64.conf")]
+    argv += device_args(endpoint.nic, endpoint.vga, get_release(endpoint.release).default_nic)
     argv += list(endpoint.args)
     argv += scenario.args(workdir, role)
     if incoming is not None:
@@ -606,7 +608,8 @@ class HistoricDriver(Driver):
         media = media_of(c.cell.scenario, historic=c.cell.source.historic)
         try:
             machine, report = Machine.load(dst.release, dst.machine, c.stream,
-                                           ram_size=dst.ram_size, nic=dst.nic, media=media)
+                                           ram_size=dst.ram_size, nic=dst.nic, media=media,
+                                           vga=dst.vga)
         except LoadError as e:
             outcome.load_error = e.to_dict()
             outcome.message = str(e)

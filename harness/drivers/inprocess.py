@@ -60,7 +60,7 @@ def build_source(cell: Cell, *, host_time_ns: int | None = None) -> tuple[Machin
     src = cell.source
     scenario = get_scenario(cell.scenario)
     machine = Machine(src.release, src.machine, src.ram_size, src.nic, scenario.media,
-                      host_time_ns=host_time_ns)
+                      src.vga, host_time_ns=host_time_ns)
     apply_scenario(machine, scenario, cell.seed)
     stream = machine.save(passes=scenario.live_passes, workload=scenario.workload)
     assert stream is not None
@@ -79,6 +79,7 @@ def stream_window(cell: Cell, stream: bytes, offset: int, label: str) -> dict[st
     try:
         src = cell.source
         Machine.load(src.release, src.machine, stream, ram_size=src.ram_size, nic=src.nic,
+                     vga=src.vga,
                      media=media_of(cell.scenario, historic=src.historic), tracer=tracer)
     except (EmulatorError, _PastWindow):
         pass  # the marks gathered so far are still right
@@ -280,7 +281,7 @@ class InProcessDriver(Driver):
         dst = cell.destination
         try:
             dest, report = Machine.load(dst.release, dst.machine, stream, ram_size=dst.ram_size,
-                                        nic=dst.nic, media=source.media)
+                                        nic=dst.nic, media=source.media, vga=dst.vga)
         except CellTimeout:
             raise
         except LoadCrash as e:  # where the release's loader dies instead of refusing

@@ -43,7 +43,7 @@ def endpoint_argv(endpoint: Endpoint, qmp: str, *, incoming: bool,
                   python: str = sys.executable) -> list[str]:
     argv = [python, "-m", "harness.emulator", "--release", endpoint.release,
             "--machine", endpoint.machine, "--ram", str(endpoint.ram_size),
-            "--nic", endpoint.nic, "--qmp", qmp]
+            "--nic", endpoint.nic, "--vga", endpoint.vga, "--qmp", qmp]
     if incoming:
         argv += ["--incoming", "defer"]
     return argv

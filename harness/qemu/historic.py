@@ -37,6 +37,7 @@ __all__ = [
     "cache_dir",
     "find_build",
     "historic_problem",
+    "device_args",
 ]
 
 # The emulator core's release name -> the bundle's set name (qemu-SET).
@@ -49,6 +50,22 @@ BUNDLE_SETS: dict[str, str] = {
     "rhel6.1": "rhel6.1",
     "rhel6.2": "rhel6.2",
 }
+
+
+
+def device_args(nic: str, vga: str, default_nic: str) -> list[str]:
+    """The model's NIC and VGA options as the real program's command line. Without -net
+    options QEMU builds its default NIC (e1000, rtl8139 on RHEL 6) with user networking;
+    ``-net nic,model=X -net user`` is the same machine."""
+    args: list[str] = []
+    if nic == "none":
+        args += ["-net", "none"]
+    elif nic != default_nic:
+        args += ["-net", f"nic,model={nic}", "-net", "user"]
+    if vga != "cirrus":
+        args += ["-vga", vga]
+    return args
+
 
 BINARY = "bin/qemu-system-x86_64"
 DATADIR = "share/qemu"

@@ -25,10 +25,10 @@ from __future__ import annotations
 import functools
 import random
 
+from ..errors import ConfigError
 from ..releases import Release
 from ..savevm import DeviceSection
 from ..vmstate import Description, Struct, u8
-from ..errors import ConfigError
 from . import Device, State, ps2
 from .ps2 import keyboard, mouse, ps2kbd_description, ps2mouse_description
 from .vmmouse import VMMouse

@@ -29,7 +29,7 @@ from typing import Any
 from ..devices import MEDIA
 from ..errors import EmulatorError, LoadCrash, LoadError
 from ..guest import GuestProgram, run_program
-from ..machine import DEFAULT_RAM_SIZE, NICS, Machine
+from ..machine import DEFAULT_RAM_SIZE, NICS, VGAS, Machine
 from ..ram import PAGE_SIZE
 from ..savevm import LoadReport
 from ..stream import StreamReader
@@ -50,7 +50,8 @@ class Endpoint:
         machine: str,
         ram_size: int | str = DEFAULT_RAM_SIZE,
         *,
-        nic: str = "e1000",
+        nic: str | None = None,
+        vga: str = "cirrus",
         media: Iterable[str] = (),
         incoming: str | None = None,
         start_paused: bool = False,
@@ -62,9 +63,10 @@ class Endpoint:
         self.release = release
         self.machine_name = machine
         self.ram_size = ram_size
-        self.nic = nic
         self.media = frozenset(media)
-        self.machine = Machine(release, machine, ram_size, nic, self.media)
+        self.vga = vga
+        self.machine = Machine(release, machine, ram_size, nic, self.media, vga)
+        self.nic = self.machine.nic
         self.start_paused = start_paused
         self.incoming_spec = incoming
         self.program: GuestProgram | None = None
@@ -371,7 +373,7 @@ class Endpoint:
         try:
             machine, report = Machine.load(
                 self.release, self.machine_name, StreamReader(source), ram_size=self.ram_size,
-                nic=self.nic, media=self.media,
+                nic=self.nic, media=self.media, vga=self.vga,
             )
         except LoadCrash as e:  # the modelled QEMU dies here (a NULL dereference, an abort)
             sys.stderr.write(f"migmatrix endpoint: the loader dies: {e}\n")
@@ -434,8 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--release", required=True)
     p.add_argument("--machine", default="pc")
     p.add_argument("--ram", default=str(DEFAULT_RAM_SIZE), help="RAM size, e.g. 8M")
-    p.add_argument("--nic", default="e1000", choices=sorted(NICS),
-                   help="the NIC, with user networking (QEMU's -net nic,model=...), or none")
+    p.add_argument("--nic", default=None, choices=sorted(NICS),
+                   help="the NIC, with user networking (QEMU's -net nic,model=...), or none "
+                        "(default: the release's)")
+    p.add_argument("--vga", default="cirrus", choices=sorted(VGAS),
+                   help="the display adapter (QEMU's -vga), or none")
     p.add_argument("--media", default="", help="images on the command line: any of "
                    f"{', '.join(sorted(MEDIA))}, comma separated")
     p.add_argument("--qmp", required=True, help="unix:PATH or tcp:HOST:PORT")
@@ -455,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = "migmatrix endpoint"
     try:
         endpoint = Endpoint(
-            args.release, args.machine, args.ram, nic=args.nic,
+            args.release, args.machine, args.ram, nic=args.nic, vga=args.vga,
             media=[m for m in args.media.split(",") if m], incoming=args.incoming,
             start_paused=args.start_paused,
             debug_stall_incoming=args.x_debug_stall_incoming,
