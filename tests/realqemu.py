@@ -46,7 +46,7 @@ from harness.emulator.devices import Device
 from harness.emulator.releases import get_release
 from harness.emulator.savevm import DeviceSection, wire_rules_for
 from harness.emulator.stream import StreamReader, StreamWriter
-from harness.qemu.historic import find_build, historic_problem
+from harness.qemu.historic import find_build, historic_problem, runtime_args
 from harness.qemu.monitor import HumanMonitor
 
 from .ci import require
@@ -298,11 +298,12 @@ NIC_ARGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _argv(release: str, machine: str, qmp: Path, *, stopped: bool, nic: str = "e1000"
-          ) -> list[str]:
+def _argv(release: str, machine: str, qmp: Path, *, stopped: bool, nic: str = "e1000",
+          vga: str = "cirrus") -> list[str]:
     build = find_build(release)
     return [str(build.binary), "-L", str(build.datadir), "-M", machine, "-m", "64",
             "-nographic", "-serial", "null", "-parallel", "none", *NIC_ARGS[nic],
+            *(["-vga", vga] if vga != "cirrus" else []), *runtime_args(build),
             "-qmp", f"unix:{qmp},server,nowait", *(["-S"] if stopped else [])]  # fmt: skip
 
 
@@ -319,12 +320,12 @@ class _Run:
 
     def __init__(
         self, release: str, machine: str, *, stopped: bool = True, incoming: bytes | None = None,
-        nic: str = "e1000", monitor: bool = True,
+        nic: str = "e1000", vga: str = "cirrus", monitor: bool = True,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="migmatrix-real-"))
         self.qmp_path = self.dir / "qmp.sock"
         self.log = self.dir / "log"
-        argv = _argv(release, machine, self.qmp_path, stopped=stopped, nic=nic)
+        argv = _argv(release, machine, self.qmp_path, stopped=stopped, nic=nic, vga=vga)
         if not stopped:
             argv += ["-monitor", f"unix:{self.dir / 'mon.sock'},server,nowait"]
         if incoming is not None:
@@ -457,15 +458,16 @@ class _Run:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _idle(release: str, machine: str, nic: str = "e1000") -> bytes:
-    run = _Run(release, machine, nic=nic)
+def _idle(release: str, machine: str, nic: str = "e1000", vga: str = "cirrus") -> bytes:
+    run = _Run(release, machine, nic=nic, vga=vga)
     try:
         return run.save()
     finally:
         run.close()
 
 
-def _accepts(release: str, machine: str, stream: bytes, nic: str) -> str | None:
+def _accepts(release: str, machine: str, stream: bytes, nic: str, vga: str = "cirrus"
+             ) -> str | None:
     """None when the real destination loads ``stream`` and answers its monitor after it,
     else the reason it gave (its log's last lines); a destination that died without a
     reason, or stopped answering, is an error.
@@ -474,7 +476,7 @@ def _accepts(release: str, machine: str, stream: bytes, nic: str) -> str | None:
     and 1.0 destinations catch up second by second after the load, starving the monitor
     for minutes: a source must run on this host's clock (the model's: ``host_time_ns``)."""
     try:
-        run = _Run(release, machine, incoming=stream, nic=nic)
+        run = _Run(release, machine, incoming=stream, nic=nic, vga=vga)
     except RealRefused as e:
         return " / ".join(line for line in e.log.strip().splitlines()[-3:])
     try:
@@ -527,31 +529,34 @@ class Historic:
 
     def __init__(self, shared: Path) -> None:
         self.shared = shared
-        self._captures: dict[tuple[str, str, str, str], bytes] = {}
+        self._captures: dict[tuple[str, str, str, str, str], bytes] = {}
 
-    def _capture(self, kind: str, release: str, machine: str, nic: str = "e1000") -> bytes:
-        key = (kind, release, machine, nic)
+    def _capture(self, kind: str, release: str, machine: str, nic: str = "e1000",
+                 vga: str = "cirrus") -> bytes:
+        key = (kind, release, machine, nic, vga)
         if key not in self._captures:
-            path = self.shared / f"{kind}-{release}-{machine}-{nic}.bin"
+            path = self.shared / f"{kind}-{release}-{machine}-{nic}-{vga}.bin"
             self.shared.mkdir(parents=True, exist_ok=True)
             with open(self.shared / f"{path.name}.lock", "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 if not path.exists():
-                    data = (_idle(release, machine, nic) if kind == "idle"
+                    data = (_idle(release, machine, nic, vga) if kind == "idle"
                             else _booted(release, machine))
                     path.with_suffix(".tmp").write_bytes(data)
                     path.with_suffix(".tmp").rename(path)
                 self._captures[key] = path.read_bytes()
         return self._captures[key]
 
-    def idle(self, release: str, machine: str, nic: str = "e1000") -> bytes:
-        """The stream a -S guest saves, with the model's ``nic`` as QEMU options."""
-        return self._capture("idle", release, machine, nic)
+    def idle(self, release: str, machine: str, nic: str = "e1000", vga: str = "cirrus"
+             ) -> bytes:
+        """The stream a -S guest saves, with the model's ``nic`` and ``vga`` as QEMU
+        options."""
+        return self._capture("idle", release, machine, nic, vga)
 
-    def accepts(self, release: str, machine: str, stream: bytes, nic: str = "e1000"
-                ) -> str | None:
+    def accepts(self, release: str, machine: str, stream: bytes, nic: str = "e1000",
+                vga: str = "cirrus") -> str | None:
         """Whether the real build loads ``stream``: None, or the reason it refused."""
-        return _accepts(release, machine, stream, nic)
+        return _accepts(release, machine, stream, nic, vga)
 
     def booted(self, release: str, machine: str) -> bytes:
         return self._capture("booted", release, machine)

@@ -58,7 +58,7 @@ from ..matrix import Cell, Endpoint
 from ..qemu import bootimage
 from ..qemu.compare import HISTORIC_IGNORED, StreamState, compare, page_counters, read_state
 from ..qemu.feeder import FeedResult, InputProbe, locate_stop, pump
-from ..qemu.historic import BUNDLE_SETS, HistoricBuild, device_args, find_build
+from ..qemu.historic import BUNDLE_SETS, HistoricBuild, device_args, find_build, runtime_args
 from ..qemu.historic_scenarios import (
     COUNTED_TOP,
     HISTORIC_SCENARIOS,
@@ -101,10 +101,7 @@ def historic_argv(endpoint: Endpoint, build: HistoricBuild, role: str, workdir: 
             "-parallel", "none", "-S",
             "-monitor", f"unix:{workdir / (role + '.hmp')},server,nowait",
             "-qmp", f"unix:{workdir / (role + '.qmp')},server,nowait"]
-    if build.set.startswith("rhel"):
-        # KVM support is compiled in and would be used where /dev/kvm exists; the
-        # default CPU model (cpu64-rhel6) is defined by the bundle's config file.
-        argv += ["-no-kvm", "-readconfig", str(build.datadir / "cpu-x86_64.conf")]
+    argv += runtime_args(build)
     argv += device_args(endpoint.nic, endpoint.vga, get_release(endpoint.release).default_nic)
     argv += list(endpoint.args)
     argv += scenario.args(workdir, role)

@@ -38,6 +38,7 @@ __all__ = [
     "find_build",
     "historic_problem",
     "device_args",
+    "runtime_args",
 ]
 
 # The emulator core's release name -> the bundle's set name (qemu-SET).
@@ -65,6 +66,15 @@ def device_args(nic: str, vga: str, default_nic: str) -> list[str]:
     if vga != "cirrus":
         args += ["-vga", vga]
     return args
+
+
+def runtime_args(build: HistoricBuild) -> list[str]:
+    """What a build needs on every command line here: RHEL 6's keeps KVM support, which a
+    host with /dev/kvm would use, and its default CPU model (cpu64-rhel6) is defined by the
+    bundle's config file ("Unknown cpu model" without it)."""
+    if build.set.startswith("rhel"):
+        return ["-no-kvm", "-readconfig", str(build.datadir / "cpu-x86_64.conf")]
+    return []
 
 
 BINARY = "bin/qemu-system-x86_64"
