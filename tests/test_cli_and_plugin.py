@@ -25,7 +25,8 @@ def test_releases(capsys: pytest.CaptureFixture[str]) -> None:
     assert "peek=always-peek" in out and "machine pc (= pc-1.0): format 4" in out
     assert main(["releases", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert [r["release"] for r in data] == ["0.13", "0.14", "0.15", "new", "1.0"]
+    assert [r["release"] for r in data] == ["0.13", "0.14", "0.15", "new", "1.0",
+                                                   "rhel6.1", "rhel6.2"]
 
 
 def test_save_then_load_and_dump_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
