@@ -33,7 +33,7 @@ from harness.emulator.vmstate import PeekPolicy, WireRules, dump_state, load_sta
 # (release, machine) endpoints with their own stream format.
 ENDPOINTS = [("0.13", "pc"), ("0.14", "pc"), ("0.15", "pc"), ("new", "pc"), ("new", "pc-0.14"),
              ("1.0", "pc")]  # fmt: skip
-RELEASE_NAMES = ["0.13", "0.14", "0.15", "new", "1.0"]
+RELEASE_NAMES = ["0.13", "0.14", "0.15", "new", "1.0", "rhel6.1", "rhel6.2"]
 
 
 def rules_of(release_name: str, machine: str = "pc") -> WireRules:
@@ -174,7 +174,8 @@ def test_idle_014_payload_size_and_bytes():
 @pytest.mark.parametrize("name", RELEASE_NAMES)
 def test_idle_payload_is_the_same_in_every_release(name):
     ide = IDE(get_release(name))
-    assert save(ide, rules_of(name, "pc-0.13")) == idle_payload(IDE(get_release("0.14")))
+    format3 = wire_rules_for(3, ide.release.peek)
+    assert save(ide, format3) == idle_payload(IDE(get_release("0.14")))
 
 
 def test_format_4_puts_0x06_after_every_embedded_element():
@@ -461,7 +462,7 @@ def _pio_index_offset(data: bytes) -> int:
 
 @pytest.mark.parametrize("name", RELEASE_NAMES)
 def test_pio_end_function_index_beyond_the_table_is_refused(name):
-    rules = rules_of(name, "pc-0.13")
+    rules = wire_rules_for(3, get_release(name).peek)
     ide = booted(get_release(name))
     ide.start_pio_read(0, 0)
     data = bytearray(save(ide, rules))
