@@ -170,6 +170,19 @@ def test_round_trip(name, fmt, seed):
     assert state(load(r, fmt, stream(src, fmt))) == state(src)
 
 
+@pytest.mark.parametrize("name", ["0.13", "0.14", "0.15", "new", "1.0", "rhel6.1", "rhel6.2"])
+def test_a_load_on_rhel6_leaves_palette_bytes_232_to_235_at_0xff(name):
+    """RHEL 6 runs the inner post_load on the PCI wrapper too: its graphic_mode = -1
+    lands in the palette. Upstream's load keeps the palette as sent."""
+    r = get_release(name)
+    src = CirrusVGA(r)
+    src.randomize(random.Random(5))
+    sent = src.cirrus_vga.vga.palette
+    assert sent[232:236] != b"\xff" * 4
+    expected = sent[:232] + b"\xff" * 4 + sent[236:] if name.startswith("rhel") else sent
+    assert load(r, 3, stream(src, 3)).cirrus_vga.vga.palette == expected
+
+
 def test_a_v1_section_is_too_old():
     r = get_release("0.14")
     with pytest.raises(LoadError) as info:

@@ -13,15 +13,18 @@ the real builds (../shared/qemu-historic, ../shared/spec/rhel6.md).
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from harness.analyze import analyze
+from harness.emulator.devices.cirrus_vga import IDSTR, CirrusVGA
 from harness.emulator.errors import LoadError
 from harness.emulator.machine import Machine
-from harness.emulator.releases import RELEASES
+from harness.emulator.releases import RELEASES, get_release
 from harness.emulator.vmstate import PeekPolicy
 
-from .realqemu import full_sections
+from .realqemu import full_sections, model_payloads, resave, section_payload, splice
 from .realqemu import historic as historic  # noqa: F401 - the fixture
 
 RAM = 64 << 20
@@ -146,3 +149,20 @@ def test_the_model_loads_real_streams_as_the_real_programs_do(historic, writer, 
         assert refusal is not None  # the real reader refused it too (its words, no offset)
     else:
         assert refusal is None  # loaded, or "success" after a 0x00 read as EOF
+
+
+@pytest.mark.parametrize(("release", "machine"), [("rhel6.1", "rhel6.1.0"),
+                                                  ("rhel6.2", "rhel6.2.0")])
+def test_a_real_load_sets_the_same_palette_bytes_as_the_models(historic, release, machine):
+    """The model's randomized cirrus state in a real idle stream: the stopped real
+    destination saves back what the model's own load keeps (palette bytes 232-235 0xff)."""
+    dev = CirrusVGA(get_release(release))
+    dev.randomize(random.Random(2))
+    ours = model_payloads(dev, 3)
+    key = (IDSTR, 0)
+    back = historic.through(release, machine, splice(historic.idle(release, machine,
+                                                                   "rtl8139"), ours))
+    expected = resave(CirrusVGA(get_release(release)), 3, key, ours[key])
+    assert expected != ours[key]
+    assert section_payload(back, *key) == expected
+

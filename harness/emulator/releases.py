@@ -150,6 +150,7 @@ _V_013 = {
     "rtc.ids": "qdev", "serial.ids": "qdev", "fdc.ids": "qdev", "pit.flags": "none",
     "cpu.xsave": "v12-fields", "piix4_pm.registration": "qdev", "i8042.vmmouse": "separate",
     "gesn_state.fields": "terminated", "cpu.model": "qemu64", "i440fx.drb": "ram-size",
+    "cirrus_vga.outer_post_load": "none",
 }  # fmt: skip
 _V_014 = {
     **_V_013, "cpu.mcg_cap": "ctl-ser", "ioapic.layout": "v3", "pci.bus_reset": "after-device",
@@ -174,6 +175,7 @@ _V_RHEL61 = {
     "cpu.xsave": "none", "piix4_pm.registration": "legacy", "i8042.vmmouse": "inside",
     "gesn_state.fields": "unterminated", "cpu.model": "cpu64-rhel6", "i440fx.drb": "unset",
     "pci.bus_reset": "before-device", "rtl8139.mmio_dummy": "io-index-kvm",
+    "cirrus_vga.outer_post_load": "inner-on-wrapper",
 }  # fmt: skip
 _V_RHEL62 = {
     **_V_RHEL61, "bmdma.status": "compat", "pio_state.needed": "drq-or-pio-retry",

@@ -2,8 +2,14 @@
 
 The section ``0000:00:02.0/cirrus_vga`` is 1870 bytes: the embedded "PCIDevice" (276)
 and the embedded inner "cirrus_vga" v2 (min 1), 1594 bytes of VGA and Cirrus registers.
-Format 4 ends each of the two with 0x06 (1872). The same in every modelled release; no
-subsections, no old-format loader.
+Format 4 ends each of the two with 0x06 (1872). The same layout in every modelled release;
+no subsections, no old-format loader.
+
+RHEL 6's qemu-kvm also gives the outer description the inner's post_load, which then runs
+on the PCI wrapper as if it were the inner state: its ``vga.graphic_mode = -1`` lands 232
+bytes into the palette, so every load on RHEL 6 leaves palette bytes 232-235 at 0xff
+(release variant ``cirrus_vga.outer_post_load``; measured on both builds, whatever the
+palette held; its other misplaced writes change nothing a stream carries).
 
 The inner description saves graphics registers 2-255 (VMSTATE_BUFFER_START_MIDDLE) and
 the full background/foreground colours in their shadow registers; post_load rebuilds
@@ -33,6 +39,7 @@ from __future__ import annotations
 import functools
 import random
 
+from ..errors import ConfigError
 from ..releases import Release
 from ..savevm import DeviceSection
 from ..vmstate import Buffer, Description, Struct, i32, u8, u32
@@ -123,13 +130,34 @@ def cirrus_vga_description(release: Release) -> Description:
     )  # fmt: skip
 
 
+# Where RHEL 6's misplaced ``graphic_mode = -1`` lands: palette bytes, in the saved state.
+_MISPLACED_GRAPHIC_MODE = slice(232, 236)
+
+
+def _misplaced_post_load(s: State, version: int) -> None:
+    vga = s.cirrus_vga.vga
+    palette = bytearray(vga.palette)
+    palette[_MISPLACED_GRAPHIC_MODE] = b"\xff" * 4
+    vga.palette = bytes(palette)
+
+
+# release variant "cirrus_vga.outer_post_load" -> the outer description's post_load
+_OUTER_POST_LOAD = {"none": None, "inner-on-wrapper": _misplaced_post_load}
+
+
 @functools.cache
 def pci_cirrus_vga_description(release: Release) -> Description:
     """The section: "cirrus_vga" v2 (min 2), PCIDevice then the inner state."""
+    variant = release.variant("cirrus_vga.outer_post_load")
+    try:
+        post_load = _OUTER_POST_LOAD[variant]
+    except KeyError:
+        raise ConfigError(f"cirrus_vga.outer_post_load variant {variant!r} is not modelled"
+                          ) from None
     return Description(
         "cirrus_vga", 2,
         [pci_device_field("dev"), Struct("cirrus_vga", cirrus_vga_description(release))],
-        minimum_version_id=2,
+        minimum_version_id=2, post_load=post_load,
     )  # fmt: skip
 
 
