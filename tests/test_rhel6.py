@@ -19,10 +19,11 @@ import pytest
 
 from harness.analyze import analyze
 from harness.emulator.devices.cirrus_vga import IDSTR, CirrusVGA
-from harness.emulator.errors import LoadError
+from harness.emulator.errors import LoadCrash, LoadError, SaveError
 from harness.emulator.machine import Machine
 from harness.emulator.releases import RELEASES, get_release
 from harness.emulator.vmstate import PeekPolicy
+from harness.scenarios import apply_scenario
 
 from .realqemu import full_sections, model_payloads, resave, section_payload, splice
 from .realqemu import historic as historic  # noqa: F401 - the fixture
@@ -166,3 +167,21 @@ def test_a_real_load_sets_the_same_palette_bytes_as_the_models(historic, release
     assert expected != ours[key]
     assert section_payload(back, *key) == expected
 
+
+def test_6_1s_unterminated_gesn_state_kills_the_process_that_meets_it() -> None:
+    """Measured on the builds (a CD-ROM `change` on a -S guest, then migrate): 6.1 dies
+    (SIGSEGV) saving the pending media event, and (SIGBUS) loading 6.2's stream of it;
+    6.2 saves and loads it (its list is terminated)."""
+    def media_event(release: str, machine: str) -> Machine:
+        m = Machine(release, machine, RAM)
+        apply_scenario(m, "atapi-media-event", 1)
+        return m
+
+    stream = media_event("rhel6.2", "rhel6.2.0").save()
+    assert b"\x1aide_drive/atapi/gesn_state\x00\x00\x00\x01" in stream
+    _, report = Machine.load("rhel6.2", "rhel6.2.0", stream, ram_size=RAM)
+    assert not report.half_loaded
+    with pytest.raises(LoadCrash, match="gesn_state"):
+        Machine.load("rhel6.1", "rhel6.1.0", stream, ram_size=RAM)
+    with pytest.raises(SaveError, match="gesn_state"):
+        media_event("rhel6.1", "rhel6.1.0").save()
