@@ -185,3 +185,21 @@ def test_6_1s_unterminated_gesn_state_kills_the_process_that_meets_it() -> None:
         Machine.load("rhel6.1", "rhel6.1.0", stream, ram_size=RAM)
     with pytest.raises(SaveError, match="gesn_state"):
         media_event("rhel6.1", "rhel6.1.0").save()
+
+
+@pytest.mark.parametrize(("writer", "reader", "unread"), [
+    (["--release", "rhel6.1"], ["--release", "0.13", "--nic", "rtl8139"], 8338),
+    (["--release", "0.14", "--nic", "rtl8139"], ["--release", "rhel6.2"], 9054),
+])
+def test_load_says_half_loaded_where_rhel_and_upstream_meet(tmp_path, capsys, writer, reader,
+                                                            unread):
+    """RAM blocks matched (-vga none, the rtl8139): the load "succeeds" on a stray 0x00
+    after cpu, and ``migmatrix load`` says so, with the real destination's unread count."""
+    from harness.cli import main
+
+    f = tmp_path / "s.mig"
+    assert main(["save", *writer, "--vga", "none", "--ram", "8M", "-o", str(f)]) == 0
+    capsys.readouterr()
+    assert main(["load", *reader, "--vga", "none", "--ram", "8M", str(f)]) == 0
+    err = capsys.readouterr().err
+    assert f"with {unread} byte(s) unread (half-loaded); never loaded: apic/0," in err
