@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.drivers.historic import HistoricDriver, cell_commands
+from harness.emulator.releases import get_release
 from harness.matrix import Cell, Endpoint, load_matrix, why_excluded
 from harness.qemu.historic import historic_problem
 from harness.verdict import Outcome, classify
@@ -24,10 +25,12 @@ from .ci import require
 RAM = 64 << 20
 
 
-def real(name: str, *args: str) -> Endpoint:
+def real(name: str, nic: str = "", vga: str = "cirrus") -> Endpoint:
+    """A real build's endpoint; ``nic`` "" is the release's default NIC."""
     label, _, machine = name.partition("/")
-    return Endpoint(name, label.removeprefix("qemu-"), machine, RAM, kind="qemu",
-                    args=tuple(args), historic=True)
+    release = label.removeprefix("qemu-")
+    return Endpoint(name, release, machine, RAM, kind="qemu", historic=True,
+                    nic=nic or get_release(release).default_nic, vga=vga)
 
 
 def model(name: str) -> Endpoint:
@@ -103,13 +106,13 @@ def test_reading_past_the_end_is_a_refusal_at_the_last_byte() -> None:
     assert outcome.extra["stopped_after"]["past_end"] is True
 
 
-RHEL_NO_VGA = ("-vga", "none")
-UPSTREAM_LIKE_RHEL = ("-vga", "none", "-net", "nic,model=rtl8139", "-net", "user")
 
 
 @pytest.mark.parametrize("src,dst", [
-    (real("qemu-rhel6.1/rhel6.1.0", *RHEL_NO_VGA), real("qemu-0.14/pc", *UPSTREAM_LIKE_RHEL)),
-    (real("qemu-0.14/pc", *UPSTREAM_LIKE_RHEL), real("qemu-rhel6.1/rhel6.1.0", *RHEL_NO_VGA)),
+    (real("qemu-rhel6.1/rhel6.1.0", vga="none"),
+     real("qemu-0.14/pc", nic="rtl8139", vga="none")),
+    (real("qemu-0.14/pc", nic="rtl8139", vga="none"),
+     real("qemu-rhel6.1/rhel6.1.0", vga="none")),
 ], ids=["rhel6.1->0.14", "0.14->rhel6.1"])
 def test_the_half_loaded_guest_is_truncated_never_pass(src: Endpoint, dst: Endpoint) -> None:
     """With their RAM blocks matched, RHEL 6 and upstream each read a byte of the other's
