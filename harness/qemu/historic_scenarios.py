@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..emulator.machine import NIC_SLOT
+from ..emulator.devices import NIC_SLOT
 from . import bootimage
 
 __all__ = ["COUNTED_TOP", "HISTORIC_SCENARIOS", "UNREACHABLE", "HistoricScenario", "SourceControl",
