@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import ConfigError
 from .vmstate import PeekPolicy
@@ -226,6 +227,13 @@ _RHEL_TYPES = (
       for name in ("rhel5.5.0", "rhel5.4.4", "rhel5.4.0")),
 )
 
+# What both RHEL 6 builds share beyond their rows: qemu-kvm's registration and RAM block
+# order, its firmware, rtl8139 as the default NIC and a 16 MiB vga.vram.
+_RHEL6_BUILD: dict[str, Any] = {
+    "pc_devices": _PC_RHEL6, "ram_order": RamOrder.MOVE_TO_FRONT, "roms": _ROMS_RHEL,
+    "default_nic": "rtl8139", "vram_size": 16 << 20,
+}
+
 RELEASES: dict[str, Release] = {
     r.name: r
     for r in (
@@ -303,11 +311,7 @@ RELEASES: dict[str, Release] = {
             frozenset({3}),
             _SUB_RHEL61,
             _V_RHEL61,
-            pc_devices=_PC_RHEL6,
-            ram_order=RamOrder.MOVE_TO_FRONT,
-            roms=_ROMS_RHEL,
-            default_nic="rtl8139",
-            vram_size=16 << 20,
+            **_RHEL6_BUILD,
         ),
         Release(
             "rhel6.2",
@@ -318,11 +322,7 @@ RELEASES: dict[str, Release] = {
             frozenset({3}),
             _SUB_RHEL62,
             _V_RHEL62,
-            pc_devices=_PC_RHEL6,
-            ram_order=RamOrder.MOVE_TO_FRONT,
-            roms=_ROMS_RHEL,
-            default_nic="rtl8139",
-            vram_size=16 << 20,
+            **_RHEL6_BUILD,
         ),
     )
 }
