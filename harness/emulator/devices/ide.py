@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError, LoadCrash, SaveError
+from ..errors import ConfigError
 from ..releases import Release
 from ..savevm import DeviceSection
 from ..vmstate import (
@@ -156,48 +156,13 @@ def _tray_state_description() -> Description:
     )
 
 
-def _gesn_needed(s: Any) -> bool:
-    return bool(s.events.new_media or s.events.eject_request)
-
-
-def _gesn_needed_unterminated(s: Any) -> bool:
-    if _gesn_needed(s):
-        raise SaveError("ide_drive/atapi/gesn_state: RHEL 6.1's field list has no end "
-                        "marker: the save walks past it into other data and the process "
-                        "dies (SIGSEGV on the real build)")
-    return False
-
-
-def _gesn_load_unterminated(s: Any) -> None:
-    raise LoadCrash("ide_drive/atapi/gesn_state: RHEL 6.1's field list has no end marker, "
-                    "the load walks past it into other data and the process dies (SIGBUS "
-                    "on the real build)")
-
-
-# gesn_state.fields variant -> (needed, pre_load). 6.1's list lacks VMSTATE_END_OF_LIST
-# (fixed in 2.172): the engine walks past its two fields, and the real build dies saving
-# a pending media event or loading one.
-_GESN_FIELDS: dict[str, tuple[Callable[[Any], bool], Callable[[Any], None] | None]] = {
-    "terminated": (_gesn_needed, None),
-    "unterminated": (_gesn_needed_unterminated, _gesn_load_unterminated),
-}
-
-
-def _gesn_variant(release: Release) -> tuple[Callable[[Any], bool], Callable[[Any], None] | None]:
-    variant = release.variant("gesn_state.fields")
-    try:
-        return _GESN_FIELDS[variant]
-    except KeyError:
-        raise ConfigError(f"gesn_state.fields variant {variant!r} is not modelled") from None
-
-
 @functools.cache
-def _gesn_state_description(release: Release) -> Description:
+def _gesn_state_description() -> Description:
     return Description(
         "ide_drive/atapi/gesn_state",
         1,
         [Bool("events.new_media"), Bool("events.eject_request")],
-        minimum_version_id=1, pre_load=_gesn_variant(release)[1],
+        minimum_version_id=1,
     )
 
 
@@ -216,13 +181,12 @@ PIO_STATE_NEEDED: dict[str, Callable[[Any], bool]] = {
 }
 
 # The drive's later subsections, in save order, each present where the release has it.
-_SubsectionRow = tuple[str, Callable[[Release], Description],
-                       Callable[[Release], Callable[[Any], bool]]]
+_SubsectionRow = tuple[str, Callable[[], Description], Callable[[Any], bool]]
 _DRIVE_OPTIONAL_SUBSECTIONS: tuple[_SubsectionRow, ...] = (
-    ("ide_drive/tray_state", lambda release: _tray_state_description(),
-     lambda release: lambda s: bool(s.tray_open or s.tray_locked)),
+    ("ide_drive/tray_state", _tray_state_description,
+     lambda s: bool(s.tray_open or s.tray_locked)),
     ("ide_drive/atapi/gesn_state", _gesn_state_description,
-     lambda release: _gesn_variant(release)[0]),
+     lambda s: bool(s.events.new_media or s.events.eject_request)),
 )  # fmt: skip
 
 
@@ -248,7 +212,7 @@ def ide_drive_description(release: Release) -> Description:
                    PIO_STATE_NEEDED[release.variant("pio_state.needed")])
     ]
     subs += [
-        Subsection(make(release), needed(release))
+        Subsection(make(), needed)
         for name, make, needed in _DRIVE_OPTIONAL_SUBSECTIONS
         if release.has(name)
     ]
