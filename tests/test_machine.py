@@ -10,7 +10,7 @@ import pytest
 from harness.emulator.errors import ConfigError, LoadError, Reason
 from harness.emulator.guest import PROGRAMS, run_program
 from harness.emulator.machine import Machine, compare_machines, parse_size
-from harness.emulator.releases import RELEASES
+from harness.emulator.releases import RELEASES, get_release
 from harness.emulator.vmstate import Tracer
 
 RAM = "1M"
@@ -39,7 +39,11 @@ def test_every_endpoint_round_trips_idle_and_random(release: str, machine: str, 
         dest, report = load(release, machine, stream, src)
         assert not report.half_loaded and report.not_loaded == []
         assert report.bytes_consumed == len(stream)
-        assert compare_machines(src, dest) == [], (program, seed)
+        # RHEL 6's load sets palette bytes 232-235 (the cirrus post_load on the wrapper)
+        misplaced = get_release(release).variant("cirrus_vga.outer_post_load") != "none"
+        assert [d.path for d in compare_machines(src, dest)] == (
+            ["0000:00:02.0/cirrus_vga/cirrus_vga/vga/palette"] if misplaced else []
+        ), (program, seed)
 
 
 @pytest.mark.parametrize("release", [r for r in RELEASES if not r.startswith("rhel")])
