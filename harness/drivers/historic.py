@@ -353,9 +353,16 @@ class HistoricDriver(Driver):
         except ScenarioFailed as e:
             outcome.harness_error = f"source: the scenario could not be built: {e}"
             outcome.message = outcome.harness_error
-        except Exception as e:  # the driver failed: not a verdict on the emulator
-            outcome.harness_error = f"historic driver: {type(e).__name__}: {e}"
-            outcome.message = outcome.harness_error
+        except Exception as e:
+            dead = [ep for ep in c.real.values() if ep.exited()]
+            if dead:  # a real program died under a command (e.g. 6.1 saving a media event)
+                ep = dead[0]
+                outcome.crash = (f"{ep.role} {describe_exit(ep.exit_code())} during the "
+                                 f"cell ({type(e).__name__} in the driver)")
+                outcome.message = f"{outcome.crash}: {'; '.join(ep.messages()[-3:])}"
+            else:  # the driver failed: not a verdict on the emulator
+                outcome.harness_error = f"historic driver: {type(e).__name__}: {e}"
+                outcome.message = outcome.harness_error
         finally:
             if c.real:
                 outcome.extra["endpoints"] = {r: ep.describe() for r, ep in c.real.items()}
