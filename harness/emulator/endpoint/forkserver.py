@@ -39,8 +39,8 @@ def _preload() -> None:
     """Import what every endpoint imports, so that children inherit it."""
     from .. import machine
 
-    for _ in machine._device_classes():
-        pass
+    for key in machine.DEVICE_MODULES:
+        machine._device_class(key)
     from . import server  # noqa: F401
 
 
