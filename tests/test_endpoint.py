@@ -292,3 +292,24 @@ def test_a_bad_command_line_fails_before_qmp(tmp_path: Path) -> None:
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=30)
     assert proc.returncode == 1
     assert "bogus" in proc.stderr
+
+
+def test_the_fork_server_starts_and_listens(tmp_path) -> None:
+    """It once died at start (a preload name gone from the machine) and the subprocess
+    driver fell back to an interpreter per endpoint without a word."""
+    import subprocess
+    import sys
+    import time
+
+    sock = tmp_path / "fork.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.emulator.endpoint.forkserver",
+                             str(sock)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode(errors="replace")[-500:]
+        assert sock.exists()
+    finally:
+        proc.kill()
+        proc.wait()
