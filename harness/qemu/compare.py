@@ -104,8 +104,8 @@ HISTORIC_IGNORED: tuple[Ignored, ...] = (
             "a latch of the interrupt controllers' output, not state of its own: real 1.0 "
             "drops a CPU_INTERRUPT_HARD (2) the source held when 'stop' landed with an "
             "interrupt pending (about one cell in three after the guest ran), while the "
-            "PIC's request itself (irr, compared) arrives, and is raised again at its next "
-            "update"),
+            "PIC's request itself (irr, compared) arrives; where 1.0 clears the latch is "
+            "not traced, so this is an observation, not a proof that it is harmless"),
     *(Ignored("i8254*", f"channels[[]*[]]/{f}",
               "the channel's next tick deadline: a destination whose guest clock passed it "
               "by the time it saves runs that tick and saves the next, one period later "
