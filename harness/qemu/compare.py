@@ -107,9 +107,9 @@ HISTORIC_IGNORED: tuple[Ignored, ...] = (
             "PIC's request itself (irr, compared) arrives; where 1.0 clears the latch is "
             "not traced, so this is an observation, not a proof that it is harmless"),
     *(Ignored("i8254*", f"channels[[]*[]]/{f}",
-              "the channel's next tick deadline: a destination whose guest clock passed it "
-              "by the time it saves runs that tick and saves the next, one period later "
-              "(seen on real 1.0 after live-ram, 54.9 ms); the counts, modes and latches "
+              "the channel's next tick deadline: seen one period (54.9 ms) later in the "
+              "destination's re-save on real 1.0 after live-ram, by timing (why the "
+              "destination ran that tick is not traced); the counts, modes and latches "
               "that decide the ticks are compared") for f in ("next_transition_time",
                                                                "irq_timer")),
     Ignored("fdc*", "state/fifo", "allocated with qemu_memalign and never cleared: whatever "
