@@ -553,6 +553,10 @@ class Historic:
         options."""
         return self._capture("idle", release, machine, nic, vga)
 
+    def fresh_idle(self, release: str, machine: str) -> bytes:
+        """An idle stream captured now (never the cached one)."""
+        return _idle(release, machine, "e1000", "cirrus")
+
     def accepts(self, release: str, machine: str, stream: bytes, nic: str = "e1000",
                 vga: str = "cirrus") -> str | None:
         """Whether the real build loads ``stream``: None, or the reason it refused."""
