@@ -233,10 +233,12 @@ class RamBlock:
 
     The bytes live in private anonymous memory (``mmap``): a new block costs no time and
     no memory until its pages are written, however large. ``data`` and ``view`` are the
-    same writable ``memoryview`` of them.
+    same writable ``memoryview`` of them. An image given to :meth:`load_image` is written
+    when the bytes are first used: a machine that never touches its RAM (the analyzer's,
+    which only decodes) never pays for its firmware or its VGA's 4 MiB of 0xff.
     """
 
-    __slots__ = ("idstr", "name", "data", "view", "dirty", "npages", "_mem", "_address")
+    __slots__ = ("idstr", "name", "dirty", "npages", "_view", "_mem", "_address", "_image")
 
     def __init__(self, idstr: str, length: int) -> None:
         if length <= 0 or length % PAGE_SIZE:
@@ -256,15 +258,37 @@ class RamBlock:
             mem.madvise(_MADV_HUGEPAGE)
         self._mem = mem
         self._address: int | None = None  # where the mapping starts (for the pagemap)
-        self.view = self.data = memoryview(mem)
+        self._view = memoryview(mem)
+        self._image: list[tuple[int, bytes]] | None = None  # runs not yet written
         self.npages = length >> PAGE_SHIFT
         self.dirty = bytearray(self.npages)
 
+    @property
+    def view(self) -> memoryview:
+        if self._image is not None:
+            self._write_image()
+        return self._view
+
+    data = view
+
+    def load_image(self, runs: Iterable[tuple[int, bytes]]) -> None:
+        """Give the block its initial contents, ``(offset, bytes)`` runs over zeros;
+        written before the bytes are first read, written or asked about."""
+        if self._image is None:
+            self._image = []
+        self._image.extend(runs)
+
+    def _write_image(self) -> None:
+        runs, self._image = self._image, None
+        view = self._view
+        for start, data in runs or ():
+            view[start : start + len(data)] = data
+
     def __len__(self) -> int:
-        return len(self.data)
+        return self.npages << PAGE_SHIFT
 
     def __repr__(self) -> str:
-        return f"RamBlock({self.idstr!r}, {len(self.data)})"
+        return f"RamBlock({self.idstr!r}, {len(self)})"
 
     # Guest access: every write marks the pages it touches.
 
@@ -295,6 +319,8 @@ class RamBlock:
         not already zero are written."""
         if start >= end:
             return
+        if self._image is not None:
+            self._write_image()  # the image's other pages must survive
         if _DROP_PAGES:
             self._mem.madvise(mmap.MADV_DONTNEED, start, end - start)
         else:
@@ -304,6 +330,8 @@ class RamBlock:
         """Map the pages ``[start, end)`` (page aligned) at once, for reading (never-written
         pages become the zero page) or for writing; only an optimisation."""
         advice = _MADV_POPULATE.get(write)
+        if self._image is not None:
+            self._write_image()
         if advice is not None and start < end:
             try:
                 self._mem.madvise(advice, start, end - start)
@@ -316,6 +344,8 @@ class RamBlock:
         does not say (not Linux, no /proc). Lets the saver skip pages never written."""
         if not _DROP_PAGES or start >= end:
             return None
+        if self._image is not None:
+            self._write_image()  # pages of a pending image are not zeros
         fd = _pagemap_fd.get(os.getpid())
         if fd is None:
             for inherited in _pagemap_fd.values():  # a parent's, after a fork
@@ -352,7 +382,7 @@ class RamBlock:
         return self.read(index * PAGE_SIZE, PAGE_SIZE)
 
     def _check(self, offset: int, length: int) -> None:
-        if offset < 0 or length < 0 or offset + length > len(self.data):
+        if offset < 0 or length < 0 or offset + length > len(self):
             raise ValueError(f"{self.idstr}: access [{offset}, +{length}) outside the block")
 
     # Dirty bitmap, handled in bulk.
@@ -360,7 +390,7 @@ class RamBlock:
     def mark_dirty(self, offset: int = 0, length: int | None = None) -> None:
         """Mark the pages overlapping ``[offset, offset + length)`` (default: all)."""
         if length is None:
-            length = len(self.data) - offset
+            length = len(self) - offset
         if length <= 0:
             return
         first = offset >> PAGE_SHIFT
@@ -434,13 +464,11 @@ class GuestRam:
 
     def load_images(self, images: Iterable[BlockImage], seed: str = "") -> None:
         """Fill blocks with the contents an image describes (firmware, a VGA's memory).
-        Only the non-zero runs are written: a fresh block is zero, and pages never written
-        cost nothing."""
+        Only the non-zero runs are written (a fresh block is zero), and only when the
+        block is first used (:meth:`RamBlock.load_image`)."""
         for image in images:
             block = self.blocks[image.idstr]
-            view = block.view
-            for start, data in _image_runs(image, len(block), seed):
-                view[start : start + len(data)] = data
+            block.load_image(_image_runs(image, len(block), seed))
 
     def __getitem__(self, idstr: str) -> RamBlock:
         return self.blocks[idstr]
