@@ -4,10 +4,14 @@ skipped. Lenient: blocks and sizes are reported, not checked against a machine."
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 from ..emulator.errors import LoadError, Reason
 from ..emulator.stream import StreamReader
+
+# typing.TYPE_CHECKING without importing typing, which the analyzer's start pays for
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "F_COMPRESS_PAGE", "F_CONTINUE", "F_EOS", "F_FULL", "F_HOOK", "F_MEM_SIZE",
