@@ -26,29 +26,49 @@ anchor's). With hyperfine installed it also prints hyperfine's own comparison.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+# A child's peak RSS from wait4 counts the memory of the process that forked it (Linux
+# carries it across exec): forked from this interpreter, every command measured at least
+# this process's 20 MiB. Children are forked by a small helper interpreter instead (about
+# 8 MiB, below every figure here), which times them and reports.
+_SPAWN = """
+import json, os, sys, time
+argv = sys.argv[1:]
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps([time.perf_counter() - t, usage.ru_utime + usage.ru_stime,
+                  usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]))
+"""
+
+
 def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, int]:
-    """Wall time, CPU time, peak RSS (MiB, from wait4: the child's own) and exit status
-    of one fresh process."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode
+    """Wall time, CPU time, peak RSS (MiB, the child's own) and exit status of one fresh
+    process."""
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", _SPAWN, *argv], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    wall, cpu, rss, code = json.loads(out)
+    return wall, cpu, rss, code
 
 
 def make_stream(ram: str) -> str:
