@@ -44,7 +44,6 @@ __all__ = ["DEFAULT_IMAGE", "DockerDriver", "DockerLauncher", "engine_problem", 
 
 DEFAULT_IMAGE = "migmatrix-endpoint:latest"
 MOUNT = "/run/migmatrix"
-MIGRATION_PORT = 4444
 ROLES = ("destination", "source")
 FORK_SERVER = ["python", "-m", "harness.emulator.endpoint.forkserver"]
 
@@ -215,7 +214,7 @@ class DockerLauncher(Launcher):
                 container.reload()
                 if container.status not in ("created", "running"):
                     raise RuntimeError(f"the {role} container ({self.image}) exited: "
-                                       f"{container.logs(tail=5).decode('utf-8', 'replace')}")
+                                       f"{self._server_log(role)}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the {role} container ({self.image}) did not start its "
                                    f"fork server within {CONNECT_TIMEOUT:g} s")
