@@ -1,17 +1,22 @@
 """``migmatrix analyze`` against QEMU's own analyze-migration.py, side by side in one run.
 
     python bench/analyze_qemu.py [--stream FILE] [--ram 512M] [--anchor PATH]
-                                 [--before TREE] [--runs 15]
+                                 [--before TREE] [--runs 15] [--python PATH]
 
 Without ``--stream`` it makes the stream first: Debian's QEMU 7.2 (pc-i440fx-7.2) with a
 guest RAM of ``--ram`` taken from a file filled with random pages (bench/qemu_compare.py),
 migrated to a file over QMP; 512 MiB gives the 514 MiB stream of issue 16. The anchor is
 ``../shared/anchors/analyze-migration.py`` (QEMU's script, run as it is, never copied
 into the project). Both commands run as a user runs them, in fresh processes, alternated
-run by run so that load on the machine falls on both alike: ``migmatrix analyze FILE``
-(the ``migmatrix`` next to this interpreter, or ``python -m harness.cli``) and ``python3
-analyze-migration.py -f FILE``, with the system's python3 for both when it can import
-this tree. ``--before TREE`` (a checkout of an earlier commit) times that tree too.
+run by run so that load on the machine falls on both alike: ``python -m harness.cli
+analyze FILE`` and ``python analyze-migration.py -f FILE``, on one interpreter: the one
+``python3`` on the PATH runs (a shim such as pyenv's is resolved first: its shell and
+``pyenv exec`` would add their own start-up to both), or ``--python``. The tree's
+bytecode is compiled once beforehand, into a scratch pycache, as an installed package's
+is (``PYTHONDONTWRITEBYTECODE`` would compile every module on every run); the script is
+compiled on every run, as a script always is. ``--before TREE`` (a checkout of an earlier
+commit) times that tree too, and the interpreter's bare start-up (``-c pass``), which
+both commands include, is timed alongside.
 
 Prints per command the best and median wall time, CPU time and peak RSS, then the ratio
 of the anchor's time to migmatrix's (target >= 3x, and peak RSS no higher than the
@@ -21,29 +26,49 @@ anchor's). With hyperfine installed it also prints hyperfine's own comparison.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+# A child's peak RSS from wait4 counts the memory of the process that forked it (Linux
+# carries it across exec): forked from this interpreter, every command measured at least
+# this process's 20 MiB. Children are forked by a small helper interpreter instead (about
+# 8 MiB, below every figure here), which times them and reports.
+_SPAWN = """
+import json, os, sys, time
+argv = sys.argv[1:]
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps([time.perf_counter() - t, usage.ru_utime + usage.ru_stime,
+                  usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]))
+"""
+
+
 def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, int]:
-    """Wall time, CPU time, peak RSS (MiB, from wait4: the child's own) and exit status
-    of one fresh process."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode
+    """Wall time, CPU time, peak RSS (MiB, the child's own) and exit status of one fresh
+    process."""
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", _SPAWN, *argv], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    wall, cpu, rss, code = json.loads(out)
+    return wall, cpu, rss, code
 
 
 def make_stream(ram: str) -> str:
@@ -66,14 +91,23 @@ def make_stream(ram: str) -> str:
     return stream
 
 
-def python_for(tree: Path) -> str:
-    """The system's python3 when it can import ``tree``'s analyzer (so that both tools
-    run on the same interpreter), else this one."""
-    system = shutil.which("python3") or sys.executable
-    ok = subprocess.run([system, "-P", "-c", "import harness.analyze"],
+def real_interpreter(name: str) -> str:
+    """The interpreter that ``name`` on the PATH runs, through any shim."""
+    found = shutil.which(name)
+    if found is None:
+        return sys.executable
+    out = subprocess.run([found, "-c", "import sys; print(sys.executable)"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else found
+
+
+def python_for(tree: Path, python: str) -> str:
+    """``python`` when it can import ``tree``'s analyzer (so that both tools run on the
+    same interpreter), else this one."""
+    ok = subprocess.run([python, "-P", "-c", "import harness.analyze"],
                         env={**os.environ, "PYTHONPATH": str(tree)},
                         capture_output=True).returncode == 0
-    return system if ok else sys.executable
+    return python if ok else sys.executable
 
 
 def main() -> None:
@@ -84,25 +118,29 @@ def main() -> None:
                                            "analyze-migration.py"))
     p.add_argument("--before", help="a checkout of an earlier tree, timed as well")
     p.add_argument("--runs", type=int, default=15)
+    p.add_argument("--python", help="the interpreter for both (default: what python3 runs)")
     args = p.parse_args()
+    from qemu_compare import migmatrix_env
+
     stream = args.stream or make_stream(args.ram)
     if not os.path.exists(args.anchor):
         sys.exit(f"{args.anchor}: QEMU's analyze-migration.py is not there (--anchor PATH)")
     size = os.path.getsize(stream)
+    python = args.python or real_interpreter("python3")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    pycache = tempfile.mkdtemp(prefix="mm-pycache-")
     commands: dict[str, tuple[list[str], dict[str, str]]] = {}
     for label, tree in (("migmatrix analyze", REPO),
                         *((("before: " + Path(args.before).name, Path(args.before)),)
                           if args.before else ())):
-        py = python_for(tree)
         # -P: the tree comes from PYTHONPATH, not from the working directory.
-        commands[label] = ([py, "-P", "-m", "harness.cli", "analyze", stream],
-                           {**env, "PYTHONPATH": str(tree)})
-    anchor_py = shutil.which("python3") or sys.executable
-    commands["analyze-migration.py"] = ([anchor_py, args.anchor, "-f", stream], env)
+        commands[label] = ([python_for(tree, python), "-P", "-m", "harness.cli", "analyze",
+                            stream], migmatrix_env(str(tree), pycache))
+    commands["analyze-migration.py"] = ([python, args.anchor, "-f", stream], env)
+    commands["interpreter start-up"] = ([python, "-c", "pass"], env)
     print(f"stream {stream}: {size / 2**20:,.0f} MiB; {args.runs} alternated runs each; "
-          f"load average {os.getloadavg()[0]:.1f}")
-    for argv, e in commands.values():  # warm the page cache and the .pyc files
+          f"load average {os.getloadavg()[0]:.1f}; interpreter {python}")
+    for argv, e in commands.values():  # warm the page cache, compile the tree's bytecode
         measure(argv, e)
     results: dict[str, list[tuple[float, float, float, int]]] = {k: [] for k in commands}
     for _ in range(args.runs):
@@ -130,10 +168,12 @@ def main() -> None:
     if shutil.which("hyperfine"):
         argv = ["hyperfine", "-N", "-w", "2", "-r", str(args.runs)]
         for label, (cmd, e) in commands.items():
-            prefix = f"env PYTHONPATH={e['PYTHONPATH']} " if "PYTHONPATH" in e else ""
+            prefix = (f"env PYTHONPATH={e['PYTHONPATH']} PYTHONPYCACHEPREFIX={pycache} "
+                      if "PYTHONPATH" in e else "")
             argv += ["-n", label, prefix + " ".join(cmd)]
         print("\nhyperfine:", flush=True)
         subprocess.run(argv, check=False, stdout=sys.stdout)
+    shutil.rmtree(pycache, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -260,3 +260,38 @@ def test_real_qemu_stream_decodes_through_its_vmdescription(qemu_stream):
         b = analyze(Input(_Pipe(f.read())))
     assert b.format == "qemu" and b.complete
     assert len(b.elements) == len(a.elements)
+
+
+@pytest.mark.parametrize("window", [None, 10_000, 1 << 20], ids=["bytes", "10k", "1M"])
+def test_ram_runs_of_every_length_are_counted_exactly(tmp_path, window):
+    """Pages, zero pages and filled pages interleaved in runs of 1 to 300 records (across
+    the bulk counter's probes and the reader's windows of a mapped file) are counted one
+    by one, as the general loop would count them, and the section ends at its EOS."""
+    from harness.analyze.ram import F_CONTINUE, F_EOS, F_PAGE, F_ZERO, RamSummary
+    from harness.emulator.stream import MappedFile, StreamReader
+
+    out = bytearray((0 | F_ZERO).to_bytes(8, "big") + bytes([6]) + b"pc.ram" + b"\0")
+    expected = {"zero": 1, "fill": 0, "page": 0}
+    addr = 4096
+    for i, n in enumerate([1, 63, 64, 65, 127, 128, 129, 300, 2, 1, 191, 192, 193]):
+        for _ in range(n):
+            if i % 3 == 0:
+                out += (addr | F_CONTINUE | F_PAGE).to_bytes(8, "big") + bytes([i]) * 4096
+                expected["page"] += 1
+            else:
+                out += (addr | F_CONTINUE | F_ZERO).to_bytes(8, "big") + bytes([i % 2])
+                expected["fill" if i % 2 else "zero"] += 1
+            addr += 4096
+    out += F_EOS.to_bytes(8, "big")
+    if window is None:
+        r = StreamReader(bytes(out))
+    else:
+        (tmp_path / "ram").write_bytes(out)
+        with open(tmp_path / "ram", "rb") as f:
+            r = StreamReader(MappedFile(f, window=window))
+    ram = RamSummary(4, qemu=True)
+    ram.load(r, 4)
+    assert r.offset == len(out)
+    block = ram.summary()["blocks"][0]
+    assert {k: block[k] for k in expected} == expected
+    assert ram.last_chunk["records"] == sum(expected.values()) + 1

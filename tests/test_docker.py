@@ -1,4 +1,5 @@
-"""The docker driver: endpoints in two containers, migration over a bridge network.
+"""The docker driver: endpoints in two containers, migration over a bridge network; the
+containers are started once per driver and each cell's endpoints are forked in them.
 
 Needs a Docker engine (``DOCKER_HOST``) and the endpoint image built from this checkout
 (containers/README.md). Without them the tests skip, saying why; in CI (``CI=true``) a
@@ -68,15 +69,51 @@ def test_the_default_matrix_subset_gives_the_same_verdicts_in_containers() -> No
     assert new_leftovers(before) == (set(), set())
 
 
-def test_a_killed_container_is_a_crash_and_everything_is_removed() -> None:
+def _new_pc_cell(scenario: str = "live-ram", time_limit: float = 30) -> Cell:
+    ep = Endpoint("new/pc", "new", "pc", 2 << 20)
+    return Cell(ep, ep, scenario, 0, ("pass",), "test", None, time_limit)
+
+
+def test_a_killed_endpoint_is_a_crash_and_everything_is_removed() -> None:
     from harness.drivers.containers import DockerDriver
 
     before = leftovers()
-    ep = Endpoint("new/pc", "new", "pc", 2 << 20)
-    cell = Cell(ep, ep, "live-ram", 0, ("pass",), "test", None, 30)
     with DockerDriver(destination_args=["--x-debug-kill-after", str(64 << 10)]) as driver:
-        outcome = driver.run_cell(cell)
+        outcome = driver.run_cell(_new_pc_cell())
     assert classify(outcome) is Verdict.CRASHED, outcome.message
     dest = outcome.extra["endpoints"]["destination"]
-    assert dest["argv"][:2] == ["docker", "run"] and dest["exit_code"] not in (None, 0)
+    assert dest["argv"][:2] == ["docker", "run"] and dest["exit_code"] == -9
+    assert new_leftovers(before) == (set(), set())
+
+
+def test_a_hung_endpoint_is_killed_through_its_container_and_the_next_cell_runs() -> None:
+    """The host cannot signal a process of the container's pid namespace: the timeout
+    kills the hung destination through its fork server, and the containers serve on."""
+    from harness.drivers.containers import DockerDriver
+
+    class HangsOnce(DockerDriver):
+        def endpoint_args(self, cell: Cell, role: str) -> list[str]:
+            hang = cell.scenario == "idle" and role == "destination"
+            return ["--x-debug-hang-on", "x-dump-state"] if hang else []
+
+    before = leftovers()
+    with HangsOnce() as driver:
+        hung = driver.run_cell(_new_pc_cell("idle", time_limit=3))
+        following = driver.run_cell(_new_pc_cell("live-ram"))
+    assert classify(hung) is Verdict.TIMEOUT, (hung.message, hung.harness_error)
+    assert hung.extra["endpoints"]["destination"]["exit_code"] == -9
+    assert classify(following) is Verdict.PASS, following.message
+    assert new_leftovers(before) == (set(), set())
+
+
+def test_a_container_that_died_between_cells_is_replaced() -> None:
+    from harness.drivers.containers import DockerDriver
+
+    before = leftovers()
+    with DockerDriver() as driver:
+        first = driver.run_cell(_new_pc_cell("idle"))
+        driver.launcher.containers["source"].kill()  # type: ignore[attr-defined]
+        second = driver.run_cell(_new_pc_cell("idle"))
+    assert classify(first) is Verdict.PASS, first.message
+    assert classify(second) is Verdict.PASS, (second.message, second.harness_error)
     assert new_leftovers(before) == (set(), set())

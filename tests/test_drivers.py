@@ -167,3 +167,37 @@ def test_killed_and_hung_endpoints_leave_the_rest_of_a_run_intact() -> None:
     results = [(c.scenario, classify(driver.run_cell(c))) for c in cells]
     assert results == [("idle", Verdict.PASS), ("ide-pio", Verdict.CRASHED),
                        ("serial-configured", Verdict.TIMEOUT), ("live-ram", Verdict.PASS)]
+
+
+def test_a_fork_server_child_in_another_pid_namespace_is_killed_through_the_server(
+        tmp_path: Path) -> None:
+    """A client that cannot signal the child itself (the host of a container) asks the
+    server to: the child dies by SIGKILL and its exit status still arrives."""
+    import os
+    import subprocess
+    import sys
+
+    from harness.drivers.processes import PACKAGE_ROOT, fork_endpoint
+
+    sock = tmp_path / "fork.sock"
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
+    server = subprocess.Popen([sys.executable, "-m", "harness.emulator.endpoint.forkserver",
+                               str(sock)], env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        args = ["--release", "new", "--machine", "pc", "--ram", "2M",
+                "--qmp", f"unix:{tmp_path / 'e.qmp'}"]
+        child = fork_endpoint(str(sock), {"argv": args, "log": str(tmp_path / "e.log"),
+                                          "cwd": str(tmp_path)}, remote=True)
+        assert child is not None
+        while not (tmp_path / "e.qmp").exists():  # it runs, waiting for its monitor
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        child.kill()
+        assert child.wait(timeout=10) == -9
+    finally:
+        server.terminate()
+        server.wait(10)

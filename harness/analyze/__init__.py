@@ -44,7 +44,6 @@ import importlib
 import json
 import struct
 import sys
-from typing import Any, BinaryIO
 
 from ..emulator.errors import ConfigError, EmulatorError, LoadError, Reason
 from ..emulator.sections import FILE_MAGIC
@@ -63,6 +62,11 @@ from .ram import (
 from .render import render_text
 from .source import Input
 from .vmdesc import find_trailer
+
+# typing.TYPE_CHECKING without importing typing, which the analyzer's start pays for
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 __all__ = [
     "ANALYSIS_SCHEMA",

@@ -4,10 +4,14 @@ the :class:`Analysis` that holds them, with their JSON form."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from ..emulator.errors import LoadError
 from ..emulator.sections import SectionRecord, section_key
+
+# typing.TYPE_CHECKING without importing typing, which the analyzer's start pays for
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ANALYSIS_SCHEMA", "ELEMENTS_KEPT", "PARTS_KEPT", "Analysis", "Element",
            "SectionInfo", "error_dict",
@@ -179,8 +183,13 @@ def error_dict(e: LoadError) -> dict[str, Any]:
     return e.to_dict()
 
 def short(value: Any, limit: int = 24) -> str:
-    v = json_value(value)
-    text = json.dumps(v) if not isinstance(v, str) else v
     if isinstance(value, int) and not isinstance(value, bool):
         text = f"{value} (0x{value & ((1 << 64) - 1):x})" if value >= 0 else str(value)
+    else:
+        if isinstance(value, (list, tuple)) and len(value) > limit >= 3:
+            # Each element shows as one character or more, and a separator follows it:
+            # the first ``limit`` elements already give the text up to the cut.
+            value = value[:limit]
+        v = json_value(value)
+        text = json.dumps(v) if not isinstance(v, str) else v
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -4,8 +4,8 @@ through that JSON."""
 
 from __future__ import annotations
 
+import struct
 from collections import deque
-from typing import Any
 
 from ..emulator.errors import LoadError, Reason
 from ..emulator.sections import FILE_MAGIC
@@ -13,6 +13,11 @@ from .elements import Analysis, Element, SectionInfo, error_dict
 from .ram import PAGE_SIZE, RamSummary, ram_chunk_text
 from .source import Input
 from .vmdesc import DescriptionError, Device, Trailer, Vmsd, find_trailer, parse_devices
+
+# typing.TYPE_CHECKING without importing typing, which the analyzer's start pays for
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["T_CONFIG", "decode_qemu", "find_vmdescription"]
 
@@ -251,15 +256,17 @@ class _QemuDecoder:
                         break
                 continue
             total = size * (n or 1)
-            self.need(total, f"{path}/{comp}", field=f"{path}/{comp}")
+            field = f"{path}/{comp}"
             start = r.offset
+            if total > self.size - start:
+                self.need(total, field, field=field)
             if total <= 4096:
                 raw = r.read_bytes(total)
                 value = _typed_value(f.type, raw, size, n)
             else:
                 r.skip(total)
                 value = f"<{total} bytes>"
-            self.el("field", start, r.offset, f"{path}/{comp}", value, f.type)
+            self.el("field", start, start + total, field, value, f.type)
         for s in desc.subsections:
             at = r.offset
             marker = r.read_u8()
@@ -293,21 +300,22 @@ class _QemuDecoder:
                     "bytes after the end of the stream")
 
 
-_INT_TYPES = {"int8": (1, True), "int16": (2, True), "int32": (4, True), "int64": (8, True),
-              "uint8": (1, False), "uint16": (2, False), "uint32": (4, False),
-              "uint64": (8, False), "timer": (8, True), "int32 equal": (4, True),
-              "int32 le": (4, True), "uint8 equal": (1, False), "uint16 equal": (2, False),
-              "uint32 equal": (4, False), "uint64 equal": (8, False), "bool": (1, False)}
+# Integer field types: their size and their struct code (signed, unsigned).
+_INT_TYPES = {"int8": (1, "b"), "int16": (2, "h"), "int32": (4, "i"), "int64": (8, "q"),
+              "uint8": (1, "B"), "uint16": (2, "H"), "uint32": (4, "I"),
+              "uint64": (8, "Q"), "timer": (8, "q"), "int32 equal": (4, "i"),
+              "int32 le": (4, "i"), "uint8 equal": (1, "B"), "uint16 equal": (2, "H"),
+              "uint32 equal": (4, "I"), "uint64 equal": (8, "Q"), "bool": (1, "B")}
 
 
 def _typed_value(kind: str, raw: bytes, size: int, n: Any) -> Any:
     spec = _INT_TYPES.get(kind)
     if spec and spec[0] == size and len(raw) % size == 0:
-        vals = [int.from_bytes(raw[i : i + size], "big", signed=spec[1])
-                for i in range(0, len(raw), size)]
-        if kind == "bool":
-            vals = [bool(v) for v in vals]  # type: ignore[misc]
-        return vals if n else vals[0]
+        if not n:
+            value = struct.unpack(f">{spec[1]}", raw)[0]
+            return bool(value) if kind == "bool" else value
+        vals = list(struct.unpack(f">{len(raw) // size}{spec[1]}", raw))
+        return [bool(v) for v in vals] if kind == "bool" else vals
     return raw
 
 

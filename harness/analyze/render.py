@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .elements import Analysis, Element, short
 from .ram import RAM_KINDS
+
+# typing.TYPE_CHECKING without importing typing, which the analyzer's start pays for
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["render_text"]
 

@@ -14,9 +14,13 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from typing import Any, BinaryIO
 
 from ..emulator.stream import MappedFile, StreamReader
+
+# typing.TYPE_CHECKING without importing typing, which the analyzer's start pays for
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 __all__ = ["READ_CHUNK", "Input"]
 

@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any, NamedTuple
 
 from .source import Input
+
+# typing.TYPE_CHECKING without importing typing, which the analyzer's start pays for
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["MAX_DEPTH", "MAX_JSON_BYTES", "DescriptionError", "Device", "FieldDesc",
            "Trailer", "Vmsd", "find_trailer", "parse_devices"]
@@ -42,45 +46,65 @@ class DescriptionError(ValueError):
         super().__init__(f"{path}: {message}")
 
 
-# NamedTuples, not dataclasses: importing dataclasses costs the analyzer's start more
-# than reading the description does.
+# Plain classes, not dataclasses or NamedTuples: importing dataclasses or typing costs the
+# analyzer's start more than reading the description does.
 
 
-class Trailer(NamedTuple):
+class _Record:
+    """Attributes named in ``__slots__``, set in order from the arguments."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"{type(self).__name__}({inner})"
+
+    def __eq__(self, other: Any) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Trailer(_Record):
     """Where the trailer is (the offset of its 0x06), its length, and its JSON or why
     that could not be read."""
 
-    offset: int
-    length: int
-    doc: Any = None
-    error: str | None = None
+    __slots__ = ("offset", "length", "doc", "error")
+
+    def __init__(self, offset: int, length: int, doc: Any = None,
+                 error: str | None = None) -> None:
+        self.offset, self.length, self.doc, self.error = offset, length, doc, error
 
 
-class FieldDesc(NamedTuple):
-    name: str
-    type: str
-    size: int
-    array_len: int | None
-    index: int | None
-    struct: Vmsd | None
+class FieldDesc(_Record):
+    __slots__ = ("name", "type", "size", "array_len", "index", "struct")
+
+    def __init__(self, name: str, type: str, size: int, array_len: int | None,
+                 index: int | None, struct: Vmsd | None) -> None:
+        self.name, self.type, self.size = name, type, size
+        self.array_len, self.index, self.struct = array_len, index, struct
 
 
-class Vmsd(NamedTuple):
-    name: str
-    version: int | None
-    fields: list[FieldDesc]
-    subsections: list[Vmsd]
+class Vmsd(_Record):
+    __slots__ = ("name", "version", "fields", "subsections")
+
+    def __init__(self, name: str, version: int | None, fields: list[FieldDesc],
+                 subsections: list[Vmsd]) -> None:
+        self.name, self.version = name, version
+        self.fields, self.subsections = fields, subsections
 
 
-class Device(NamedTuple):
+class Device(_Record):
     """One entry of ``devices``: its section name and instance, and its description
     (``None`` with ``error`` set when the description is malformed)."""
 
-    index: int
-    name: str
-    instance_id: int
-    vmsd: Vmsd | None
-    error: DescriptionError | None = None
+    __slots__ = ("index", "name", "instance_id", "vmsd", "error")
+
+    def __init__(self, index: int, name: str, instance_id: int, vmsd: Vmsd | None,
+                 error: DescriptionError | None = None) -> None:
+        self.index, self.name, self.instance_id = index, name, instance_id
+        self.vmsd, self.error = vmsd, error
 
 
 def find_trailer(inp: Input, *, max_tail: int = 64 << 20) -> Trailer | None:

@@ -1,33 +1,51 @@
 """The ``docker`` driver: source and destination in separate containers.
 
-Per cell: a user-defined bridge network, a destination and a source container of the
-endpoint image (``containers/Dockerfile``; ``MIGMATRIX_DOCKER_IMAGE`` overrides the name),
-both with the cell's temporary directory bind-mounted at ``/run/migmatrix``. Their QMP
-monitors are unix sockets in that directory, reached from the host; the source migrates
-over TCP to the destination's container name on the network. Containers and the network
-are removed when the cell ends, whatever happened in it. The engine is the one the docker
-SDK finds (``DOCKER_HOST``; see containers/README.md for starting one here).
+Per driver (a run, or each worker of ``--jobs N``): one user-defined bridge network and
+two containers of the endpoint image (``containers/Dockerfile``; ``MIGMATRIX_DOCKER_IMAGE``
+overrides the name), a source and a destination container, both with the run's temporary
+directory bind-mounted at ``/run/migmatrix``. Each runs the endpoint fork server
+(:mod:`harness.emulator.endpoint.forkserver`) instead of an endpoint: every cell still
+gets two fresh endpoint processes, one forked in each container, with the cell's own
+directory under the mount, but neither a container start (about 1 s here) nor an
+interpreter start is on a cell's path any more. The QMP monitors are unix sockets in the
+cell's directory, reached from the host; the destination listens on a port the kernel
+picks and the source migrates over TCP to the destination container's name. An endpoint
+is killed through its fork server (its pid belongs to the container's namespace); a fork
+server that stopped answering is replaced by a fresh container. The containers and the
+network are removed when the driver closes or its process exits; a killed run leaves them
+to ``containers/start-dockerd.sh``, which removes whatever carries the ``migmatrix``
+label. The engine is the one the docker SDK finds (``DOCKER_HOST``; see
+containers/README.md for starting one here).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import multiprocessing.util
 import os
 import shlex
+import shutil
+import tempfile
+import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ..matrix import Cell, Endpoint
 from ..sources import source_digest
-from .qmp import LOG_TAIL_LINES, EndpointHandle, Launcher, QMPDriver
+from .processes import ForkedEndpoint, ProcessHandle, fork_endpoint
+from .qmp import CONNECT_TIMEOUT, LOG_TAIL_LINES, EndpointHandle, Launcher, QMPDriver
 
 __all__ = ["DEFAULT_IMAGE", "DockerDriver", "DockerLauncher", "engine_problem", "source_digest"]
 
 DEFAULT_IMAGE = "migmatrix-endpoint:latest"
 MOUNT = "/run/migmatrix"
-MIGRATION_PORT = 4444
+ROLES = ("destination", "source")
+FORK_SERVER = ["python", "-m", "harness.emulator.endpoint.forkserver"]
 
 
 def image_name() -> str:
@@ -117,71 +135,173 @@ class ContainerHandle(EndpointHandle):
 
 
 class DockerLauncher(Launcher):
+    """Endpoints forked in two long-lived containers (see the module docstring)."""
+
     def __init__(self, image: str | None = None) -> None:
         self.image = image or image_name()
         self.client: Any = None  # connected at the first cell: no engine -> error cells
-        self.workdir: Path | None = None
-        self.network: Any = None
         self.tag = ""
-        self.handles: list[ContainerHandle] = []
+        self.run_dir: Path | None = None  # mounted at MOUNT in both containers
+        self.network: Any = None
+        self.containers: dict[str, Any] = {}  # role -> its container (a fork server)
+        self.names: dict[str, str] = {}  # role -> that container's name and host name
+        self._started = 0
+        self.workdir: Path | None = None
+        self._exit_hooks = False
+
+    def new_workdir(self) -> Path:
+        if self.run_dir is None:
+            self.run_dir = Path(tempfile.mkdtemp(prefix="mm-docker-"))
+            os.chmod(self.run_dir, 0o777)  # the containers' user may not be this one
+        workdir = Path(tempfile.mkdtemp(prefix="cell-", dir=self.run_dir))
+        os.chmod(workdir, 0o777)
+        return workdir
 
     async def open_cell(self, cell: Cell, workdir: Path) -> None:
+        self.workdir = workdir
+        missing = [role for role in ROLES if role not in self.containers]
+        if missing:
+            await asyncio.to_thread(self._start_servers, missing)
+
+    async def close_cell(self) -> None:
+        self.workdir = None
+
+    def _socket(self, role: str) -> Path:
+        assert self.run_dir is not None
+        return self.run_dir / f"{role}.fork"
+
+    def _start_servers(self, roles: list[str]) -> None:
+        """(Re)start the fork server containers of ``roles``, side by side, and wait
+        until each listens."""
         if self.client is None:
             import docker
 
             self.client = docker.from_env(timeout=60)
-        self.workdir = workdir
-        os.chmod(workdir, 0o777)
-        self.tag = f"mm-{uuid.uuid4().hex[:10]}"
-        self.network = await asyncio.to_thread(
-            self.client.networks.create, self.tag, driver="bridge",
-            labels={"migmatrix": "cell"})
+            if not self._exit_hooks:  # the driver's process may end without closing it
+                atexit.register(self.shutdown)
+                # Pool workers leave through multiprocessing's exit, which skips atexit.
+                multiprocessing.util.Finalize(self, self.shutdown, exitpriority=10)
+                self._exit_hooks = True
+        if self.network is None:
+            self.tag = f"mm-{uuid.uuid4().hex[:10]}"
+            self.network = self.client.networks.create(self.tag, driver="bridge",
+                                                       labels={"migmatrix": "run"})
+        with ThreadPoolExecutor(len(roles)) as pool:
+            list(pool.map(self._start_server, roles))  # raises what a start raised
 
-    async def close_cell(self) -> None:
-        for h in self.handles:
-            await asyncio.to_thread(h.remove)
-        self.handles = []
-        if self.network is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.network.remove)
-            self.network = None
+    def _start_server(self, role: str) -> None:
+        assert self.run_dir is not None
+        old = self.containers.pop(role, None)
+        if old is not None:
+            _remove(old)
+        sock = self._socket(role)
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        # A new name for a replacement: the one it replaces may still be on its way out.
+        self._started += 1
+        name = self.names[role] = f"{self.tag}-{role[:3]}{self._started}"
+        container = self.client.containers.run(
+            self.image, [f"{MOUNT}/{sock.name}"], entrypoint=FORK_SERVER, name=name,
+            hostname=name, network=self.tag, detach=True, labels={"migmatrix": role},
+            volumes={str(self.run_dir): {"bind": MOUNT, "mode": "rw"}},
+            auto_remove=True)  # gone by itself once its server ends (its socket removed)
+        self.containers[role] = container
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        polls = 0
+        while not sock.exists():
+            polls += 1
+            if polls % 50 == 0:  # every half second: has it died meanwhile?
+                container.reload()
+                if container.status not in ("created", "running"):
+                    raise RuntimeError(f"the {role} container ({self.image}) exited: "
+                                       f"{self._server_log(role)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {role} container ({self.image}) did not start its "
+                                   f"fork server within {CONNECT_TIMEOUT:g} s")
+            time.sleep(0.01)
 
-    def _name(self, role: str) -> str:
-        return f"{self.tag}-{role[:3]}"
+    def _fork(self, role: str, args: list[str], log: Path) -> ForkedEndpoint:
+        """An endpoint forked in the container of ``role``; a server that does not answer
+        is replaced by a fresh container once."""
+        assert self.workdir is not None
+        where = f"{MOUNT}/{self.workdir.name}"
+        request = {"argv": args, "log": f"{where}/{log.name}", "cwd": where}
+        log.write_bytes(b"")
+        for attempt in range(2):
+            if attempt:
+                self._start_servers([role])
+            forked = fork_endpoint(str(self._socket(role)), request, remote=True)
+            if forked is not None:
+                return forked
+        raise RuntimeError(f"the fork server of the {role} container does not answer; its "
+                           f"output: {self._server_log(role)}")
 
     async def launch(self, endpoint: Endpoint, role: str, *, incoming: bool,
                      extra_args: list[str]) -> EndpointHandle:
-        assert self.workdir is not None
+        assert self.workdir is not None and self.run_dir is not None
+        where = f"{MOUNT}/{self.workdir.name}"
         args = ["--release", endpoint.release, "--machine", endpoint.machine,
-                "--ram", str(endpoint.ram_size), "--qmp", f"unix:{MOUNT}/{role}.qmp"]
+                "--ram", str(endpoint.ram_size), "--qmp", f"unix:{where}/{role}.qmp"]
         if incoming:
             args += ["--incoming", "defer"]
         args += extra_args
-        name = self._name(role)
-        argv = ["docker", "run", "--name", name, "--network", self.tag,
-                "-v", f"{self.workdir}:{MOUNT}", self.image, *args]
-        container = await asyncio.to_thread(
-            self.client.containers.run, self.image, args, name=name, hostname=name,
-            network=self.tag, detach=True, labels={"migmatrix": role},
-            volumes={str(self.workdir): {"bind": MOUNT, "mode": "rw"}})
-        handle = ContainerHandle(role, [shlex.quote(a) for a in argv], container, self.workdir)
-        handle.start_waiting()
-        self.handles.append(handle)
-        return handle
+        # What it runs as, as one command (it is forked from the container's server).
+        argv = ["docker", "run", "--network", self.tag, "-v", f"{self.run_dir}:{MOUNT}",
+                self.image, *args]
+        log = self.workdir / f"{role}.log"
+        forked = await asyncio.to_thread(self._fork, role, args, log)
+        return ProcessHandle(role, [shlex.quote(a) for a in argv], forked,
+                             str(self.workdir / f"{role}.qmp"), log)
 
     def incoming_uri(self, destination: EndpointHandle) -> str:
-        return f"tcp:0.0.0.0:{MIGRATION_PORT}"
+        return "tcp:0.0.0.0:0"  # the port the kernel picks: query-migrate tells it
 
     def outgoing_uri(self, destination: EndpointHandle,
                      socket_address: list[dict[str, Any]]) -> str:
-        port = MIGRATION_PORT
         for addr in socket_address:
             if addr.get("type") == "inet":
-                port = int(addr["port"])
-        return f"tcp:{self._name(destination.role)}:{port}"
+                return f"tcp:{self.names[destination.role]}:{int(addr['port'])}"
+        raise RuntimeError(f"the destination reports no listening port ({socket_address})")
 
     def endpoint_path(self, handle: EndpointHandle, name: str) -> str:
-        return f"{MOUNT}/{name}"
+        assert self.workdir is not None
+        return f"{MOUNT}/{self.workdir.name}/{name}"
+
+    def _server_log(self, role: str) -> str:
+        """The last lines of a fork server container's output."""
+        container = self.containers.get(role)
+        if container is None:
+            return ""
+        try:
+            return str(container.logs(tail=LOG_TAIL_LINES).decode("utf-8", "replace"))
+        except Exception as e:
+            return f"(logs unavailable: {type(e).__name__}: {e})"
+
+    def shutdown(self) -> None:
+        """Remove the containers (side by side), the network and the run's directory.
+        Also at interpreter exit, where an executor no longer takes work: plain threads."""
+        containers, self.containers = list(self.containers.values()), {}
+        removers = [threading.Thread(target=_remove, args=(c,)) for c in containers]
+        for t in removers:
+            t.start()
+        for t in removers:
+            t.join()
+        if self.network is not None:
+            with contextlib.suppress(Exception):
+                self.network.remove()
+            self.network = None
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.close()
+            self.client = None
+
+
+def _remove(container: Any) -> None:
+    with contextlib.suppress(Exception):
+        container.remove(force=True)
 
 
 class DockerDriver(QMPDriver):
@@ -193,6 +313,4 @@ class DockerDriver(QMPDriver):
     def close(self) -> None:
         launcher = self.launcher
         assert isinstance(launcher, DockerLauncher)
-        if launcher.client is not None:
-            launcher.client.close()
-            launcher.client = None
+        launcher.shutdown()

@@ -34,7 +34,8 @@ from typing import Any
 from ..matrix import Cell, Endpoint
 from .qmp import LOG_TAIL_LINES, EndpointHandle, Launcher, QMPDriver
 
-__all__ = ["LocalLauncher", "ProcessHandle", "SubprocessDriver", "endpoint_argv", "tail"]
+__all__ = ["ForkedEndpoint", "LocalLauncher", "ProcessHandle", "SubprocessDriver",
+           "endpoint_argv", "fork_endpoint", "tail"]
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -96,13 +97,16 @@ class ProcessHandle(EndpointHandle):
         return tail(self.log, lines)
 
 
-class _Forked:
-    """A child of the fork server, with the parts of :class:`subprocess.Popen` that
-    :class:`ProcessHandle` uses; its exit status arrives on the request's connection."""
+class ForkedEndpoint:
+    """A child of a fork server, with the parts of :class:`subprocess.Popen` that
+    :class:`ProcessHandle` uses; its exit status arrives on the request's connection.
+    ``remote``: the child is in another pid namespace (a container), so it is killed
+    through the server, and its pid says nothing here."""
 
-    def __init__(self, conn: socket.socket, pid: int) -> None:
+    def __init__(self, conn: socket.socket, pid: int, *, remote: bool = False) -> None:
         self.conn = conn
         self.pid = pid
+        self.remote = remote
         self.returncode: int | None = None
         self._buf = b""
         self._eof = False
@@ -128,6 +132,9 @@ class _Forked:
                 return self.returncode
             self._eof = True
             self.conn.close()
+        if self.remote:  # the server is gone, and its children with it (their container)
+            self.returncode = -signal.SIGKILL  # exit status unknown
+            return self.returncode
         try:  # the server is gone: all that is left to know is whether the child is
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -137,8 +144,13 @@ class _Forked:
         return self.returncode
 
     def kill(self) -> None:
-        if self.poll() is None:
+        if self.poll() is not None:
+            return
+        if not self.remote:
             os.kill(self.pid, signal.SIGKILL)
+            return
+        with contextlib.suppress(OSError):
+            self.conn.send(json.dumps({"signal": int(signal.SIGKILL)}).encode() + b"\n")
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -147,6 +159,30 @@ class _Forked:
                 raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
             time.sleep(0.005)
         return code
+
+
+def fork_endpoint(server: str, request: dict[str, Any], *, remote: bool = False
+                  ) -> ForkedEndpoint | None:
+    """Ask the fork server listening at ``server`` for an endpoint (``request``: argv,
+    log, cwd, as the server sees paths); ``None`` when the server does not answer."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.settimeout(10)
+        conn.connect(server)
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        reply = b""
+        while b"\n" not in reply:
+            data = conn.recv(4096)
+            if not data:
+                raise ConnectionError("fork server closed the connection")
+            reply += data
+    except OSError:
+        conn.close()
+        return None
+    line, rest = reply.split(b"\n", 1)
+    forked = ForkedEndpoint(conn, int(json.loads(line)["pid"]), remote=remote)
+    forked._buf = rest
+    return forked
 
 
 class LocalLauncher(Launcher):
@@ -239,27 +275,12 @@ class LocalLauncher(Launcher):
             multiprocessing.util.Finalize(self, self.stop_forkserver, exitpriority=10)
             self._atexit = True
 
-    def _fork(self, server: str, args: list[str], log: Path) -> _Forked | None:
+    def _fork(self, server: str, args: list[str], log: Path) -> ForkedEndpoint | None:
         log.write_bytes(b"")
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            conn.settimeout(10)
-            conn.connect(server)
-            conn.sendall(json.dumps({"argv": args, "log": str(log),
-                                     "cwd": str(self.workdir)}).encode() + b"\n")
-            reply = b""
-            while b"\n" not in reply:
-                data = conn.recv(4096)
-                if not data:
-                    raise ConnectionError("fork server closed the connection")
-                reply += data
-        except OSError:
-            conn.close()
+        forked = fork_endpoint(server, {"argv": args, "log": str(log),
+                                        "cwd": str(self.workdir)})
+        if forked is None:
             self.stop_forkserver()
-            return None
-        line, rest = reply.split(b"\n", 1)
-        forked = _Forked(conn, int(json.loads(line)["pid"]))
-        forked._buf = rest
         return forked
 
     def stop_forkserver(self) -> None:

@@ -123,6 +123,10 @@ class Launcher(abc.ABC):
     """Starts endpoints for one cell at a time; :meth:`open_cell` / :meth:`close_cell`
     bracket a cell (a temporary directory, a network), whatever happens in it."""
 
+    def new_workdir(self) -> Path:
+        """A fresh directory for a cell's sockets, logs and stream copy (removed after)."""
+        return Path(tempfile.mkdtemp(prefix="mm-"))
+
     @abc.abstractmethod
     async def open_cell(self, cell: Cell, workdir: Path) -> None: ...
 
@@ -217,7 +221,7 @@ class QMPDriver(Driver):
         return outcome
 
     async def _run_cell(self, cell: Cell, outcome: Outcome) -> None:
-        workdir = Path(tempfile.mkdtemp(prefix="mm-"))
+        workdir = self.launcher.new_workdir()
         handles: dict[str, EndpointHandle] = {}
         clients: dict[str, QMPClient] = {}
         try:

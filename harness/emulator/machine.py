@@ -19,7 +19,7 @@ import importlib
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .devices import MEDIA, Board, Device
 from .errors import ConfigError
@@ -27,8 +27,11 @@ from .ram import RAM, BlockImage, RamLoaderQuirks, compare_ram
 from .releases import MachineType, RamOrder, Release, get_release
 from .savevm import HeaderPolicy, LoadReport, Saver, load_stream
 from .sections import section_key
-from .stream import Sink, StreamReader, StreamWriter
+from .stream import StreamReader, StreamWriter
 from .vmstate import Tracer, dump_state
+
+if TYPE_CHECKING:
+    from .stream import Sink
 
 __all__ = [
     "DEFAULT_RAM_SIZE",

@@ -8,7 +8,10 @@ names and nothing of the engine: importing them costs nothing.
 
 from __future__ import annotations
 
-from typing import Any
+# typing.TYPE_CHECKING without importing typing, which the analyzer's start pays for
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["FILE_MAGIC", "SectionRecord", "section_key"]
 

@@ -24,11 +24,21 @@ import os
 import stat
 import struct
 import weakref
-from typing import Any, Protocol
 
 from .errors import TruncatedInput
 
-__all__ = ["MappedFile", "StreamReader", "StreamWriter", "Sink"]
+# typing.TYPE_CHECKING without importing typing, which the analyzer's start pays for
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    class Sink(Protocol):
+        """Where a :class:`StreamWriter` flushes to: anything with ``write``."""
+
+        def write(self, data: Any, /) -> Any: ...
+
+
+__all__ = ["MappedFile", "StreamReader", "StreamWriter"]
 
 _KEEP_MOST = 1 << 26  # a skip cut short by the end puts back at most this much
 
@@ -39,10 +49,6 @@ _I8 = struct.Struct(">b")
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
-
-
-class Sink(Protocol):
-    def write(self, data: Any, /) -> Any: ...
 
 
 class StreamWriter:

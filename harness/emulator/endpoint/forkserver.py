@@ -11,11 +11,15 @@ Protocol, one connection per endpoint, JSON lines::
     -> {"argv": [endpoint arguments], "log": PATH, "cwd": PATH}
     <- {"pid": N}                       the child runs, in its own session, with stdin
                                         /dev/null and stdout and stderr appended to PATH
+    -> {"signal": N}                    optional, later: send the child signal N (a
+                                        client in another pid namespace, such as the
+                                        host of a container, cannot kill it itself)
     <- {"exit": CODE}                   when it ends: its exit status, or -SIGNAL
 
 The child sees the environment the server was started with (seeded bugs are read from it
 at import time), so a client starts one server per environment. The server ends when its
-socket is removed, when it is sent SIGTERM, or when its parent exits.
+socket is removed, when it is sent SIGTERM, or when its parent exits. It reaps whatever
+child of it exits, so it can also be a container's first process.
 """
 
 from __future__ import annotations
@@ -80,7 +84,8 @@ def serve(path: str) -> list[str] | None:
                         conn.close()
                     continue
                 if conn not in pending:
-                    continue  # nothing more is expected from a client after its request
+                    _signal_child(conn, data, children)  # after its request, only signals
+                    continue
                 buf = pending[conn] + data
                 if b"\n" not in buf:
                     pending[conn] = buf
@@ -132,6 +137,19 @@ def _reap(children: dict[int, socket.socket], sel: selectors.BaseSelector) -> No
         with contextlib.suppress(KeyError, ValueError):
             sel.unregister(conn)  # before closing: a new connection may reuse its number
         conn.close()
+
+
+def _signal_child(conn: socket.socket, data: bytes, children: dict[int, socket.socket]
+                  ) -> None:
+    """Send the child of ``conn`` the signals its client asks for in ``data`` (JSON lines,
+    ``{"signal": N}``; anything else is ignored)."""
+    pid = next((p for p, c in children.items() if c is conn), None)
+    for line in data.splitlines():
+        with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
+            number = int(json.loads(line)["signal"])
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, number)
 
 
 def _become_child(request: dict[str, Any]) -> None:
