@@ -28,7 +28,7 @@ from .emulator.machine import Machine
 from .emulator.releases import Release
 
 __all__ = ["SCENARIOS", "Scenario", "all_scenarios", "catalogue", "get_scenario", "media_of",
-           "apply_scenario", "lookup"]
+           "apply_scenario", "lookup", "saved_scenario"]
 
 
 @dataclass(frozen=True)
@@ -231,3 +231,28 @@ def apply_scenario(machine: Machine, scenario: Scenario | str, seed: int = 0) ->
                          f"{', '.join(sorted(missing))}")
     run_program(machine, scenario.name, seed)
     return scenario
+
+
+def saved_scenario(release: str, machine: str, ram_size: int, scenario: str, seed: int = 0,
+                   *, nic: str | None = None, vga: str = "cirrus",
+                   host_time_ns: int | None = None) -> tuple[Machine, bytes]:
+    """A source machine started for ``scenario``, put in its state for ``seed`` and saved:
+    the machine as the save left it, and the stream.
+
+    Deterministic for its arguments, so the last one is kept: the cells of one source
+    and scenario (a destination each) and the prediction of each save it once, as a user
+    saves once and loads the file on each build. Callers only read the machine.
+    """
+    key = (release, machine, ram_size, scenario, seed, nic, vga, host_time_ns)
+    if _LAST_SAVED and _LAST_SAVED[0] == key:
+        return _LAST_SAVED[1]
+    sc = get_scenario(scenario)
+    m = Machine(release, machine, ram_size, nic, sc.media, vga, host_time_ns=host_time_ns)
+    apply_scenario(m, sc, seed)
+    stream = m.save(passes=sc.live_passes, workload=sc.workload)
+    assert stream is not None
+    _LAST_SAVED[:] = [key, (m, stream)]
+    return m, stream
+
+
+_LAST_SAVED: list[Any] = []

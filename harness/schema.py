@@ -360,15 +360,13 @@ _INDEX = re.compile(r"\[\d+\]")
 
 @functools.lru_cache(maxsize=256)
 def _cached_facts(release: str, machine: str, ram_size: int, scenario: str,
-                  seed: int) -> dict[str, Any]:
-    from .analyze import analyze
-    from .scenarios import apply_scenario, get_scenario
+                  seed: int, nic: str | None, vga: str) -> dict[str, Any]:
+    from .analyze import writer_analysis
+    from .scenarios import saved_scenario
 
-    m = Machine(release, machine, ram_size, media=get_scenario(scenario).media)
-    sc = apply_scenario(m, scenario, seed)
-    stream = m.save(passes=sc.live_passes, workload=sc.workload)
-    assert stream is not None
-    a = analyze(stream, release=release, machine=machine)
+    # The same save and decode as the cell's own (each is kept for the next user).
+    _, stream = saved_scenario(release, machine, ram_size, scenario, seed, nic=nic, vga=vga)
+    a = writer_analysis(stream, release, machine)
     marks = [x for x in getattr(a, "tracer_marks", []) if x.kind != "struct"]
     structs = [x for x in getattr(a, "tracer_marks", []) if x.kind == "struct"]
     subs = [{"offset": x.offset, "path": x.path, "name": x.value}
@@ -385,11 +383,12 @@ def _cached_facts(release: str, machine: str, ram_size: int, scenario: str,
 
 
 def scenario_facts(release: str, machine: str, scenario: str, seed: int = 0,
-                   ram_size: int = 8 << 20) -> dict[str, Any]:
+                   ram_size: int = 8 << 20, *, nic: str | None = None,
+                   vga: str = "cirrus") -> dict[str, Any]:
     """What the source's stream of a scenario holds that matters to a destination: the
     subsections sent (offset, path, name) and parent bytes 0x05 right after an embedded
     struct element (collisions). Computed by saving and analysing the stream (cached)."""
-    return _cached_facts(release, machine, ram_size, scenario, seed)
+    return _cached_facts(release, machine, ram_size, scenario, seed, nic, vga)
 
 
 def _level_of(schema: dict[str, Any], path: str) -> tuple[dict[str, Any] | None, bool, bool]:
@@ -426,16 +425,19 @@ def _level_of(schema: dict[str, Any], path: str) -> tuple[dict[str, Any] | None,
 
 def predict(src: dict[str, Any] | str, dst: dict[str, Any] | str,
             facts: dict[str, Any] | None = None, *, subsections: Any = None,
-            ram_sizes: tuple[int, int] | None = None) -> Prediction:
+            ram_sizes: tuple[int, int] | None = None,
+            problems: list[Problem] | None = None) -> Prediction:
     """The verdicts a cell from ``src`` to ``dst`` may have.
 
     ``facts`` is :func:`scenario_facts` (subsections sent and 0x05 collisions, with
     offsets); without it, ``subsections`` (names, e.g. a scenario's ``requires``) are
-    placed wherever the source's schema defines them.
+    placed wherever the source's schema defines them. ``problems``: ``diff(src, dst)``
+    when the caller has it.
     """
     src = load_schema(src) if isinstance(src, str) else src
     dst = load_schema(dst) if isinstance(dst, str) else dst
-    problems = diff(src, dst)
+    if problems is None:
+        problems = diff(src, dst)
     # Unconditional problems decide alone (format, sections, versions, field layout).
     hard = [p for p in problems if p.severity == "error" and p.subsection is None
             and "when the subsection" not in p.message]
@@ -541,10 +543,12 @@ def _static_subsections(src: dict[str, Any], names: Any) -> list[dict[str, Any]]
     return out
 
 
-def _endpoint_parts(ep: Any) -> tuple[str, str, int]:
-    if isinstance(ep, dict):
-        return str(ep["release"]), str(ep["machine"]), int(ep.get("ram_size") or 8 << 20)
-    return ep.release, ep.machine, int(getattr(ep, "ram_size", 8 << 20))
+def _endpoint_parts(ep: Any) -> tuple[str, str, int, str | None, str]:
+    """Release, machine type, RAM size, NIC (None: the release's) and VGA of an endpoint
+    (a matrix endpoint or its results.json form)."""
+    get = ep.get if isinstance(ep, dict) else (lambda k: getattr(ep, k, None))
+    return (str(get("release")), str(get("machine")), int(get("ram_size") or 8 << 20),
+            get("nic"), get("vga") or "cirrus")
 
 
 @functools.lru_cache(maxsize=64)
@@ -552,15 +556,21 @@ def _cached_dump(release: str, machine: str) -> dict[str, Any]:
     return dump(release, machine)
 
 
+@functools.lru_cache(maxsize=256)
+def _cached_diff(src: tuple[str, str], dst: tuple[str, str]) -> list[Problem]:
+    return diff(_cached_dump(*src), _cached_dump(*dst))
+
+
 def predict_cell(cell: Any) -> dict[str, Any]:
     """``{"verdicts": [...], "reason": str}`` for a matrix cell (or a results cell)."""
     get = (lambda k: cell[k]) if isinstance(cell, dict) else (lambda k: getattr(cell, k))
-    sr, sm, ss = _endpoint_parts(get("source"))
-    dr, dm, ds = _endpoint_parts(get("destination"))
+    sr, sm, ss, snic, svga = _endpoint_parts(get("source"))
+    dr, dm, ds, _, _ = _endpoint_parts(get("destination"))
     try:
         seed = get("seed") or 0
-        facts = scenario_facts(sr, sm, get("scenario"), int(seed), ss)
-        p = predict(_cached_dump(sr, sm), _cached_dump(dr, dm), facts, ram_sizes=(ss, ds))
+        facts = scenario_facts(sr, sm, get("scenario"), int(seed), ss, nic=snic, vga=svga)
+        p = predict(_cached_dump(sr, sm), _cached_dump(dr, dm), facts, ram_sizes=(ss, ds),
+                    problems=_cached_diff((sr, sm), (dr, dm)))
     except Exception as e:  # a prediction must never break a run
         return {"verdicts": [], "reason": f"no prediction: {type(e).__name__}: {e}"}
     return p.to_dict()

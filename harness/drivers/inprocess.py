@@ -19,7 +19,7 @@ from ..emulator.errors import EmulatorError, LoadCrash, LoadError
 from ..emulator.machine import Machine, compare_machines, jsonable
 from ..emulator.vmstate import Tracer
 from ..matrix import Cell, Endpoint
-from ..scenarios import apply_scenario, get_scenario, media_of
+from ..scenarios import get_scenario, media_of, saved_scenario
 from ..verdict import Outcome
 from . import Driver, diff_entry
 
@@ -56,15 +56,11 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 def build_source(cell: Cell, *, host_time_ns: int | None = None) -> tuple[Machine, bytes]:
     """The source machine in the cell's scenario state, and the stream it writes
-    (``host_time_ns``: the host clock its RTC runs on, default the model's fixed one)."""
+    (``host_time_ns``: the host clock its RTC runs on, default the model's fixed one).
+    The machine may serve the next cell of the same source and scenario: only read it."""
     src = cell.source
-    scenario = get_scenario(cell.scenario)
-    machine = Machine(src.release, src.machine, src.ram_size, src.nic, scenario.media,
-                      src.vga, host_time_ns=host_time_ns)
-    apply_scenario(machine, scenario, cell.seed)
-    stream = machine.save(passes=scenario.live_passes, workload=scenario.workload)
-    assert stream is not None
-    return machine, stream
+    return saved_scenario(src.release, src.machine, src.ram_size, cell.scenario, cell.seed,
+                          nic=src.nic, vga=src.vga, host_time_ns=host_time_ns)
 
 
 def stream_window(cell: Cell, stream: bytes, offset: int, label: str) -> dict[str, Any]:
@@ -95,26 +91,6 @@ def stream_window(cell: Cell, stream: bytes, offset: int, label: str) -> dict[st
 HEADER_BYTES = 8  # magic and file version: a refusal there read nothing it could misread
 
 
-def _writer_analysis(release: str, machine: str, stream: bytes) -> Any:
-    """The stream decoded as its writer meant it; one source stream serves each of its
-    destinations, so the last few are kept."""
-    import hashlib
-
-    key = (release, machine, hashlib.sha1(stream).digest())
-    hit = _WRITERS.get(key)
-    if hit is None:
-        from ..analyze import analyze
-
-        hit = analyze(stream, release=release, machine=machine)
-        if len(_WRITERS) >= 8:
-            _WRITERS.pop(next(iter(_WRITERS)))
-        _WRITERS[key] = hit
-    return hit
-
-
-_WRITERS: dict[tuple[str, str, bytes], Any] = {}
-
-
 def cell_cause(cell: Cell, stream: bytes, diff_paths: frozenset[str] = frozenset(),
                *, stopped_at: int | None = None) -> dict[str, Any] | None:
     """Where the destination's reading of ``stream`` first parts from what the writer meant
@@ -128,11 +104,11 @@ def cell_cause(cell: Cell, stream: bytes, diff_paths: frozenset[str] = frozenset
         return None
     if stopped_at is not None and stopped_at < HEADER_BYTES:
         return None
-    from ..analyze import Input, replay_as_destination
+    from ..analyze import Input, replay_as_destination, writer_analysis
 
     dst = cell.destination
     try:
-        writer = _writer_analysis(cell.source.release, cell.source.machine, stream)
+        writer = writer_analysis(stream, cell.source.release, cell.source.machine)
         replay = replay_as_destination(Input(stream), writer, f"{dst.release}/{dst.machine}")
     except Exception:  # the explanation must never cost a cell its verdict
         return None

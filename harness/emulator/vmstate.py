@@ -679,11 +679,11 @@ class _IntRun:
             for f in self.fields:
                 f.load(r, obj, rules)
             return
-        for set_, value in zip(self._set, values):
+        for set_, value in zip(self._set, values, strict=True):
             set_(obj, value)
         tracer = rules.tracer
         if tracer is not None:
-            for f, value in zip(self.fields, values):
+            for f, value in zip(self.fields, values, strict=True):
                 end = start + f.size  # type: ignore[operator]
                 tracer.mark("field", start, end, f.path, value)
                 start = end
