@@ -71,21 +71,44 @@ def stream_window(cell: Cell, stream: bytes, offset: int, label: str) -> dict[st
     """
     start = max(0, offset - WINDOW)
     end = min(len(stream), offset + WINDOW)
-    tracer = _WindowTracer(end)
-    try:
-        src = cell.source
-        Machine.load(src.release, src.machine, stream, ram_size=src.ram_size, nic=src.nic,
-                     vga=src.vga,
-                     media=media_of(cell.scenario, historic=src.historic), tracer=tracer)
-    except (EmulatorError, _PastWindow):
-        pass  # the marks gathered so far are still right
+    found = _writer_marks(cell, stream)
+    if found is None:
+        tracer = _WindowTracer(end)
+        try:
+            src = cell.source
+            Machine.load(src.release, src.machine, stream, ram_size=src.ram_size, nic=src.nic,
+                         vga=src.vga,
+                         media=media_of(cell.scenario, historic=src.historic), tracer=tracer)
+        except (EmulatorError, _PastWindow):
+            pass  # the marks gathered so far are still right
+        found = tracer.marks
     marks = [
         {"offset": m.offset, "end": m.end, "label": _mark_label(m), "kind": _mark_kind(m.kind)}
-        for m in tracer.marks
-        if m.end > start and m.offset < end and m.kind != "struct"
+        for m in found
+        if m.end > start and m.offset < end and m.kind not in ("struct", "ram")
     ]
     marks.append({"offset": offset, "end": offset + 1, "label": label, "kind": "error"})
     return {"start": start, "hex": stream[start:end].hex(), "marks": marks}
+
+
+def _writer_marks(cell: Cell, stream: bytes) -> list[Any] | None:
+    """The marks of the writer's decode (:func:`writer_analysis`, kept for the cell's
+    cause and its prediction) when it is the decode a machine started as the source was
+    would make: a model source without drives, whose NIC and VGA the decode found, every
+    mark kept. None otherwise (the caller decodes with the source's own machine)."""
+    src = cell.source
+    if src.kind != "emulator" or src.historic or media_of(cell.scenario):
+        return None
+    from ..analyze import writer_analysis
+
+    try:
+        writer = writer_analysis(stream, src.release, src.machine)
+    except Exception:  # the window must never cost a cell its verdict
+        return None
+    found = writer.writer or {}
+    if (found.get("nic"), found.get("vga")) != (src.nic, src.vga) or writer.omitted_elements:
+        return None
+    return getattr(writer, "tracer_marks", None)
 
 
 HEADER_BYTES = 8  # magic and file version: a refusal there read nothing it could misread
