@@ -893,9 +893,9 @@ class RamSection:
 
     @staticmethod
     def _check_inside(block: RamBlock, addr: int, at: int) -> None:
-        if addr + PAGE_SIZE > len(block.data):
+        if addr + PAGE_SIZE > len(block):
             raise LoadCrash(f"page offset 0x{addr:x} is beyond RAM block {block.idstr!r} "
-                            f"({len(block.data)} bytes): QEMU writes outside the block's "
+                            f"({len(block)} bytes): QEMU writes outside the block's "
                             "memory unchecked (undefined behaviour)", offset=at)
 
     def _load_block(self, r: StreamReader, flags: int, at: int) -> RamBlock | None:
@@ -915,8 +915,8 @@ class RamSection:
         if i >= 0:
             block = self._blocks[i]
             off = addr - self._starts[i]
-            if off < len(block.data):
-                if off + PAGE_SIZE > len(block.data):  # pragma: no cover - page aligned
+            if off < len(block):
+                if off + PAGE_SIZE > len(block):  # pragma: no cover - page aligned
                     self._check_inside(block, off, at)
                 return block, off
         raise LoadCrash(f"page address 0x{addr:x} outside RAM ({self.ram.total_size} bytes): "
@@ -942,10 +942,10 @@ class RamSection:
             if block is None:
                 raise LoadError(Reason.UNKNOWN_RAM_BLOCK,
                                 f"unknown RAM block {text!r}", offset=name_at)
-            if length != len(block.data):
+            if length != len(block):
                 raise LoadError(Reason.RAM_SIZE_MISMATCH,
                                 f"block {text!r}: stream {length} bytes, destination "
-                                f"{len(block.data)}", offset=len_at, field=text)
+                                f"{len(block)}", offset=len_at, field=text)
             left = (left - length) & 0xFFFF_FFFF_FFFF_FFFF  # ram_addr_t wraps, as in QEMU
 
 
