@@ -4,6 +4,7 @@ summarised."""
 
 from __future__ import annotations
 
+import functools
 import pickle
 import struct
 from collections.abc import Iterable, Iterator
@@ -74,28 +75,66 @@ def summary_handlers(release: Release, machine: str, nic: str | None = None,
     ``nic``/``vga`` None: the stream says which it has. The handlers are those of every
     machine the options build (one handler per section: -vga none moves the NIC to slot
     2), the RAM summary of the first; the options whose machine holds exactly the stream's
-    sections are the writer's.
+    sections are the writer's. Only the first option's machine is built here; a section
+    only another option's machine has is built when the stream reaches it.
     """
     nics = [nic] if nic is not None else [release.default_nic] + [
         o for o in NICS if o != release.default_nic]
     vgas = [vga] if vga is not None else list(VGAS)
     handlers: dict[tuple[str, int], Any] = {}
     machines: dict[tuple[str, str], list[tuple[str, int]]] = {}
-    ram: RamSummary | None = None
-    header: HeaderPolicy | None = None
+    first = Machine(release, machine, PAGE_SIZE * 4, nic=nics[0], vga=vgas[0])
+    ram = RamSummary(first.ram.handler.version_id)
+    header = first.header_policy()
     for v in vgas:
         for n in nics:
-            m = Machine(release, machine, PAGE_SIZE * 4, nic=n, vga=v)
-            if ram is None:
-                ram = RamSummary(m.ram.handler.version_id)
-                header = m.header_policy()
-            keys = machines[(n, v)] = []
-            for h in m.handlers():
-                key = (h.idstr, h.instance_id)
-                keys.append(key)
-                handlers.setdefault(key, ram if h.idstr == "ram" else h)
-    assert ram is not None and header is not None
+            built = (n, v) == (nics[0], vgas[0])
+            sections = _option_sections(release.name, machine, n, v)
+            machines[(n, v)] = [(idstr, instance) for idstr, instance, _, _ in sections]
+            for h in (first.handlers() if built else sections):
+                key = (h[0], h[1]) if not built else (h.idstr, h.instance_id)
+                if key not in handlers:
+                    handlers[key] = (ram if key[0] == "ram" else h) if built else \
+                        _OptionHandler(release, machine, n, v, *h)
     return list(handlers.values()), header, ram, DeviceOptions(machines)
+
+
+@functools.lru_cache(maxsize=256)
+def _option_sections(release: str, machine: str, nic: str, vga: str
+                     ) -> tuple[tuple[str, int, int, bool], ...]:
+    """(idstr, instance id, version, live) of each section of a machine with these
+    options, in sending order."""
+    m = Machine(release, machine, PAGE_SIZE * 4, nic=nic, vga=vga)
+    return tuple((h.idstr, h.instance_id, h.version_id, h.live) for h in m.handlers())
+
+
+class _OptionHandler:
+    """A section of a machine with other options than the first: its header facts at
+    once, the handler itself (and its machine) when the section is loaded or asked
+    about further."""
+
+    def __init__(self, release: Release, machine: str, nic: str, vga: str, idstr: str,
+                 instance_id: int, version_id: int, live: bool) -> None:
+        self._options = (release, machine, nic, vga)
+        self.idstr, self.instance_id = idstr, instance_id
+        self.version_id, self.live = version_id, live
+        self._inner: Any = None
+
+    def _handler(self) -> Any:
+        if self._inner is None:
+            release, machine, nic, vga = self._options
+            m = Machine(release, machine, PAGE_SIZE * 4, nic=nic, vga=vga)
+            self._inner = next(h for h in m.handlers()
+                               if (h.idstr, h.instance_id) == (self.idstr, self.instance_id))
+        return self._inner
+
+    def load(self, r: StreamReader, version: int, rules: Any) -> None:
+        self._handler().load(r, version, rules)
+
+    def __getattr__(self, name: str) -> Any:  # alias_id, compat, desc, device ...
+        if name.startswith("__") or name in ("_inner", "_options"):
+            raise AttributeError(name)
+        return getattr(self._handler(), name)
 
 
 def marks_to_elements(marks: Iterable[TraceMark]) -> list[Element]:
