@@ -201,3 +201,37 @@ def test_a_fork_server_child_in_another_pid_namespace_is_killed_through_the_serv
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_the_cells_of_one_source_and_scenario_save_once_and_list_in_matrix_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.emulator.machine import Machine
+
+    saves = []
+    real_save = Machine.save
+
+    def counting_save(self: Machine, *args: object, **kwargs: object) -> bytes | None:
+        saves.append(self.endpoint)
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Machine, "save", counting_save)
+    cells = [_cell(src, dst, scenario)
+             for src in ("0.14/pc", "new/pc") for dst in ("0.14/pc", "new/pc-0.14", "new/pc")
+             for scenario in ("idle", "ide-bus-error")]
+    results = ResultsFile(None, {"_t0": time.time()})
+    run_cells(cells, results, driver="inprocess", matrix_path=str(DEFAULT), jobs=1)
+    assert sorted(saves) == ["0.14/pc", "0.14/pc", "new/pc", "new/pc"]  # 12 cells, 4 saves
+    assert [r["id"] for r in results.cells] == [c.id for c in cells]
+
+
+def test_a_window_marks_what_the_bytes_mean_past_where_the_writers_own_loader_fails() -> None:
+    """The sentinel series cannot load its own stream with two sibling subsections; the
+    window after that point still names the writer's fields, as the analyzer reads them."""
+    from harness.drivers.inprocess import build_source, stream_window
+
+    cell = _cell("new/pc", "new/pc", "cpu-two-subsections")
+    _, stream = build_source(cell)
+    window = stream_window(cell, stream, len(stream) - 3, "here")
+    labels = [m["label"] for m in window["marks"]]
+    assert any(label.startswith("0000:00:01.3/piix4_pm/") for label in labels), labels
+    assert labels[-2:] == ["eof", "here"]

@@ -113,6 +113,9 @@ def writer_analysis(stream: bytes, release: str, machine: str) -> Analysis:
     are kept (by the stream's digest). Callers only read the result."""
     import hashlib
 
+    last = _LAST_WRITER
+    if last and last[0] is stream and last[1] == (release, machine):
+        return last[2]  # the same bytes object: no digest needed
     key = (release, machine, hashlib.sha1(stream).digest())
     hit = _WRITERS.get(key)
     if hit is None:
@@ -120,10 +123,12 @@ def writer_analysis(stream: bytes, release: str, machine: str) -> Analysis:
         if len(_WRITERS) >= 8:
             _WRITERS.pop(next(iter(_WRITERS)))
         _WRITERS[key] = hit
+    _LAST_WRITER[:] = [stream, (release, machine), hit]
     return hit
 
 
 _WRITERS: dict[tuple[str, str, bytes], Analysis] = {}
+_LAST_WRITER: list[Any] = []
 
 
 def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = None,

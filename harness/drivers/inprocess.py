@@ -93,11 +93,13 @@ def stream_window(cell: Cell, stream: bytes, offset: int, label: str) -> dict[st
 
 def _writer_marks(cell: Cell, stream: bytes) -> list[Any] | None:
     """The marks of the writer's decode (:func:`writer_analysis`, kept for the cell's
-    cause and its prediction) when it is the decode a machine started as the source was
-    would make: a model source without drives, whose NIC and VGA the decode found, every
-    mark kept. None otherwise (the caller decodes with the source's own machine)."""
+    cause and its prediction) when it read a model source's whole stream, found the
+    source's NIC and VGA, and kept every mark. None otherwise (the caller decodes with
+    the source's own machine). The decode reads a drive's state from the stream whatever
+    drives its own machine has, so the source's media need not be given (the windows of
+    the default and history matrices are the same either way)."""
     src = cell.source
-    if src.kind != "emulator" or src.historic or media_of(cell.scenario):
+    if src.kind != "emulator" or src.historic:
         return None
     from ..analyze import writer_analysis
 
@@ -106,7 +108,8 @@ def _writer_marks(cell: Cell, stream: bytes) -> list[Any] | None:
     except Exception:  # the window must never cost a cell its verdict
         return None
     found = writer.writer or {}
-    if (found.get("nic"), found.get("vga")) != (src.nic, src.vga) or writer.omitted_elements:
+    if (found.get("nic"), found.get("vga")) != (src.nic, src.vga) or writer.omitted_elements \
+            or writer.error is not None:
         return None
     return getattr(writer, "tracer_marks", None)
 
@@ -194,9 +197,12 @@ def one_sided_fields(cell: Cell, source: dict[str, dict[str, Any]],
             theirs = other.get(section)
             if theirs is None:
                 continue
+            power_on = reset.get(section, {})
             for path, value in fields.items():
+                if path in theirs:
+                    continue
                 value = jsonable(value)
-                if path in theirs or value == reset.get(section, {}).get(path, value):
+                if value == power_on.get(path, value):
                     continue
                 out.append({**diff_entry(f"{section}/{path}", value if side == "source"
                                          else None, value if side == "destination" else None),
@@ -305,10 +311,11 @@ class InProcessDriver(Driver):
         outcome.not_loaded = _cut_off(source, report) if report.half_loaded else []
         outcome.extra["sections_loaded"] = report.section_count
         outcome.extra["bytes_consumed"] = report.bytes_consumed
-        diffs = compare_machines(source, dest)
+        states = source.state(), dest.state()
+        diffs = compare_machines(source, dest, states=states)
         outcome.diff_total = len(diffs)
         outcome.diff = [diff_entry(d.path, d.source, d.destination) for d in diffs[:DIFF_LIMIT]]
-        outcome.extra["one_sided"] = one_sided_fields(cell, source.state(), dest.state())
+        outcome.extra["one_sided"] = one_sided_fields(cell, *states)
         if diffs or report.half_loaded:
             outcome.extra["cause"] = cell_cause(cell, stream, frozenset(d.path for d in diffs))
         if report.half_loaded:

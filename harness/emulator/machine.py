@@ -388,10 +388,13 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def compare_machines(source: Machine, dest: Machine, *, ram_limit: int = 20) -> list[Difference]:
-    """Every field both machines define whose values differ, then RAM by block and page."""
+def compare_machines(source: Machine, dest: Machine, *, ram_limit: int = 20,
+                     states: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]
+                     | None = None) -> list[Difference]:
+    """Every field both machines define whose values differ, then RAM by block and page.
+    ``states``: the two machines' :meth:`Machine.state`, when the caller has them."""
     diffs: list[Difference] = []
-    src_state, dst_state = source.state(), dest.state()
+    src_state, dst_state = states if states is not None else (source.state(), dest.state())
     for section, fields in src_state.items():
         other = dst_state.get(section)
         if other is None:
