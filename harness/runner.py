@@ -381,10 +381,14 @@ def run_cells(
 
 
 def execution_order(cells: list[Cell]) -> list[Cell]:
-    """The cells of one source, scenario and seed one after another: the source saves
-    once for all its destinations (:func:`harness.scenarios.saved_scenario` keeps the
-    last save). Results are listed in the matrix's order whatever the execution order."""
-    return sorted(cells, key=lambda c: (c.source.name, c.scenario, c.seed))
+    """The cells of one source, scenario and seed one after another, the groups in the
+    order of their first cell: the source saves once for all its destinations
+    (:func:`harness.scenarios.saved_scenario` keeps the last save). Results are listed
+    in the matrix's order whatever the execution order."""
+    groups: dict[tuple[str, str, int], list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.source.name, c.scenario, c.seed), []).append(c)
+    return [c for group in groups.values() for c in group]
 
 
 def _worker_init() -> None:
