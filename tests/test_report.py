@@ -553,3 +553,32 @@ def test_real_cells_are_paired_with_their_model_cells(results):
 def test_a_run_without_real_cells_has_no_model_vs_real(results):
     assert "model_vs_real" not in results["summary"]
     assert 'id="model-vs-real"' not in render_html(results)
+
+
+def test_a_large_report_keeps_routine_details_compressed_and_the_others_inline(
+        tmp_path, monkeypatch):
+    import base64
+    import gzip
+    import json as json_
+
+    from harness.report import html
+    from harness.report.sample import sample_results
+
+    monkeypatch.setattr(html, "LAZY_FROM", 2)
+    results = sample_results()
+    page = html.render_html(results)
+    block = re.search(r'id="lazy-details"[^>]*>([^<]*)</script>', page)
+    assert block is not None
+    details = json_.loads(gzip.decompress(base64.b64decode(block.group(1))))
+    routine = [c for c in results["cells"] if c["ok"] and not c.get("known_issue")
+               and not c.get("unexpected_pass") and c["verdict"] != "pass"]
+    assert sorted(details) == sorted(html.cell_anchor(c["id"]) for c in routine)
+    for c in routine:  # a stub in the page, the full section in the block
+        anchor = html.cell_anchor(c["id"])
+        assert f'id="{anchor}"' in page and "Reproduce" in details[anchor]
+    unexpected = next(c for c in results["cells"] if not c["ok"])
+    assert html.cell_anchor(unexpected["id"]) not in details
+    full = re.search(rf'<section class="detail bad" id="{html.cell_anchor(unexpected["id"])}"'
+                     r'.*?</section>', page, re.S)
+    assert full is not None and "Reproduce" in full.group(0)
+    assert 'id="lazy-details"' not in html.render_html({**results, "cells": results["cells"][:1]})

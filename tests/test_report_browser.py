@@ -286,7 +286,7 @@ def test_readable_without_javascript(browser, report):
     detail = pg.locator(f"#{cell_anchor(caused['id'])}")
     assert caused["detail"]["cause"]["summary"] in detail.inner_text()
     assert detail.locator("table.sbs tr.first").is_visible()
-    assert "needs JavaScript" in detail.inner_text()
+    assert "byte views need JavaScript" in pg.locator("#details > noscript").inner_text()
     context.close()
 
 
@@ -316,3 +316,44 @@ def test_hostile_names_show_as_text(browser, tmp_path):
 def test_screenshot_of_first_screen(page, tmp_path):
     paths = _screenshot(page.page, "report-overview.png", tmp_path)
     assert paths[0].exists()
+
+
+def _routine_rejected(results):
+    return next(c for c in results["cells"] if c["ok"] and c["verdict"] == "rejected"
+                and not c.get("known_issue") and c["detail"].get("window"))
+
+
+def test_a_large_reports_routine_details_open_from_the_compressed_block(browser, tmp_path,
+                                                                          monkeypatch):
+    from harness.report import html
+
+    monkeypatch.setattr(html, "LAZY_FROM", 2)  # the sample's 100-odd details count as large
+    results = sample_results()
+    write_reports(results, tmp_path / "r")
+    cell = _routine_rejected(results)
+    p = Page(browser, tmp_path / "r").open(f"#{cell_anchor(cell['id'])}")
+    detail = p.page.locator(f"#{cell_anchor(cell['id'])}")
+    detail.locator("h4", has_text="Reproduce").wait_for()
+    assert detail.get_attribute("data-lazy") is None
+    detail.locator(".hexview table").first.wait_for()  # the byte view is drawn too
+    assert cell["detail"]["message"] in detail.inner_text()
+    p.page.check("input[name=details]")  # every stub is filled
+    p.page.wait_for_function("!document.querySelector('section[data-lazy]')")
+    assert p.errors == []
+    p.page.close()
+
+
+def test_a_large_reports_stubs_are_readable_without_javascript(browser, tmp_path, monkeypatch):
+    from harness.report import html
+
+    monkeypatch.setattr(html, "LAZY_FROM", 2)
+    results = sample_results()
+    write_reports(results, tmp_path / "r")
+    cell = _routine_rejected(results)
+    context = browser.new_context(java_script_enabled=False)
+    pg = context.new_page()
+    pg.goto((tmp_path / "r" / "index.html").as_uri())
+    text = pg.locator(f"#{cell_anchor(cell['id'])}").inner_text()
+    assert cell["detail"]["message"] in text and "migmatrix run" in text
+    assert "open with the cell" in pg.locator("#details .lazy-note").inner_text()
+    context.close()

@@ -17,6 +17,7 @@ when a detail opens; everything else reads without JavaScript.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -276,6 +277,10 @@ def _cell_view(cell: Mapping[str, Any], windows: _Windows) -> dict[str, Any]:
         "why_has_rule": bool(cell["ok"]) and not (ki and cell["verdict"] not in cell["expected"])
         and not cell.get("unexpected_pass"),
         "plain_pass": cell["verdict"] == "pass" and bool(cell["ok"]) and not ki,
+        # As expected, no known issue, nothing unexpectedly passing: in a large report its
+        # detail is kept compressed until opened (LAZY_FROM).
+        "routine": bool(cell["ok"]) and not ki and not cell.get("unexpected_pass"),
+        "lazy": False,
         "message": d.get("message") or "",
         "reason": d.get("reason"),
         "errno": d.get("errno"),
@@ -470,12 +475,38 @@ def _script_hash(env: jinja2.Environment) -> str:
     return "sha256-" + base64.b64encode(digest).decode("ascii")
 
 
+LAZY_FROM = 300  # detail sections from which routine ones are kept compressed
+
+
 def render_html(
     results: Mapping[str, Any], baseline: Mapping[str, Any] | None = None
 ) -> str:
-    """The self-contained report page (inline CSS and JS, no external assets) as a string."""
+    """The self-contained report page (inline CSS and JS, no external assets) as a string.
+
+    In a report with :data:`LAZY_FROM` or more full detail sections (a history matrix's
+    hundreds of cells refused as expected), the routine ones are rendered in full into
+    one gzip-compressed block the script opens when a cell is; the page keeps a short
+    stub of each (verdict, why, message, the command that reruns it), readable without
+    JavaScript. Cells that are unexpected, known issues or passes keep their details.
+    """
     env = _environment()
     view = build_view(results, baseline)
+    full = [c for c in view["cells"] if not c["plain_pass"]]
+    lazy: dict[str, str] = {}
+    if len(full) >= LAZY_FROM:
+        detail = env.get_template("_detail.html.j2")
+        for c in full:
+            if c["routine"]:
+                lazy[c["anchor"]] = detail.render(c=c).strip()
+                c["lazy"] = True
+    view["lazy_details"] = _packed(lazy) if lazy else None
     return env.get_template("index.html.j2").render(
         view=view, script_hash=_script_hash(env)
     )
+
+
+def _packed(details: dict[str, str]) -> str:
+    """``details`` as JSON, gzip-compressed, base64: what the script's
+    ``DecompressionStream("gzip")`` opens."""
+    raw = json.dumps(details, separators=(",", ":")).encode("utf-8")
+    return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")

@@ -112,13 +112,52 @@
     container.querySelectorAll(".hexview[data-window]").forEach(drawHex);
   }
 
+  // A large report keeps its routine cells' details gzip-compressed in one block; a
+  // stub section (data-lazy) gets its full content when it is opened.
+  var lazyBlock = document.getElementById("lazy-details");
+  var lazyDetails = null;
+
+  function openLazy() {
+    if (!lazyDetails) {
+      var bin = atob(lazyBlock.textContent.trim());
+      var bytes = new Uint8Array(bin.length);
+      for (var i = 0; i < bin.length; i++) { bytes[i] = bin.charCodeAt(i); }
+      var inflated = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+      lazyDetails = new Response(inflated).text().then(JSON.parse);
+    }
+    return lazyDetails;
+  }
+
+  function filled(section) {
+    if (!lazyBlock || !section.hasAttribute("data-lazy")) { return Promise.resolve(section); }
+    return openLazy().then(function (all) {
+      var html = all[section.id];
+      if (html && section.hasAttribute("data-lazy")) {
+        var t = document.createElement("template");
+        t.innerHTML = html;
+        var full = t.content.firstElementChild;
+        section.className = full.className;
+        section.innerHTML = full.innerHTML;
+        section.removeAttribute("data-lazy");
+      }
+      return section;
+    });
+  }
+
   function reveal() {
     var id = decodeURIComponent(window.location.hash.slice(1));
     var target = id ? document.getElementById(id) : null;
-    if (target) {
+    if (!target) { return; }
+    if (!target.hasAttribute("data-lazy")) {
       drawIn(target);
       target.scrollIntoView();
+      return;
     }
+    target.scrollIntoView();
+    filled(target).then(function (section) {
+      drawIn(section);
+      section.scrollIntoView();
+    });
   }
 
   function shows(e, f) {
@@ -181,7 +220,15 @@
     });
     var all = form.elements.details.checked;
     root.classList.toggle("show-all", all);
-    if (all) { drawIn(document.getElementById("details")); }
+    if (all) {
+      var details = document.getElementById("details");
+      var stubs = Array.prototype.slice.call(details.querySelectorAll("section[data-lazy]"));
+      if (stubs.length) {
+        Promise.all(stubs.map(filled)).then(function () { drawIn(details); });
+      } else {
+        drawIn(details);
+      }
+    }
     counter.textContent = shown + " of " + gridCells.length + " cells shown";
     layout();
   }
