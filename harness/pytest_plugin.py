@@ -62,7 +62,13 @@ class MatrixFile(pytest.File):
             state["driver"] = driver
             state["shard"] = shard
             state["total"] = len(matrix.cells())
-        for cell in matrix.cells(shard=shard):
+        from .runner import execution_order
+
+        cells = matrix.cells(shard=shard)
+        if state is not None:
+            order = state.setdefault("order", {})
+            order.update({c.id: len(order) + i for i, c in enumerate(cells)})
+        for cell in execution_order(cells):  # one save per source and scenario
             item = MatrixCellItem.from_parent(self, name=cell.id, cell=cell, driver=driver,
                                               matrix_path=matrix.path)
             item.add_marker("migmatrix")
@@ -215,6 +221,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     from .report import write_reports
 
+    order = state.get("order") or {}
+    state["results"].cells.sort(key=lambda r: order.get(r["id"], len(order)))
     doc = state["results"].write(finished=True)
     write_reports(doc, state["out"], results_json=False)
 
