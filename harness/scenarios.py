@@ -246,6 +246,7 @@ def saved_scenario(release: str, machine: str, ram_size: int, scenario: str, see
     key = (release, machine, ram_size, scenario, seed, nic, vga, host_time_ns)
     if _LAST_SAVED and _LAST_SAVED[0] == key:
         return _LAST_SAVED[1]
+    _LAST_SAVED.clear()  # a gigabyte guest's machine must not outlive its cells
     sc = get_scenario(scenario)
     m = Machine(release, machine, ram_size, nic, sc.media, vga, host_time_ns=host_time_ns)
     apply_scenario(m, sc, seed)
