@@ -178,6 +178,17 @@ def test_a_ram_size_the_host_cannot_map_is_a_usage_error(
     assert "--ram 1024G: this host cannot provide 1099511627776 bytes of guest RAM" in err
 
 
+def test_a_save_the_release_dies_in_is_one_line_and_leaves_no_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """RHEL 6.1 dies saving a pending CD-ROM media event, as the real build does."""
+    out = tmp_path / "s.mig"
+    assert main(["save", "--release", "rhel6.1", "--ram", "1M", "--scenario",
+                 "atapi-media-event", "-o", str(out)]) == 1
+    err = one_line_error(capsys, "save")
+    assert "the source would crash: 0000:00:01.1/ide/" in err and "SIGSEGV" in err
+    assert not out.exists()
+
+
 def test_the_readme_baseline_example_without_a_baseline_is_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r"

@@ -55,8 +55,8 @@ def run(src: Endpoint, dst: Endpoint, scenario: str = "idle", **kw: object
     cell = Cell(src, dst, scenario, 0, ("pass",), "test", time_limit=120)
     driver = HistoricDriver(keep_workdirs=True, workroot=WORKROOT, **kw)  # type: ignore[arg-type]
     outcome = driver.run_cell(cell)
-    stream = Path(outcome.extra["workdir"], "stream.bin").read_bytes()
-    return outcome, stream
+    stream = Path(outcome.extra["workdir"], "stream.bin")
+    return outcome, stream.read_bytes() if stream.exists() else b""  # none: the source died
 
 
 def header_end(stream: bytes, idstr: bytes, instance: int) -> int:
@@ -141,6 +141,20 @@ def test_a_real_stream_is_judged_by_the_model_loader() -> None:
     assert classify(outcome).value == "rejected"
     assert outcome.load_error is not None and outcome.load_error["offset"] == 4
     assert outcome.load_error["reason"] == "unsupported_version"
+
+
+def test_a_source_that_dies_under_migrate_is_crashed_with_its_signal() -> None:
+    """Real RHEL 6.1 dies saving a pending media event (SIGSEGV); the model's 6.1 dies
+    there too, and a real destination is never reached."""
+    outcome, _ = run(real("qemu-rhel6.1/rhel6.1.0"), real("qemu-rhel6.2/rhel6.2.0"),
+                     "atapi-media-event", locate=False)
+    assert classify(outcome).value == "crashed"
+    assert outcome.crash is not None
+    assert outcome.crash.startswith("source killed by SIGSEGV during the cell, migrating")
+    outcome, stream = run(model("rhel6.1/rhel6.1.0"), real("qemu-rhel6.1/rhel6.1.0"),
+                          "atapi-media-event", locate=False)
+    assert classify(outcome).value == "crashed" and stream == b""
+    assert outcome.message.startswith("source crashed: 0000:00:01.1/ide/")
 
 
 # -- scenarios build what they name --------------------------------------------------------
