@@ -58,7 +58,14 @@ from ..matrix import Cell, Endpoint
 from ..qemu import bootimage
 from ..qemu.compare import HISTORIC_IGNORED, StreamState, compare, page_counters, read_state
 from ..qemu.feeder import FeedResult, InputProbe, locate_stop, pump
-from ..qemu.historic import BUNDLE_SETS, HistoricBuild, device_args, find_build, runtime_args
+from ..qemu.historic import (
+    BUNDLE_SETS,
+    HistoricBuild,
+    find_build,
+    nic_args,
+    runtime_args,
+    vga_args,
+)
 from ..qemu.historic_scenarios import (
     COUNTED_TOP,
     HISTORIC_SCENARIOS,
@@ -103,7 +110,11 @@ def historic_argv(endpoint: Endpoint, build: HistoricBuild, role: str, workdir: 
             "-monitor", f"unix:{workdir / (role + '.hmp')},server,nowait",
             "-qmp", f"unix:{workdir / (role + '.qmp')},server,nowait"]
     argv += runtime_args(build)
-    argv += device_args(endpoint.nic, endpoint.vga, get_release(endpoint.release).default_nic)
+    if scenario.nic_args is not None:  # the scenario places the NIC (nic-hotplug)
+        argv += scenario.nic_args(role, endpoint.nic, endpoint.vga)
+    else:
+        argv += nic_args(endpoint.nic, get_release(endpoint.release).default_nic)
+    argv += vga_args(endpoint.vga)
     argv += list(endpoint.args)
     argv += scenario.args(workdir, role)
     if incoming is not None:
@@ -115,8 +126,10 @@ class RealEndpoint:
     """One running historic build: its process, monitor, QMP and log."""
 
     def __init__(self, role: str, argv: list[str], proc: subprocess.Popen[bytes],
-                 workdir: Path, build: HistoricBuild) -> None:
+                 workdir: Path, build: HistoricBuild, endpoint: Endpoint) -> None:
         self.role = role
+        self.nic = endpoint.nic
+        self.vga = endpoint.vga
         self.argv = argv
         self.proc = proc
         self.workdir = workdir
@@ -127,11 +140,11 @@ class RealEndpoint:
 
     @classmethod
     async def start(cls, role: str, argv: list[str], workdir: Path,
-                    build: HistoricBuild) -> RealEndpoint:
+                    build: HistoricBuild, endpoint: Endpoint) -> RealEndpoint:
         with open(workdir / f"{role}.log", "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     cwd=workdir, start_new_session=True)
-        ep = cls(role, argv, proc, workdir, build)
+        ep = cls(role, argv, proc, workdir, build, endpoint)
         try:
             ep.monitor = await HumanMonitor.connect(str(workdir / f"{role}.hmp"), START_TIMEOUT)
             ep.client = QMPClient(f"migmatrix-{role}")
@@ -397,13 +410,13 @@ class HistoricDriver(Driver):
         if c.is_real("destination"):
             c.real["destination"] = await RealEndpoint.start(
                 "destination", c.argv("destination", incoming=f"unix:{incoming}"), c.workdir,
-                c.builds["destination"])
+                c.builds["destination"], c.endpoint("destination"))
             dst_sock = await asyncio.to_thread(_connect_unix, incoming, START_TIMEOUT)
             probe = InputProbe(c.real["destination"].proc.pid, dst_sock)
 
         if c.is_real("source"):
             src = c.real["source"] = await RealEndpoint.start(
-                "source", c.argv("source"), c.workdir, c.builds["source"])
+                "source", c.argv("source"), c.workdir, c.builds["source"], c.endpoint("source"))
             c.lap("started")
             c.doing = "building the scenario on the source"
             if c.scenario.prepare is not None:
@@ -711,8 +724,12 @@ def cell_commands(cell: Cell) -> dict[str, str]:
         if ep.kind == "qemu":
             build = HistoricBuild(ep.release, BUNDLE_SETS[ep.release], Path(f"$BUNDLE-{ep.release}"))
             incoming = "unix:$W/incoming.sock" if role == "destination" else None
-            out[role] = shlex.join(historic_argv(ep, build, role, Path("$W"), scenario,
-                                                 incoming=incoming)).replace("'", "")
+            try:
+                argv = historic_argv(ep, build, role, Path("$W"), scenario, incoming=incoming)
+            except ScenarioFailed as e:
+                out[role] = f"(none: {e})"
+                continue
+            out[role] = shlex.join(argv).replace("'", "")
         elif role == "source":
             out[role] = (f"migmatrix save --release {ep.release} --machine {ep.machine} "
                          f"--ram {ep.ram_size} --scenario {cell.scenario} -o $W/stream.bin")
