@@ -195,6 +195,21 @@ def test_as_destination_same_release_agrees():
     assert a.divergence["diverges"] is False
 
 
+def test_as_destination_takes_the_destinations_nic_and_vga_or_the_streams_own():
+    """RHEL 6.2 with -vga none (its rtl8139): 0.14 with the same NIC and no VGA has the
+    same RAM blocks and half-loads it; started with its cirrus VGA it refuses the blocks."""
+    m = Machine("rhel6.2", "rhel6.2.0", SMALL_RAM, vga="none")
+    stream = m.save()
+    matched = analyze(stream, release="rhel6.2", as_destination="0.14/pc")
+    assert (matched.divergence["nic"], matched.divergence["vga"]) == ("rtl8139", "none")
+    assert matched.divergence["outcome"]["status"] == "half-loaded"
+    with_vga = analyze(stream, release="rhel6.2", as_destination="0.14/pc", vga="cirrus",
+                       nic="e1000")
+    assert (with_vga.divergence["nic"], with_vga.divergence["vga"]) == ("e1000", "cirrus")
+    assert with_vga.divergence["outcome"]["status"] == "rejected"
+    assert with_vga.divergence["outcome"]["section"] == "ram"
+
+
 def _qmp(sock_path: str):
     s = socket.socket(socket.AF_UNIX)
     for _ in range(100):

@@ -208,6 +208,19 @@ def test_analyze_of_a_file_that_is_no_stream_says_bad_magic(
     assert "stopped: bad magic: 0x00010203, not a savevm stream" in out
 
 
+def test_analyze_takes_the_destinations_vga_like_its_nic(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "rhel.mig"
+    assert main(["save", "--release", "rhel6.2", "--machine", "rhel6.2.0", "--ram", "1M",
+                 "--vga", "none", "-o", str(f)]) == 0
+    capsys.readouterr()
+    for options, expected in (([], ("rtl8139", "none")),
+                              (["--nic", "e1000", "--vga", "cirrus"], ("e1000", "cirrus"))):
+        assert main(["analyze", str(f), "--as-destination", "0.14/pc", *options, "--json"]) == 0
+        divergence = json.loads(capsys.readouterr().out)["divergence"]
+        assert (divergence["nic"], divergence["vga"]) == expected
+
+
 def test_schema_diff_exits_as_documented(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema", "diff", "new/pc-0.14", "0.14/pc"]) == 1  # errors found
     assert main(["schema", "diff", "new/pc", "new/pc"]) == 0

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from harness.drivers.historic import HistoricDriver, cell_commands
-from harness.emulator.releases import get_release
 from harness.matrix import Cell, Endpoint, load_matrix, why_excluded
 from harness.qemu.historic import historic_problem
 from harness.verdict import Outcome, classify
@@ -26,11 +25,10 @@ RAM = 64 << 20
 
 
 def real(name: str, nic: str = "", vga: str = "cirrus") -> Endpoint:
-    """A real build's endpoint; ``nic`` "" is the release's default NIC."""
+    """A real build's endpoint; ``nic`` "": the release's own NIC (Endpoint's default)."""
     label, _, machine = name.partition("/")
     release = label.removeprefix("qemu-")
-    return Endpoint(name, release, machine, RAM, kind="qemu", historic=True,
-                    nic=nic or get_release(release).default_nic, vga=vga)
+    return Endpoint(name, release, machine, RAM, kind="qemu", historic=True, nic=nic, vga=vga)
 
 
 def model(name: str) -> Endpoint:

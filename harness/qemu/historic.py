@@ -37,7 +37,6 @@ __all__ = [
     "cache_dir",
     "find_build",
     "historic_problem",
-    "device_args",
     "nic_args",
     "runtime_args",
     "vga_args",
@@ -56,11 +55,6 @@ BUNDLE_SETS: dict[str, str] = {
 
 
 
-def device_args(nic: str, vga: str, default_nic: str) -> list[str]:
-    """The model's NIC and VGA options as the real program's command line."""
-    return nic_args(nic, default_nic) + vga_args(vga)
-
-
 def nic_args(nic: str, default_nic: str) -> list[str]:
     """The model's NIC cold-plugged. Without -net options QEMU builds its default NIC
     (e1000, rtl8139 on RHEL 6) with user networking; ``-net nic,model=X -net user`` is
@@ -73,6 +67,7 @@ def nic_args(nic: str, default_nic: str) -> list[str]:
 
 
 def vga_args(vga: str) -> list[str]:
+    """The model's display adapter (``-vga``; cirrus is QEMU's default)."""
     return ["-vga", vga] if vga != "cirrus" else []
 
 
