@@ -1,11 +1,9 @@
 """RHEL 6's qemu-kvm (releases ``rhel6.1`` and ``rhel6.2``) as rows of data, held against
 the real builds (../shared/qemu-historic, ../shared/spec/rhel6.md).
 
-* the rows: machine types, loaders, subsections, the device variants;
-* idle conformance: the model's power-on stream of every RHEL endpoint has the real
-  stream's sections (idstr, instance id, version, payload size) in the real order, the
-  same RAM blocks, and byte-identical payloads but for the RTC's clock (its time registers and update timers);
-* the analyzer decodes every real RHEL stream to its end;
+* the rows: machine types, loaders, subsections, the device variants (the idle streams of
+  every RHEL endpoint against the real ones, and the analyzer on those, are in
+  tests/test_conformance.py with the upstream releases');
 * the loaders: the model accepts, refuses or half-loads the real streams exactly where
   the real programs do, RHEL <-> RHEL and RHEL <-> upstream (the half-load at the same
   offset as the real destination stopped reading);
@@ -25,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.analyze import analyze
 from harness.emulator.devices.cirrus_vga import IDSTR, CirrusVGA
 from harness.emulator.errors import LoadCrash, LoadError, SaveCrash
 from harness.emulator.machine import Machine
@@ -39,13 +36,6 @@ from .realqemu import _argv, full_sections, model_payloads, resave, section_payl
 from .realqemu import historic as historic  # noqa: F401 - the fixture
 
 RAM = 64 << 20
-RHEL_ENDPOINTS = [(r, m.name) for r in ("rhel6.1", "rhel6.2") for m in RELEASES[r].machines]
-RHEL_IDS = [f"{r}/{m}" for r, m in RHEL_ENDPOINTS]
-# (nic, vga) as on the command line; RHEL's default NIC is the rtl8139 with user networking.
-DEVICES = [("rtl8139", "cirrus"), ("none", "cirrus"), ("rtl8139", "none")]
-# mc146818rtc: the CMOS time registers (bytes 0-9) and everything after the CMOS and its
-# index (current_tm, the update timers) hold the host's clock when QEMU started.
-RTC_COMPARED = slice(10, 129)
 
 
 def test_the_rows_say_what_rhel6_md_says() -> None:
@@ -95,30 +85,6 @@ def test_6_1_sends_media_changed_from_power_on_and_6_2_never() -> None:
     fdc = {r: dict((s[0], s[3]) for s in _sections(Machine(r, "pc", RAM).save()))["fdc"]
            for r in ("rhel6.1", "rhel6.2")}
     assert fdc == {"rhel6.1": 545 + 27, "rhel6.2": 545}
-
-
-@pytest.mark.parametrize(("nic", "vga"), DEVICES)
-@pytest.mark.parametrize(("release", "machine"), RHEL_ENDPOINTS, ids=RHEL_IDS)
-def test_the_models_idle_stream_is_the_real_one(historic, release, machine, nic, vga):
-    real = historic.idle(release, machine, nic, vga)
-    model = Machine(release, machine, RAM, nic, vga=vga).save()
-    assert _sections(model) == _sections(real)
-    assert len(model) == len(real)  # the same RAM blocks with pages of the same kinds
-    for mine, theirs in zip(full_sections(model), full_sections(real), strict=True):
-        a, b = mine.payload, theirs.payload
-        if mine.idstr == "mc146818rtc":
-            a, b = a[RTC_COMPARED], b[RTC_COMPARED]
-        assert a == b, f"{mine.idstr}@{mine.instance_id}"
-
-
-@pytest.mark.parametrize(("nic", "vga"), DEVICES)
-@pytest.mark.parametrize(("release", "machine"), RHEL_ENDPOINTS, ids=RHEL_IDS)
-def test_the_analyzer_decodes_every_real_rhel_stream(historic, tmp_path, release, machine,
-                                                     nic, vga):
-    path = tmp_path / "real.bin"
-    path.write_bytes(historic.idle(release, machine, nic, vga))
-    a = analyze(str(path), release=release, machine=machine)
-    assert a.error is None and a.complete
 
 
 def _model_outcome(release: str, machine: str, stream: bytes, vga: str) -> str:
