@@ -69,36 +69,9 @@ class ConfigError(EmulatorError):
     """A machine was asked for something that does not exist (release, machine, option)."""
 
 
-class SaveError(EmulatorError):
-    """The machine's state cannot be written, e.g. a value outside its field's width."""
-
-    def __init__(self, message: str, *, section: str | None = None, field: str | None = None):
-        self.detail = message
-        self.section = section
-        self.field = field
-        super().__init__(self._format())
-
-    def _format(self) -> str:
-        where = "/".join(p for p in (self.section, self.field) if p)
-        return f"{where}: {self.detail}" if where else self.detail
-
-    def add_path(self, component: str) -> None:
-        self.field = f"{component}/{self.field}" if self.field else component
-        self.args = (self._format(),)
-
-    def set_section(self, section: str) -> None:
-        self.section = section
-        self.args = (self._format(),)
-
-
-class SaveCrash(EmulatorError):
-    """The modelled QEMU process dies while writing its state, as the real one did.
-
-    RHEL 6.1's save walks past a field list without its end marker into whatever data
-    follows it and dereferences an address built from it. The model stops there and says
-    what the real process died of; a harness reports ``crashed``. What was written before
-    is not a stream: the real process left a truncated one behind.
-    """
+class _SaveFailure(EmulatorError):
+    """A save that stopped: what happened, in which section, at which field path (built
+    from the inside out as the error travels up through the descriptions)."""
 
     def __init__(self, detail: str, *, section: str | None = None,
                  field: str | None = None) -> None:
@@ -116,9 +89,22 @@ class SaveCrash(EmulatorError):
         self.args = (self._format(),)
 
     def set_section(self, section: str) -> None:
-        if self.section is None:
-            self.section = section
-            self.args = (self._format(),)
+        self.section = section
+        self.args = (self._format(),)
+
+
+class SaveError(_SaveFailure):
+    """The machine's state cannot be written, e.g. a value outside its field's width."""
+
+
+class SaveCrash(_SaveFailure):
+    """The modelled QEMU process dies while writing its state, as the real one did.
+
+    RHEL 6.1's save walks past a field list without its end marker into whatever data
+    follows it and dereferences an address built from it. The model stops there and says
+    what the real process died of; a harness reports ``crashed``. What was written before
+    is not a stream: the real process left a truncated one behind.
+    """
 
 
 class LoadError(EmulatorError):
