@@ -88,6 +88,7 @@ def _machine(release: str, machine: str, ram: str, nic: str | None = None,
 
 
 def _cmd_save(args: argparse.Namespace) -> int:
+    from .emulator.errors import SaveCrash
     from .scenarios import apply_scenario, get_scenario
 
     try:
@@ -96,11 +97,19 @@ def _cmd_save(args: argparse.Namespace) -> int:
         raise UsageError(str(e.args[0])) from None
     machine = _machine(args.release, args.machine, args.ram, args.nic, media, args.vga)
     scenario = apply_scenario(machine, args.scenario, args.seed)
-    if args.output == "-":
-        machine.save(sys.stdout.buffer, passes=scenario.live_passes, workload=scenario.workload)
-    else:
-        with open(args.output, "wb") as f:
-            machine.save(f, passes=scenario.live_passes, workload=scenario.workload)
+    try:
+        if args.output == "-":
+            machine.save(sys.stdout.buffer, passes=scenario.live_passes,
+                         workload=scenario.workload)
+        else:
+            with open(args.output, "wb") as f:
+                machine.save(f, passes=scenario.live_passes, workload=scenario.workload)
+    except SaveCrash as e:
+        if args.output != "-":
+            os.unlink(args.output)  # the part written is no stream
+        print(f"migmatrix save: the source would crash: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    if args.output != "-":
         size = os.path.getsize(args.output)
         print(f"{machine.endpoint} [{scenario.name}] -> {args.output} ({size} bytes)",
               file=sys.stderr)

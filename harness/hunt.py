@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .emulator.errors import ConfigError, LoadError
+from .emulator.errors import ConfigError, LoadError, SaveCrash
 from .emulator.machine import Machine, compare_machines
 from .emulator.recipes import OPERATIONS, apply_ops, found_dir, media_of, requirements
 from .emulator.releases import Release, parse_endpoint
@@ -107,6 +107,10 @@ def run_recipe(source: str, destination: str, ops: Any, *, ram_size: int = HUNT_
         stream = machine.save()
     except (ConfigError, ValueError, TypeError) as e:  # TypeError: arguments of a bad recipe
         raise InvalidState(f"{type(e).__name__}: {e}") from e
+    except SaveCrash as e:  # the source release dies saving this state (RHEL 6.1's gesn)
+        outcome.crash = f"{type(e).__name__}: {e}"
+        outcome.message = f"source crashed: {e}"
+        return outcome
     except Exception as e:  # the source itself failed: not a verdict on the destination
         outcome.harness_error = f"source: {type(e).__name__}: {e}"
         return outcome

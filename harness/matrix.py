@@ -26,7 +26,7 @@ from typing import Any
 
 from .emulator.errors import ConfigError
 from .emulator.machine import DEFAULT_RAM_SIZE, NICS, VGAS, parse_size
-from .emulator.releases import parse_endpoint
+from .emulator.releases import RELEASES, parse_endpoint
 from .scenarios import catalogue, lookup
 from .shards import shard_of
 from .verdict import NEVER_ACCEPTABLE, Verdict
@@ -64,7 +64,9 @@ class Endpoint:
     machine: str
     ram_size: int = DEFAULT_RAM_SIZE
     options: tuple[tuple[str, Any], ...] = ()
-    nic: str = "e1000"  # -net: e1000 | rtl8139 | none (a matrix file's default: the release's)
+    # -net: e1000 | rtl8139 | none; "" is the release's own NIC, as without -net options
+    # (e1000; rtl8139 on RHEL 6), as a matrix file's default is.
+    nic: str = ""
     vga: str = "cirrus"  # -vga: cirrus | none
     # A real QEMU endpoint (kind "qemu"): the binary (a path or a name on PATH) or a
     # container image holding one, and extra command-line arguments.
@@ -77,6 +79,11 @@ class Endpoint:
     # name, the build comes from harness.qemu.historic, or from ``historic_dir``).
     historic: bool = False
     historic_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.nic:
+            release = RELEASES.get(self.release)  # today's QEMU: no NIC option of ours
+            object.__setattr__(self, "nic", release.default_nic if release else "e1000")
 
     @property
     def catalogue(self) -> str:

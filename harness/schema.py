@@ -32,6 +32,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from .emulator.errors import SaveCrash
 from .emulator.machine import Machine
 from .emulator.releases import RELEASES
 from .emulator.vmstate import Description, Struct, StructArray
@@ -571,6 +572,8 @@ def predict_cell(cell: Any) -> dict[str, Any]:
         facts = scenario_facts(sr, sm, get("scenario"), int(seed), ss, nic=snic, vga=svga)
         p = predict(_cached_dump(sr, sm), _cached_dump(dr, dm), facts, ram_sizes=(ss, ds),
                     problems=_cached_diff((sr, sm), (dr, dm)))
+    except SaveCrash as e:  # the source's release dies saving the state: no stream
+        return {"verdicts": ["crashed"], "reason": f"the source dies saving it: {e}"}
     except Exception as e:  # a prediction must never break a run
         return {"verdicts": [], "reason": f"no prediction: {type(e).__name__}: {e}"}
     return p.to_dict()

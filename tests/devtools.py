@@ -1,5 +1,5 @@
 """Shared helpers of the device tests: one device's payload, its framed stream, a load, the
-bytes of an embedded PCIDevice."""
+bytes of an embedded PCIDevice; the scenarios a release dies saving."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from typing import Any
 from harness.emulator.releases import Release
 from harness.emulator.savevm import HeaderPolicy, Saver, load_stream, wire_rules_for
 from harness.emulator.stream import StreamReader, StreamWriter
+
+# (release, scenario) where the release's save dies on the scenario's state, as the real
+# build does: RHEL 6.1's gesn_state field list has no end marker, and a pending media event
+# kills its save (tests/test_rhel6.py). Tests that save every scenario leave these out.
+SAVE_DIES = frozenset({("rhel6.1", "atapi-media-event"), ("rhel6.1", "atapi-two-subsections")})
 
 # Every release with the stream formats its machine types write.
 RUNS = [("0.13", 3), ("0.14", 3), ("0.15", 3), ("new", 3), ("new", 4), ("1.0", 3)]

@@ -46,7 +46,7 @@ from harness.emulator.devices import Device
 from harness.emulator.releases import get_release
 from harness.emulator.savevm import DeviceSection, wire_rules_for
 from harness.emulator.stream import StreamReader, StreamWriter
-from harness.qemu.historic import find_build, historic_problem, runtime_args
+from harness.qemu.historic import find_build, historic_problem, nic_args, runtime_args, vga_args
 from harness.qemu.monitor import HumanMonitor
 
 from .ci import require
@@ -54,7 +54,7 @@ from .ci import require
 __all__ = [
     "ENDPOINTS",
     "ENDPOINT_IDS",
-    "NIC_ARGS",
+    "NICS",
     "Historic",
     "RealBuilds",
     "RealRefused",
@@ -290,20 +290,19 @@ def resave(
 # -- running the real builds -----------------------------------------------------------
 
 
-# The model's --nic as QEMU's command line: e1000 with user networking is QEMU's default.
-NIC_ARGS: dict[str, tuple[str, ...]] = {
-    "e1000": (),
-    "rtl8139": ("-net", "nic,model=rtl8139", "-net", "user"),
-    "none": ("-net", "none"),
-}
+# The model's --nic options, each with user networking but "none".
+NICS = ("e1000", "rtl8139", "none")
 
 
-def _argv(release: str, machine: str, qmp: Path, *, stopped: bool, nic: str = "e1000",
+def _argv(release: str, machine: str, qmp: Path, *, stopped: bool, nic: str = "",
           vga: str = "cirrus") -> list[str]:
+    """``nic`` "": the release's own NIC (QEMU without -net options)."""
     build = find_build(release)
+    default = get_release(release).default_nic
     return [str(build.binary), "-L", str(build.datadir), "-M", machine, "-m", "64",
-            "-nographic", "-serial", "null", "-parallel", "none", *NIC_ARGS[nic],
-            *(["-vga", vga] if vga != "cirrus" else []), *runtime_args(build),
+            "-nographic", "-serial", "null", "-parallel", "none",
+            *nic_args(nic or default, default), *vga_args(vga),
+            *runtime_args(build),
             "-qmp", f"unix:{qmp},server,nowait", *(["-S"] if stopped else [])]  # fmt: skip
 
 
@@ -320,7 +319,7 @@ class _Run:
 
     def __init__(
         self, release: str, machine: str, *, stopped: bool = True, incoming: bytes | None = None,
-        nic: str = "e1000", vga: str = "cirrus", monitor: bool = True,
+        nic: str = "", vga: str = "cirrus", monitor: bool = True,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="migmatrix-real-"))
         self.qmp_path = self.dir / "qmp.sock"
@@ -458,7 +457,7 @@ class _Run:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _idle(release: str, machine: str, nic: str = "e1000", vga: str = "cirrus") -> bytes:
+def _idle(release: str, machine: str, nic: str = "", vga: str = "cirrus") -> bytes:
     run = _Run(release, machine, nic=nic, vga=vga)
     try:
         return run.save()
@@ -531,7 +530,7 @@ class Historic:
         self.shared = shared
         self._captures: dict[tuple[str, str, str, str, str], bytes] = {}
 
-    def _capture(self, kind: str, release: str, machine: str, nic: str = "e1000",
+    def _capture(self, kind: str, release: str, machine: str, nic: str = "",
                  vga: str = "cirrus") -> bytes:
         key = (kind, release, machine, nic, vga)
         if key not in self._captures:
@@ -547,7 +546,7 @@ class Historic:
                 self._captures[key] = path.read_bytes()
         return self._captures[key]
 
-    def idle(self, release: str, machine: str, nic: str = "e1000", vga: str = "cirrus"
+    def idle(self, release: str, machine: str, nic: str = "", vga: str = "cirrus"
              ) -> bytes:
         """The stream a -S guest saves, with the model's ``nic`` and ``vga`` as QEMU
         options."""
@@ -555,9 +554,9 @@ class Historic:
 
     def fresh_idle(self, release: str, machine: str) -> bytes:
         """An idle stream captured now (never the cached one)."""
-        return _idle(release, machine, "e1000", "cirrus")
+        return _idle(release, machine)
 
-    def accepts(self, release: str, machine: str, stream: bytes, nic: str = "e1000",
+    def accepts(self, release: str, machine: str, stream: bytes, nic: str = "",
                 vga: str = "cirrus") -> str | None:
         """Whether the real build loads ``stream``: None, or the reason it refused."""
         return _accepts(release, machine, stream, nic, vga)

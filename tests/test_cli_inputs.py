@@ -178,6 +178,17 @@ def test_a_ram_size_the_host_cannot_map_is_a_usage_error(
     assert "--ram 1024G: this host cannot provide 1099511627776 bytes of guest RAM" in err
 
 
+def test_a_save_the_release_dies_in_is_one_line_and_leaves_no_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """RHEL 6.1 dies saving a pending CD-ROM media event, as the real build does."""
+    out = tmp_path / "s.mig"
+    assert main(["save", "--release", "rhel6.1", "--ram", "1M", "--scenario",
+                 "atapi-media-event", "-o", str(out)]) == 1
+    err = one_line_error(capsys, "save")
+    assert "the source would crash: 0000:00:01.1/ide/" in err and "SIGSEGV" in err
+    assert not out.exists()
+
+
 def test_the_readme_baseline_example_without_a_baseline_is_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r"
@@ -195,6 +206,19 @@ def test_analyze_of_a_file_that_is_no_stream_says_bad_magic(
     assert main(["analyze", str(f)]) == 1
     out = capsys.readouterr().out
     assert "stopped: bad magic: 0x00010203, not a savevm stream" in out
+
+
+def test_analyze_takes_the_destinations_vga_like_its_nic(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "rhel.mig"
+    assert main(["save", "--release", "rhel6.2", "--machine", "rhel6.2.0", "--ram", "1M",
+                 "--vga", "none", "-o", str(f)]) == 0
+    capsys.readouterr()
+    for options, expected in (([], ("rtl8139", "none")),
+                              (["--nic", "e1000", "--vga", "cirrus"], ("e1000", "cirrus"))):
+        assert main(["analyze", str(f), "--as-destination", "0.14/pc", *options, "--json"]) == 0
+        divergence = json.loads(capsys.readouterr().out)["divergence"]
+        assert (divergence["nic"], divergence["vga"]) == expected
 
 
 def test_schema_diff_exits_as_documented(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,6 +20,10 @@ real program loads, and refuses the others in the section the real program names
 it names one). The real programs also load the model's streams exactly where they load
 their own (hybrid cells).
 
+RHEL 6.1 and 6.2's qemu-kvm the same way on every machine type each build has (rhel5.x,
+without PCI option ROM blocks, included), with RHEL's own NIC, an e1000, no NIC, and no
+VGA; their loaders are in tests/test_rhel6.py.
+
 Real streams come from the bundles (``../shared/qemu-historic``), unpacked into the cache
 and run per test session; without them the tests skip, and fail in CI.
 """
@@ -38,14 +42,14 @@ import pytest
 
 from harness.emulator.errors import LoadCrash, LoadError
 from harness.emulator.machine import Machine
+from harness.emulator.releases import RELEASES, get_release
 from harness.emulator.vmstate import Tracer
 from harness.qemu.compare import HISTORIC_IGNORED
 
-from .realqemu import ENDPOINT_IDS, ENDPOINTS, NIC_ARGS, full_sections
+from .realqemu import ENDPOINT_IDS, ENDPOINTS, NICS, full_sections
 from .realqemu import historic as historic  # noqa: F401 - the fixture
 
 RAM = 64 << 20  # the real builds' -m 64
-NICS = list(NIC_ARGS)
 PAIRS = [(s, d) for s, d in itertools.product(ENDPOINTS, ENDPOINTS) if s != d]
 
 
@@ -187,12 +191,9 @@ def real_section(log: str) -> str | None:
 # -- the idle stream of each endpoint ------------------------------------------------------
 
 
-@pytest.mark.parametrize("nic", NICS)
-@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=ENDPOINT_IDS)
-def test_the_models_idle_stream_has_the_real_sections_and_ram_blocks(historic, endpoint, nic):
-    release, machine, fmt = endpoint
-    real = historic.idle(release, machine, nic)
-    model = model_stream(release, machine, nic)
+def assert_same_shape(model: bytes, real: bytes) -> None:
+    """The same header, live records, sections (idstr, instance id, version, payload size)
+    and RAM blocks (names, lengths and page kinds, in the listed order)."""
     assert model[:8] == real[:8]  # magic and file version (the machine's format)
     assert live_records(model) == live_records(real)
     shape = [(s.idstr, s.instance_id, s.version_id, len(s.payload)) for s in full_sections(model)]
@@ -201,16 +202,13 @@ def test_the_models_idle_stream_has_the_real_sections_and_ram_blocks(historic, e
     assert ram_pages(model) == ram_pages(real)
 
 
-@pytest.mark.parametrize("nic", NICS)
-@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=ENDPOINT_IDS)
-def test_device_payloads_are_byte_identical_but_for_the_host_dependent_fields(
-        historic, endpoint, nic):
-    release, machine, fmt = endpoint
-    real = historic.idle(release, machine, nic)
-    model = model_stream(release, machine, nic)
+def payload_differences(release: str, machine: str, model: bytes, real: bytes,
+                        **devices: str) -> list[str]:
+    """The device payload bytes where the model's stream differs from the real one,
+    outside the host-dependent fields."""
     # Where each field of the real stream is, as the model's release reads it.
     tracer = Tracer()
-    Machine.load(release, machine, real, ram_size=RAM, nic=nic, tracer=tracer)
+    Machine.load(release, machine, real, ram_size=RAM, tracer=tracer, **devices)
     fields = [m for m in tracer.marks if m.kind == "field"]
     problems = []
     for m_sec, r_sec in zip(full_sections(model), full_sections(real), strict=True):
@@ -223,7 +221,23 @@ def test_device_payloads_are_byte_identical_but_for_the_host_dependent_fields(
             path = mark.path.partition("/")[2] if mark else "?"
             if mark is None or not host_dependent(r_sec.idstr, path, offset - mark.offset):
                 problems.append(f"{r_sec.idstr} {path} (payload byte {at})")
-    assert problems == []
+    return problems
+
+
+@pytest.mark.parametrize("nic", NICS)
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=ENDPOINT_IDS)
+def test_the_models_idle_stream_has_the_real_sections_and_ram_blocks(historic, endpoint, nic):
+    release, machine, fmt = endpoint
+    assert_same_shape(model_stream(release, machine, nic), historic.idle(release, machine, nic))
+
+
+@pytest.mark.parametrize("nic", NICS)
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=ENDPOINT_IDS)
+def test_device_payloads_are_byte_identical_but_for_the_host_dependent_fields(
+        historic, endpoint, nic):
+    release, machine, fmt = endpoint
+    assert payload_differences(release, machine, model_stream(release, machine, nic),
+                               historic.idle(release, machine, nic), nic=nic) == []
 
 
 def test_the_host_dependent_fields_really_differ_between_runs_or_releases(historic):
@@ -297,3 +311,46 @@ def test_the_idle_7x7_loads_and_refuses_as_the_real_programs_do(historic, nic):
                 hybrid_off.append(f"{pair}: the model's stream {hybrid or 'loads'}, "
                                   f"the real one {real or 'loads'}")
     assert disagree == [] and misplaced == [] and hybrid_off == []
+
+
+# -- RHEL 6: both builds on every machine type, rhel5.x included -------------------------------
+
+RHEL_ENDPOINTS = [(r, m.name) for r in ("rhel6.1", "rhel6.2") for m in RELEASES[r].machines]
+# (nic, vga) as on the command line: RHEL's own rtl8139, an e1000 instead, no NIC, and the
+# rtl8139 without a VGA (the RAM blocks upstream 0.13/0.14 have with -vga none).
+RHEL_DEVICES = [("rtl8139", "cirrus"), ("e1000", "cirrus"), ("none", "cirrus"),
+                ("rtl8139", "none")]
+
+
+@pytest.mark.parametrize(("nic", "vga"), RHEL_DEVICES, ids=[f"{n}-{v}" for n, v in RHEL_DEVICES])
+@pytest.mark.parametrize(("release", "machine"), RHEL_ENDPOINTS,
+                         ids=[f"{r}/{m}" for r, m in RHEL_ENDPOINTS])
+def test_the_models_rhel_idle_stream_is_the_real_one(historic, release, machine, nic, vga):
+    """The rows of rhel6.md on every machine type: the rhel5.x ones set rombar=0 on every
+    PCI device, so their streams list no option ROM blocks (the NIC's and the VGA's ROMs go
+    through fw_cfg into pc.rom), and the model's do not either."""
+    real = historic.idle(release, machine, nic, vga)
+    model = Machine(release, machine, RAM, nic, vga=vga).save()
+    assert_same_shape(model, real)
+    assert payload_differences(release, machine, model, real, nic=nic, vga=vga) == []
+    roms = [name for name, _, _ in ram_pages(real) if name.startswith("0000:")]  # PCI ROMs
+    assert bool(roms) == get_release(release).machine(machine).rom_bars or (
+        nic == "none" and vga == "none")
+
+
+@pytest.mark.parametrize(("nic", "vga"), RHEL_DEVICES, ids=[f"{n}-{v}" for n, v in RHEL_DEVICES])
+@pytest.mark.parametrize(("release", "machine"), RHEL_ENDPOINTS,
+                         ids=[f"{r}/{m}" for r, m in RHEL_ENDPOINTS])
+def test_every_real_rhel_stream_decodes_in_the_analyzer(historic, release, machine, nic, vga):
+    """Writer given or inferred, with the real NIC and VGA. (Inferred, every idle RHEL
+    stream is named rhel6.2/rhel6.2.0: 6.2 writes the same sections and reads 6.1's
+    power-on floppy subsection, and the machine types differ on the wire only in the
+    rhel5.x ones' missing ROM blocks, which inference does not weigh.)"""
+    from harness.analyze import analyze
+
+    real = historic.idle(release, machine, nic, vga)
+    given = analyze(real, release=release, machine=machine)
+    assert given.complete and not given.trailing_bytes, given.error
+    inferred = analyze(real)
+    assert inferred.complete and not inferred.trailing_bytes, inferred.error
+    assert (inferred.writer["nic"], inferred.writer["vga"]) == (nic, vga)

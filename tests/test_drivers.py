@@ -68,6 +68,16 @@ def test_a_cell_over_either_transport(transport: str) -> None:
     assert outcome.stream_bytes > 1 << 20
 
 
+@pytest.mark.parametrize("driver", ["inprocess", "subprocess"])
+def test_a_source_that_dies_saving_is_a_crash(driver: str) -> None:
+    """RHEL 6.1 dies saving a pending media event: in process a SaveCrash, in processes
+    the endpoint aborts as the real build dies (SIGSEGV there)."""
+    outcome = get_driver(driver).run_cell(_cell("rhel6.1/rhel6.1.0", "rhel6.2/rhel6.2.0",
+                                                "atapi-media-event"))
+    assert classify(outcome) is Verdict.CRASHED, outcome.message
+    assert outcome.message.startswith(("source crashed: ", "source died during the migration"))
+
+
 class KillingDriver(SubprocessDriver):
     """Kills the destination mid-stream in cells of the ``live-ram`` scenario."""
 

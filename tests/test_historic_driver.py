@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from harness.drivers.historic import HistoricDriver, cell_commands
-from harness.emulator.releases import get_release
 from harness.matrix import Cell, Endpoint, load_matrix, why_excluded
 from harness.qemu.historic import historic_problem
 from harness.verdict import Outcome, classify
@@ -26,11 +25,10 @@ RAM = 64 << 20
 
 
 def real(name: str, nic: str = "", vga: str = "cirrus") -> Endpoint:
-    """A real build's endpoint; ``nic`` "" is the release's default NIC."""
+    """A real build's endpoint; ``nic`` "": the release's own NIC (Endpoint's default)."""
     label, _, machine = name.partition("/")
     release = label.removeprefix("qemu-")
-    return Endpoint(name, release, machine, RAM, kind="qemu", historic=True,
-                    nic=nic or get_release(release).default_nic, vga=vga)
+    return Endpoint(name, release, machine, RAM, kind="qemu", historic=True, nic=nic, vga=vga)
 
 
 def model(name: str) -> Endpoint:
@@ -55,8 +53,8 @@ def run(src: Endpoint, dst: Endpoint, scenario: str = "idle", **kw: object
     cell = Cell(src, dst, scenario, 0, ("pass",), "test", time_limit=120)
     driver = HistoricDriver(keep_workdirs=True, workroot=WORKROOT, **kw)  # type: ignore[arg-type]
     outcome = driver.run_cell(cell)
-    stream = Path(outcome.extra["workdir"], "stream.bin").read_bytes()
-    return outcome, stream
+    stream = Path(outcome.extra["workdir"], "stream.bin")
+    return outcome, stream.read_bytes() if stream.exists() else b""  # none: the source died
 
 
 def header_end(stream: bytes, idstr: bytes, instance: int) -> int:
@@ -143,6 +141,20 @@ def test_a_real_stream_is_judged_by_the_model_loader() -> None:
     assert outcome.load_error["reason"] == "unsupported_version"
 
 
+def test_a_source_that_dies_under_migrate_is_crashed_with_its_signal() -> None:
+    """Real RHEL 6.1 dies saving a pending media event (SIGSEGV); the model's 6.1 dies
+    there too, and a real destination is never reached."""
+    outcome, _ = run(real("qemu-rhel6.1/rhel6.1.0"), real("qemu-rhel6.2/rhel6.2.0"),
+                     "atapi-media-event", locate=False)
+    assert classify(outcome).value == "crashed"
+    assert outcome.crash is not None
+    assert outcome.crash.startswith("source killed by SIGSEGV during the cell, migrating")
+    outcome, stream = run(model("rhel6.1/rhel6.1.0"), real("qemu-rhel6.1/rhel6.1.0"),
+                          "atapi-media-event", locate=False)
+    assert classify(outcome).value == "crashed" and stream == b""
+    assert outcome.message.startswith("source crashed: 0000:00:01.1/ide/")
+
+
 # -- scenarios build what they name --------------------------------------------------------
 
 @pytest.mark.parametrize("src,scenario,sent", [
@@ -161,22 +173,43 @@ def test_a_scenario_makes_the_source_send_its_subsections(src: str, scenario: st
         assert name not in idle
 
 
-def test_a_hot_plugged_nic_registers_last_as_in_the_model() -> None:
-    """-net user without a NIC, then device_add: the e1000's section comes after every other one, where
-    a cold-plugged NIC's sits between the floppy and the IDE (and the model agrees)."""
+HOTPLUG_CASES = [("qemu-0.14/pc", "", "cirrus"), ("qemu-0.14/pc", "rtl8139", "cirrus"),
+                 ("qemu-1.0/pc", "", "none"), ("qemu-rhel6.1/rhel6.1.0", "", "cirrus"),
+                 ("qemu-rhel6.2/rhel6.2.0", "e1000", "none")]
+
+
+@pytest.mark.parametrize("name,nic,vga", HOTPLUG_CASES,
+                         ids=[f"{n}-{nic or 'default'}-{vga}" for n, nic, vga in HOTPLUG_CASES])
+def test_a_hot_plugged_nic_is_the_endpoints_and_registers_last_as_in_the_model(
+        name: str, nic: str, vga: str) -> None:
+    """-net user without a NIC, then device_add of the endpoint's NIC (RHEL's default is
+    the rtl8139) in the slot a cold-plugged one takes: its section comes after every
+    other one, and the model writes the same sections and RAM blocks. (Not compared: the
+    pages of a hot-plugged ROM past its image, which RHEL's qemu-kvm takes from the heap
+    unzeroed: 10-27 stray bytes there in the runs measured, raw pages; the model's are
+    zero.)"""
+    from harness.analyze import analyze
     from harness.emulator.machine import Machine
     from harness.scenarios import apply_scenario
 
     from .realqemu import full_sections
 
-    _, stream = run(real("qemu-0.14/pc"), real("qemu-0.14/pc"), "nic-hotplug", locate=False)
-    _, idle = _idle("qemu-0.14/pc", "qemu-0.14/pc")
-    order = [s.idstr for s in full_sections(stream)]
-    assert order[-1] == "0000:00:03.0/e1000"
-    assert [s.idstr for s in full_sections(idle)][-1] != "0000:00:03.0/e1000"
-    m = Machine("0.14", "pc", 64 << 20)
+    endpoint = real(name, nic, vga)
+    outcome, stream = run(endpoint, endpoint, "nic-hotplug", locate=False)
+    assert classify(outcome).value in ("pass", "corrupted"), outcome.message  # RHEL palette
+    sections = [(s.idstr, s.instance_id, s.version_id, len(s.payload))
+                for s in full_sections(stream)]
+    device = f"0000:00:{2 if vga == 'none' else 3:02x}.0/{endpoint.nic}"
+    assert sections[-1][0] == device
+    m = Machine(endpoint.release, endpoint.machine, RAM, endpoint.nic, vga=vga)
     apply_scenario(m, "nic-hotplug")
-    assert [s.idstr for s in full_sections(m.save())] == order
+    ours = m.save()
+    assert [(s.idstr, s.instance_id, s.version_id, len(s.payload))
+            for s in full_sections(ours)] == sections
+    blocks = [[(b["name"], b["length"]) for b in a.ram["blocks"]]
+              for a in (analyze(stream, release=endpoint.release, machine=endpoint.machine),
+                        analyze(ours, release=endpoint.release, machine=endpoint.machine))]
+    assert blocks[0] == blocks[1] and f"{device}.rom" in dict(blocks[0])
 
 
 def test_live_ram_sends_ram_in_several_passes_and_the_guest_counts_on() -> None:

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from harness.emulator.releases import RELEASES
-from harness.matrix import MatrixError, load_matrix, matrix_ref, resolve_matrix, shipped_matrices
+from harness.matrix import (
+    Endpoint,
+    MatrixError,
+    load_matrix,
+    matrix_ref,
+    resolve_matrix,
+    shipped_matrices,
+)
 from harness.runner import ResultsFile, header, run_cells
 from harness.scenarios import SCENARIOS
 from harness.verdict import Outcome, Verdict, classify
@@ -28,6 +35,18 @@ MINIMAL = '[[endpoint]]\nname = "0.14/pc"\n'
 
 
 # -- loading -----------------------------------------------------------------------------
+
+
+def test_an_endpoint_without_a_nic_has_its_releases_own(tmp_path: Path) -> None:
+    """As QEMU without -net options: e1000, rtl8139 on RHEL 6; in a matrix file and in
+    code alike."""
+    m = load_matrix(write(tmp_path, '[[endpoint]]\nname = "rhel6.1/rhel6.1.0"\n'
+                          '[[endpoint]]\nname = "0.14/pc"\n'
+                          '[[endpoint]]\nname = "rhel6.2/rhel6.2.0"\nnic = "e1000"\n'))
+    assert [e.nic for e in m.endpoints] == ["rtl8139", "e1000", "e1000"]
+    assert Endpoint("r", "rhel6.1", "rhel6.0.0").nic == "rtl8139"
+    assert Endpoint("u", "0.14", "pc").nic == "e1000"
+    assert Endpoint("r", "rhel6.2", "rhel6.2.0", nic="none").nic == "none"
 
 
 def test_default_matrix_shape() -> None:

@@ -148,6 +148,15 @@ def test_predict_cell_agrees_with_the_default_matrix():
     assert wrong == []
 
 
+def test_a_source_that_dies_saving_is_predicted_crashed():
+    from harness.matrix import Cell, Endpoint
+
+    src = Endpoint("rhel6.1/rhel6.1.0", "rhel6.1", "rhel6.1.0", 2 << 20)
+    dst = Endpoint("rhel6.2/rhel6.2.0", "rhel6.2", "rhel6.2.0", 2 << 20)
+    p = predict_cell(Cell(src, dst, "atapi-media-event", 0, ("pass",), "test"))
+    assert p["verdicts"] == ["crashed"] and "SIGSEGV" in p["reason"]
+
+
 def test_every_release_is_dumpable():
     for r in RELEASES.values():
         for m in r.machines:

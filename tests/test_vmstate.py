@@ -8,6 +8,7 @@ descriptions are small synthetic ones, not the real devices.
 
 from __future__ import annotations
 
+import doctest
 import struct
 from types import SimpleNamespace as NS
 from typing import Any
@@ -16,7 +17,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.emulator.errors import LoadError, Reason, SaveError, TruncatedInput
+from harness.emulator import vmstate
+from harness.emulator.errors import (
+    LoadCrash,
+    LoadError,
+    Reason,
+    SaveCrash,
+    SaveError,
+    TruncatedInput,
+)
 from harness.emulator.savevm import DeviceSection, HeaderPolicy, load_stream
 from harness.emulator.stream import StreamReader, StreamWriter
 from harness.emulator.vmstate import (
@@ -27,6 +36,7 @@ from harness.emulator.vmstate import (
     IntArray,
     IntEqual,
     IntLocalLE,
+    PastEndOfList,
     PeekPolicy,
     Struct,
     StructArray,
@@ -218,6 +228,31 @@ def test_unused_is_zeros_on_save_and_skipped_on_load() -> None:
     assert save(desc, NS(a=1, b=2)) == bytes.fromhex("01 000000 02")
     loaded = load(desc, bytes.fromhex("01 ffeedd 02"))
     assert vars(loaded) == {"a": 1, "b": 2}
+
+
+def test_data_past_an_unterminated_list_that_does_nothing_reads_and_writes_nothing() -> None:
+    desc = Description("open", 1, [u8("a"), PastEndOfList("a zero-element array"), u8("b")])
+    assert save(desc, NS(a=1, b=2)) == bytes.fromhex("01 02")
+    assert vars(load(desc, bytes.fromhex("01 02"))) == {"a": 1, "b": 2}
+    assert dump_state(desc, NS(a=1, b=2)) == {"a": 1, "b": 2}
+
+
+def test_data_past_an_unterminated_list_kills_the_process_that_takes_it() -> None:
+    """The save dies (no stream); the load dies after the fields before it, at their end."""
+    sub = Description("dev/open", 1, [u8("x"), u8("y"), PastEndOfList(
+        "the next object", save_dies="SIGSEGV", load_dies="SIGBUS")], minimum_version_id=1)
+    desc = Description("dev", 1, [u8("a")], subsections=[Subsection(sub, lambda o: o.x != 0)])
+    assert save(desc, NS(a=1, x=0, y=0)) == bytes.fromhex("01")  # not needed: not walked
+    with pytest.raises(SaveCrash, match=r"past_end_of_list: .*the next object.*SIGSEGV"):
+        save(desc, NS(a=1, x=1, y=0))
+    stream = bytes.fromhex("01 05 08") + b"dev/open" + bytes.fromhex("00000001 01 00")
+    with pytest.raises(LoadCrash, match="the next object.*SIGBUS") as info:
+        load(desc, stream)
+    assert info.value.offset == len(stream)  # x and y were read, then the walk went on
+
+
+def test_the_module_doctests_hold() -> None:
+    assert doctest.testmod(vmstate).failed == 0
 
 
 def test_a_field_newer_than_the_loaded_version_is_absent() -> None:

@@ -133,10 +133,10 @@ _LAST_WRITER: list[Any] = []
 
 def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = None,
             machine: str | None = None, as_destination: str | None = None,
-            nic: str | None = None) -> Analysis:
+            nic: str | None = None, vga: str | None = None) -> Analysis:
     """Decode ``source``; with ``as_destination`` ("R/M") also replay it there, on a
-    destination with the NIC ``nic`` (default: the stream's own, as a matrix cell's
-    destination is started with its source's command line)."""
+    destination with the NIC ``nic`` and the display ``vga`` (default: the stream's own,
+    as a matrix cell's destination is started with its source's command line)."""
     inp = source if isinstance(source, Input) else Input(source)
     a = Analysis(inp.name)
     head = inp.reader().peek(9)
@@ -209,7 +209,7 @@ def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = Non
         if a.format != "modelled":
             a.divergence = {"error": "--as-destination replays modelled releases only"}
         else:
-            a.divergence = replay_as_destination(inp, a, as_destination, nic=nic)
+            a.divergence = replay_as_destination(inp, a, as_destination, nic=nic, vga=vga)
     return a
 
 
@@ -222,7 +222,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     inp = Input(args.file)
     try:
         a = analyze(inp, release=args.release, machine=args.machine,
-                    as_destination=args.as_destination, nic=args.nic)
+                    as_destination=args.as_destination, nic=args.nic, vga=args.vga)
     except (ConfigError, EmulatorError) as e:
         print(f"migmatrix analyze: {e}", file=sys.stderr)
         return 2
@@ -258,6 +258,9 @@ def configure_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--nic", choices=("e1000", "rtl8139", "none"), default=None,
                    help="the destination's NIC, as on QEMU's command line (default: the "
                         "stream's own)")
+    s.add_argument("--vga", choices=("cirrus", "none"), default=None,
+                   help="the destination's display adapter, as -vga on QEMU's command line "
+                        "(default: the stream's own)")
     s.add_argument("--json", action="store_true", help="JSON for tools")
     s.add_argument("--pretty", action="store_true", help="indent the JSON")
     s.add_argument("--limit", type=int, default=None, help="text: at most N elements")

@@ -144,12 +144,12 @@ def destination_ram_size(writer: Analysis) -> int:
 
 
 def replay_as_destination(inp: Input, writer: Analysis, endpoint: str,
-                          nic: str | None = None) -> dict[str, Any]:
+                          nic: str | None = None, vga: str | None = None) -> dict[str, Any]:
     """Load the bytes as ``endpoint`` ("R/M") would, and align its reading with the
     writer's: the first element where they part, and the destination's outcome.
 
     The destination is the real one: a machine of that release with the RAM size the
-    stream declares, the NIC ``nic`` (default: the writer's) and the writer's VGA, loading
+    stream declares, the NIC ``nic`` and the display ``vga`` (default: the writer's), loading
     through its own RAM section (so a page beyond a block is refused here as ``migmatrix load`` refuses
     it, and a page QEMU would write through a NULL pointer ends it as ``crashed``).
     Memory: the destination's RAM, and windows of both readings; the writer's marks are
@@ -160,7 +160,7 @@ def replay_as_destination(inp: Input, writer: Analysis, endpoint: str,
     mach = mach or release.machines[0].name
     release.machine(mach)
     nic = nic or (writer.writer or {}).get("nic") or release.default_nic
-    vga = (writer.writer or {}).get("vga") or "cirrus"
+    vga = vga or (writer.writer or {}).get("vga") or "cirrus"
     dest = Machine(release, mach, destination_ram_size(writer), nic=nic, vga=vga)
     handlers = [_MarkedRam(h) if h.idstr == "ram" else h for h in dest.handlers()]
     log = getattr(writer, "mark_log", None)

@@ -51,14 +51,21 @@ from typing import Any
 
 from qemu.qmp import QMPClient
 
-from ..emulator.errors import LoadError
+from ..emulator.errors import LoadError, SaveCrash
 from ..emulator.machine import Machine
 from ..emulator.releases import get_release
 from ..matrix import Cell, Endpoint
 from ..qemu import bootimage
 from ..qemu.compare import HISTORIC_IGNORED, StreamState, compare, page_counters, read_state
 from ..qemu.feeder import FeedResult, InputProbe, locate_stop, pump
-from ..qemu.historic import BUNDLE_SETS, HistoricBuild, device_args, find_build, runtime_args
+from ..qemu.historic import (
+    BUNDLE_SETS,
+    HistoricBuild,
+    find_build,
+    nic_args,
+    runtime_args,
+    vga_args,
+)
 from ..qemu.historic_scenarios import (
     COUNTED_TOP,
     HISTORIC_SCENARIOS,
@@ -81,6 +88,7 @@ DEST_STATE = "dst.state"
 START_TIMEOUT = 20.0
 SAVE_TIMEOUT = 60.0
 SETTLE_TIMEOUT = 30.0
+EXIT_GRACE = 2.0  # a monitor closed under a command: the process is exiting
 LOG_LINES = 40
 # Lines every run of some builds prints, which say nothing about the cell.
 NOISE = ("Could not open option rom 'sgabios.bin'", "GLib-WARNING",
@@ -102,7 +110,11 @@ def historic_argv(endpoint: Endpoint, build: HistoricBuild, role: str, workdir: 
             "-monitor", f"unix:{workdir / (role + '.hmp')},server,nowait",
             "-qmp", f"unix:{workdir / (role + '.qmp')},server,nowait"]
     argv += runtime_args(build)
-    argv += device_args(endpoint.nic, endpoint.vga, get_release(endpoint.release).default_nic)
+    if scenario.nic_args is not None:  # the scenario places the NIC (nic-hotplug)
+        argv += scenario.nic_args(role, endpoint.nic, endpoint.vga)
+    else:
+        argv += nic_args(endpoint.nic, get_release(endpoint.release).default_nic)
+    argv += vga_args(endpoint.vga)
     argv += list(endpoint.args)
     argv += scenario.args(workdir, role)
     if incoming is not None:
@@ -114,8 +126,10 @@ class RealEndpoint:
     """One running historic build: its process, monitor, QMP and log."""
 
     def __init__(self, role: str, argv: list[str], proc: subprocess.Popen[bytes],
-                 workdir: Path, build: HistoricBuild) -> None:
+                 workdir: Path, build: HistoricBuild, endpoint: Endpoint) -> None:
         self.role = role
+        self.nic = endpoint.nic
+        self.vga = endpoint.vga
         self.argv = argv
         self.proc = proc
         self.workdir = workdir
@@ -126,11 +140,11 @@ class RealEndpoint:
 
     @classmethod
     async def start(cls, role: str, argv: list[str], workdir: Path,
-                    build: HistoricBuild) -> RealEndpoint:
+                    build: HistoricBuild, endpoint: Endpoint) -> RealEndpoint:
         with open(workdir / f"{role}.log", "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     cwd=workdir, start_new_session=True)
-        ep = cls(role, argv, proc, workdir, build)
+        ep = cls(role, argv, proc, workdir, build, endpoint)
         try:
             ep.monitor = await HumanMonitor.connect(str(workdir / f"{role}.hmp"), START_TIMEOUT)
             ep.client = QMPClient(f"migmatrix-{role}")
@@ -296,6 +310,8 @@ class _Cell:
     stream: bytes = b""
     timings: dict[str, float] = field(default_factory=dict)
     t0: float = field(default_factory=time.perf_counter)
+    doing: str = "starting"  # what the driver is doing, for a death's message
+
 
     def lap(self, name: str) -> None:
         self.timings[name] = round(time.perf_counter() - self.t0, 3)
@@ -309,6 +325,17 @@ class _Cell:
     def argv(self, role: str, *, incoming: str | None = None) -> list[str]:
         return historic_argv(self.endpoint(role), self.builds[role], role, self.workdir,
                              self.scenario, incoming=incoming)
+
+
+async def _dead_endpoints(c: _Cell, grace: float = EXIT_GRACE) -> list[RealEndpoint]:
+    """The real endpoints that died. A process killed by a signal closes its sockets
+    before it can be reaped, so a monitor that just closed gets ``grace`` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        dead = [ep for ep in c.real.values() if ep.exited()]
+        if dead or time.monotonic() > deadline:
+            return dead
+        await asyncio.sleep(0.02)
 
 
 class HistoricDriver(Driver):
@@ -354,11 +381,11 @@ class HistoricDriver(Driver):
             outcome.harness_error = f"source: the scenario could not be built: {e}"
             outcome.message = outcome.harness_error
         except Exception as e:
-            dead = [ep for ep in c.real.values() if ep.exited()]
+            dead = await _dead_endpoints(c)
             if dead:  # a real program died under a command (e.g. 6.1 saving a media event)
                 ep = dead[0]
                 outcome.crash = (f"{ep.role} {describe_exit(ep.exit_code())} during the "
-                                 f"cell ({type(e).__name__} in the driver)")
+                                 f"cell, {c.doing} ({type(e).__name__} in the driver)")
                 outcome.message = f"{outcome.crash}: {'; '.join(ep.messages()[-3:])}"
             else:  # the driver failed: not a verdict on the emulator
                 outcome.harness_error = f"historic driver: {type(e).__name__}: {e}"
@@ -383,17 +410,19 @@ class HistoricDriver(Driver):
         if c.is_real("destination"):
             c.real["destination"] = await RealEndpoint.start(
                 "destination", c.argv("destination", incoming=f"unix:{incoming}"), c.workdir,
-                c.builds["destination"])
+                c.builds["destination"], c.endpoint("destination"))
             dst_sock = await asyncio.to_thread(_connect_unix, incoming, START_TIMEOUT)
             probe = InputProbe(c.real["destination"].proc.pid, dst_sock)
 
         if c.is_real("source"):
             src = c.real["source"] = await RealEndpoint.start(
-                "source", c.argv("source"), c.workdir, c.builds["source"])
+                "source", c.argv("source"), c.workdir, c.builds["source"], c.endpoint("source"))
             c.lap("started")
+            c.doing = "building the scenario on the source"
             if c.scenario.prepare is not None:
                 await c.scenario.prepare(src)
             c.lap("scenario")
+            c.doing = "migrating"
             listener = _listener(c.workdir / "relay.sock")
             relay = asyncio.create_task(asyncio.to_thread(
                 _record_and_forward, listener, c.workdir / STREAM, dst_sock, probe,
@@ -410,9 +439,16 @@ class HistoricDriver(Driver):
                 raise _CellDone()
             outcome.extra["source_migration"] = status
         else:
+            c.doing = "migrating"
             # A real destination's RTC catches up from the source's host clock second
             # by second: the model's source runs on this host's clock, as a real one would.
-            _, stream = await asyncio.to_thread(build_source, cell, host_time_ns=time.time_ns())
+            try:
+                _, stream = await asyncio.to_thread(build_source, cell,
+                                                    host_time_ns=time.time_ns())
+            except SaveCrash as e:  # the modelled source dies saving, as the real one does
+                outcome.crash = f"{type(e).__name__}: {e}"
+                outcome.message = f"source crashed: {e}"
+                raise _CellDone() from e
             (c.workdir / STREAM).write_bytes(stream)
             transfer = _Transfer(stream)
             if dst_sock is not None and probe is not None:
@@ -523,6 +559,7 @@ class HistoricDriver(Driver):
             if offset is not None:
                 outcome.window = stream_window(c.cell, c.stream, offset, "0x00 read as EOF")
         # It loaded: have it save what it holds, and compare.
+        c.doing = "after the load, saving the destination's state"
         saved = await self._save_destination(c)
         dst_state = await asyncio.to_thread(
             read_state, saved, release=c.cell.destination.release,
@@ -687,8 +724,12 @@ def cell_commands(cell: Cell) -> dict[str, str]:
         if ep.kind == "qemu":
             build = HistoricBuild(ep.release, BUNDLE_SETS[ep.release], Path(f"$BUNDLE-{ep.release}"))
             incoming = "unix:$W/incoming.sock" if role == "destination" else None
-            out[role] = shlex.join(historic_argv(ep, build, role, Path("$W"), scenario,
-                                                 incoming=incoming)).replace("'", "")
+            try:
+                argv = historic_argv(ep, build, role, Path("$W"), scenario, incoming=incoming)
+            except ScenarioFailed as e:
+                out[role] = f"(none: {e})"
+                continue
+            out[role] = shlex.join(argv).replace("'", "")
         elif role == "source":
             out[role] = (f"migmatrix save --release {ep.release} --machine {ep.machine} "
                          f"--ram {ep.ram_size} --scenario {cell.scenario} -o $W/stream.bin")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..emulator.errors import EmulatorError, LoadCrash, LoadError
+from ..emulator.errors import EmulatorError, LoadCrash, LoadError, SaveCrash
 from ..emulator.machine import Machine, compare_machines, jsonable
 from ..emulator.vmstate import Tracer
 from ..matrix import Cell, Endpoint
@@ -277,6 +277,10 @@ class InProcessDriver(Driver):
             source, stream = build_source(cell)
         except CellTimeout:
             raise
+        except SaveCrash as e:  # where the release's save dies (RHEL 6.1's gesn_state)
+            outcome.crash = f"{type(e).__name__}: {e}"
+            outcome.message = f"source crashed: {e}"
+            return
         except Exception as e:  # the cell could not be set up: not a verdict
             outcome.harness_error = f"source: {type(e).__name__}: {e}"
             outcome.message = outcome.harness_error

@@ -5,6 +5,8 @@ Every failure of the core is an :class:`EmulatorError`::
     EmulatorError
      +-- ConfigError          unknown release, machine type, scenario or option
      +-- SaveError            the state cannot be written (a value out of its field's range)
+     +-- SaveCrash            the release's save would have died: the modelled QEMU process
+     |                        dereferenced a wild pointer while writing its state
      +-- LoadError            the destination refused the stream: a closed ``Reason``,
      |    |                   the byte offset, the section idstr and the field path
      |    +-- TruncatedInput  a read ran past the end of the input (QEMU's -EIO)
@@ -12,7 +14,7 @@ Every failure of the core is an :class:`EmulatorError`::
                               dereferenced NULL, aborted or wrote outside guest memory
 
 A harness classifies outcomes from ``LoadError.reason`` and never from message text; a
-``LoadCrash`` is the verdict ``crashed``.
+``LoadCrash`` is the verdict ``crashed``, and so is a ``SaveCrash`` of the source.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "LoadCrash",
     "LoadError",
     "Reason",
+    "SaveCrash",
     "SaveError",
     "TruncatedInput",
 ]
@@ -66,11 +69,13 @@ class ConfigError(EmulatorError):
     """A machine was asked for something that does not exist (release, machine, option)."""
 
 
-class SaveError(EmulatorError):
-    """The machine's state cannot be written, e.g. a value outside its field's width."""
+class _SaveFailure(EmulatorError):
+    """A save that stopped: what happened, in which section, at which field path (built
+    from the inside out as the error travels up through the descriptions)."""
 
-    def __init__(self, message: str, *, section: str | None = None, field: str | None = None):
-        self.detail = message
+    def __init__(self, detail: str, *, section: str | None = None,
+                 field: str | None = None) -> None:
+        self.detail = detail
         self.section = section
         self.field = field
         super().__init__(self._format())
@@ -86,6 +91,20 @@ class SaveError(EmulatorError):
     def set_section(self, section: str) -> None:
         self.section = section
         self.args = (self._format(),)
+
+
+class SaveError(_SaveFailure):
+    """The machine's state cannot be written, e.g. a value outside its field's width."""
+
+
+class SaveCrash(_SaveFailure):
+    """The modelled QEMU process dies while writing its state, as the real one did.
+
+    RHEL 6.1's save walks past a field list without its end marker into whatever data
+    follows it and dereferences an address built from it. The model stops there and says
+    what the real process died of; a harness reports ``crashed``. What was written before
+    is not a stream: the real process left a truncated one behind.
+    """
 
 
 class LoadError(EmulatorError):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import faults as _faults
-from .errors import LoadError, Reason, SaveError
+from .errors import LoadCrash, LoadError, Reason, SaveCrash, SaveError
 from .stream import StreamReader, StreamWriter
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "IntArray",
     "IntEqual",
     "IntLocalLE",
+    "PastEndOfList",
     "PeekPolicy",
     "Struct",
     "StructArray",
@@ -219,7 +220,7 @@ class Field:
     def save(self, w: StreamWriter, obj: Any, rules: WireRules) -> None:
         try:
             self._save(w, obj, rules)
-        except SaveError as e:
+        except (SaveError, SaveCrash) as e:
             e.add_path(self.path)
             raise
         except (struct.error, TypeError, ValueError, OverflowError, AttributeError) as e:
@@ -444,6 +445,54 @@ class Unused(Field):
         pass
 
 
+class PastEndOfList(Field):
+    """Data the engine walks as one more field after a list that lacks its end marker.
+
+    QEMU walks a field list until an entry with no name (VMSTATE_END_OF_LIST). A list
+    without that entry goes on into whatever the binary's data holds after it, read as
+    entries: ``what`` names those bytes. What such an entry does depends on those bytes:
+    ``save_dies`` / ``load_dies`` say how the process dies when the save or the load takes
+    the entry (a wild address dereferenced), ``None`` that it reads and writes nothing (an
+    entry that reads as an array of zero elements, or one the walk skips).
+
+    >>> from harness.emulator.stream import StreamWriter
+    >>> d = Description("demo", 1, [u8("a"), PastEndOfList("a table", save_dies="SIGSEGV")])
+    >>> class Obj: a = 1
+    >>> save_state(StreamWriter(), d, Obj(), WireRules(PeekPolicy.ALWAYS_PEEK))
+    Traceback (most recent call last):
+    ...
+    harness.emulator.errors.SaveCrash: past_end_of_list: the field list has no end marker: the save takes a table past it as a field and dies (SIGSEGV)
+    """
+
+    kind = "past_end_of_list"
+    size = 0
+
+    def __init__(self, what: str, *, save_dies: str | None = None,
+                 load_dies: str | None = None) -> None:
+        super().__init__("past_end_of_list", attr="__past_end__")
+        self.what = what
+        self.save_dies = save_dies
+        self.load_dies = load_dies
+
+    def _save(self, w: StreamWriter, obj: Any, rules: WireRules) -> None:
+        if self.save_dies is not None:
+            raise SaveCrash(f"the field list has no end marker: the save takes {self.what} "
+                            f"past it as a field and dies ({self.save_dies})")
+
+    def _load(self, r: StreamReader, obj: Any, rules: WireRules) -> Any:
+        if self.load_dies is not None:
+            raise LoadCrash(f"the field list has no end marker: the load takes {self.what} "
+                            f"past it as a field and dies ({self.load_dies})", offset=r.offset)
+        return None
+
+    def dump(self, obj: Any, prefix: str, out: dict[str, Any]) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "what": self.what, "save_dies": self.save_dies,
+                "load_dies": self.load_dies}
+
+
 class Struct(Field):
     """An embedded description (VMS_STRUCT), loaded at the child's own version."""
 
@@ -482,7 +531,7 @@ class StructArray(Field):
         for i in range(self.count):
             try:
                 _save_element(w, self.desc, items[i], rules)
-            except SaveError as e:
+            except (SaveError, SaveCrash) as e:
                 e.add_path(f"{self.path}[{i}]")
                 raise
 

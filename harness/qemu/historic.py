@@ -37,8 +37,9 @@ __all__ = [
     "cache_dir",
     "find_build",
     "historic_problem",
-    "device_args",
+    "nic_args",
     "runtime_args",
+    "vga_args",
 ]
 
 # The emulator core's release name -> the bundle's set name (qemu-SET).
@@ -54,18 +55,20 @@ BUNDLE_SETS: dict[str, str] = {
 
 
 
-def device_args(nic: str, vga: str, default_nic: str) -> list[str]:
-    """The model's NIC and VGA options as the real program's command line. Without -net
-    options QEMU builds its default NIC (e1000, rtl8139 on RHEL 6) with user networking;
-    ``-net nic,model=X -net user`` is the same machine."""
-    args: list[str] = []
+def nic_args(nic: str, default_nic: str) -> list[str]:
+    """The model's NIC cold-plugged. Without -net options QEMU builds its default NIC
+    (e1000, rtl8139 on RHEL 6) with user networking; ``-net nic,model=X -net user`` is
+    the same machine."""
     if nic == "none":
-        args += ["-net", "none"]
-    elif nic != default_nic:
-        args += ["-net", f"nic,model={nic}", "-net", "user"]
-    if vga != "cirrus":
-        args += ["-vga", vga]
-    return args
+        return ["-net", "none"]
+    if nic != default_nic:
+        return ["-net", f"nic,model={nic}", "-net", "user"]
+    return []
+
+
+def vga_args(vga: str) -> list[str]:
+    """The model's display adapter (``-vga``; cirrus is QEMU's default)."""
+    return ["-vga", vga] if vga != "cirrus" else []
 
 
 def runtime_args(build: HistoricBuild) -> list[str]:

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..emulator.devices import NIC_SLOT
+from ..emulator.devices import nic_slot
 from . import bootimage
 
 __all__ = ["COUNTED_TOP", "HISTORIC_SCENARIOS", "UNREACHABLE", "HistoricScenario", "SourceControl",
-           "why_not_historic"]
+           "hotplug_device", "why_not_historic"]
 
 BOOT_TIMEOUT = 30.0  # the 2011 SeaBIOS under TCG boots the image in about 1-2 s
 ERROR_TIMEOUT = 30.0
@@ -42,6 +42,8 @@ class SourceControl(Protocol):
     """What a scenario may do on the source: the driver's view of one real endpoint."""
 
     workdir: Path
+    nic: str  # the endpoint's NIC model (e1000, rtl8139, none)
+    vga: str  # and its VGA (cirrus, none)
 
     async def hmp(self, line: str) -> str: ...
 
@@ -53,19 +55,24 @@ class SourceControl(Protocol):
 
 
 Prepare = Callable[[SourceControl], Awaitable[None]]
+# (role, the endpoint's NIC, its VGA) -> the NIC's arguments on that side's command line.
+NicArgs = Callable[[str, str, str], list[str]]
 
 
 @dataclass(frozen=True)
 class HistoricScenario:
     """``files(workdir, ram)`` creates what the command lines refer to; ``args(workdir,
-    role)`` gives each side's extra arguments; ``prepare`` runs on the source before the
-    migration; ``live`` migrates while the guest runs."""
+    role)`` gives each side's extra arguments; ``nic_args``, where the scenario places the
+    endpoint's NIC itself, its arguments on each side (otherwise the NIC is cold-plugged);
+    ``prepare`` runs on the source before the migration; ``live`` migrates while the guest
+    runs."""
 
     name: str
     how: str  # what the real guest and the user do, for the report and the docs
     prepare: Prepare | None = None
     args: Callable[[Path, str], list[str]] = field(default=lambda workdir, role: [])
     files: Callable[[Path, int], None] = field(default=lambda workdir, ram: None)
+    nic_args: NicArgs | None = None
     live: bool = False
     serial: bool = False  # the source's COM1 goes to a file the scenario reads
     seeded: bool = False  # no recipe depends on a seed
@@ -178,20 +185,26 @@ async def _cdrom_change(src: SourceControl) -> None:
 
 
 # As the model's nic-hotplug: the machine starts with user networking but no NIC, and
-# QEMU's default NIC is hot-plugged into the slot a cold-plugged one would take, so the
+# the endpoint's NIC is hot-plugged into the slot a cold-plugged one would take, so the
 # stream holds the same sections as the model's (slirp; the NIC registered last).
-HOTPLUG_DEVICE = f"e1000,addr={NIC_SLOT:#x},mac=52:54:00:12:34:56"
+def hotplug_device(nic: str, vga: str) -> str:
+    """The ``device_add`` argument that hot-plugs ``nic`` where the model puts it."""
+    if nic == "none":
+        raise ScenarioFailed("nic-hotplug needs an endpoint with a NIC (nic = e1000 or "
+                             "rtl8139)")
+    return f"{nic},addr={nic_slot(vga):#x},mac=52:54:00:12:34:56"
 
 
-def _hotplug_args(workdir: Path, role: str) -> list[str]:
+def _hotplug_nic_args(role: str, nic: str, vga: str) -> list[str]:
+    device = hotplug_device(nic, vga)
     if role == "source":
         return ["-net", "user"]
     # The destination is started with the NIC the source hot-plugged, in the same slot.
-    return ["-net", "user", "-device", HOTPLUG_DEVICE]
+    return ["-net", "user", "-device", device]
 
 
 async def _hotplug(src: SourceControl) -> None:
-    answer = await src.hmp(f"device_add {HOTPLUG_DEVICE}")
+    answer = await src.hmp(f"device_add {hotplug_device(src.nic, src.vga)}")
     if answer:
         raise ScenarioFailed(f"device_add: {answer}")
 
@@ -231,9 +244,10 @@ HISTORIC_SCENARIOS: dict[str, HistoricScenario] = {
             prepare=_cdrom_change, args=_cdrom_args, files=_cdrom_files,
             media=frozenset({"cdrom"})),
         HistoricScenario(
-            "nic-hotplug", "started with -net user (no NIC), then an e1000 hot-plugged with device_add "
-            "in slot 3; the destination starts with it on its command line",
-            prepare=_hotplug, args=_hotplug_args),
+            "nic-hotplug", "started with -net user (no NIC), then the endpoint's NIC "
+            "hot-plugged with device_add in the slot a cold-plugged one takes; the "
+            "destination starts with it on its command line",
+            prepare=_hotplug, nic_args=_hotplug_nic_args),
         HistoricScenario(
             "live-ram", "the project's image counts in every page while RAM is sent in "
             "several passes (a tiny downtime limit until then)",

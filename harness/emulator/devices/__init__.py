@@ -15,10 +15,16 @@ from ..errors import ConfigError
 from ..releases import Release
 from ..savevm import DeviceSection
 
-__all__ = ["ISA_IDS", "MEDIA", "NIC_SLOT", "Board", "Device", "State", "isa_instance_ids"]
+__all__ = ["ISA_IDS", "MEDIA", "NIC_SLOT", "Board", "Device", "State", "isa_instance_ids",
+           "nic_slot"]
 
 DEFAULT_BOARD_RAM = 64 << 20
 NIC_SLOT = 3  # 00:03.0, the first free slot after the VGA (00:02.0 with -vga none)
+
+
+def nic_slot(vga: str) -> int:
+    """The NIC's PCI slot: the first free one, after the VGA's 00:02.0 if there is one."""
+    return NIC_SLOT - 1 if vga == "none" else NIC_SLOT
 
 
 MEDIA = frozenset({"hda", "fda", "cdrom"})
@@ -60,8 +66,7 @@ class Board:
 
     @property
     def nic_slot(self) -> int:
-        """The NIC's PCI slot: the first free one, after the VGA's 00:02.0 if there is one."""
-        return NIC_SLOT - 1 if self.vga == "none" else NIC_SLOT
+        return nic_slot(self.vga)
 
     def nic_idstr(self, name: str) -> str:
         """The NIC's qdev path and vmsd name, e.g. ``0000:00:03.0/rtl8139``."""

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..devices import MEDIA
-from ..errors import EmulatorError, LoadCrash, LoadError
+from ..errors import EmulatorError, LoadCrash, LoadError, SaveCrash
 from ..guest import GuestProgram, run_program
 from ..machine import DEFAULT_RAM_SIZE, NICS, VGAS, Machine
 from ..ram import PAGE_SIZE
@@ -305,6 +305,10 @@ class Endpoint:
             out.abort()
             self._from_thread(self._save_failed, f"{type(e).__name__}: {e}", "io")
             return
+        except SaveCrash as e:  # the modelled QEMU dies saving (RHEL 6.1's gesn_state)
+            sys.stderr.write(f"migmatrix endpoint: the save dies: {e}\n")
+            sys.stderr.flush()
+            os.abort()
         except Exception as e:  # a fault of the source itself (e.g. a SaveError)
             out.abort()
             traceback.print_exc()
