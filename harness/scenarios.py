@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .emulator import faults as _faults
 from .emulator.guest import FOUND, PROGRAMS, GuestProgram, run_program
 from .emulator.machine import Machine
 from .emulator.releases import Release
@@ -239,21 +240,27 @@ def saved_scenario(release: str, machine: str, ram_size: int, scenario: str, see
     """A source machine started for ``scenario``, put in its state for ``seed`` and saved:
     the machine as the save left it, and the stream.
 
-    Deterministic for its arguments, so the last one is kept: the cells of one source
-    and scenario (a destination each) and the prediction of each save it once, as a user
-    saves once and loads the file on each build. Callers only read the machine.
+    Deterministic for its arguments and the seeded bug the core runs with, so the last
+    one is kept: the cells of one source and scenario (a destination each) and the
+    prediction of each save it once, as a user saves once and loads the file on each
+    build. Only guests of up to :data:`KEEP_RAM` are kept (a large one's machine must not
+    outlive its cells). Callers only read the machine.
     """
-    key = (release, machine, ram_size, scenario, seed, nic, vga, host_time_ns)
+    bug = _faults.active()
+    key = (release, machine, ram_size, scenario, seed, nic, vga, host_time_ns,
+           bug.name if bug else None)
     if _LAST_SAVED and _LAST_SAVED[0] == key:
         return _LAST_SAVED[1]
-    _LAST_SAVED.clear()  # a gigabyte guest's machine must not outlive its cells
+    _LAST_SAVED.clear()
     sc = get_scenario(scenario)
     m = Machine(release, machine, ram_size, nic, sc.media, vga, host_time_ns=host_time_ns)
     apply_scenario(m, sc, seed)
     stream = m.save(passes=sc.live_passes, workload=sc.workload)
     assert stream is not None
-    _LAST_SAVED[:] = [key, (m, stream)]
+    if m.ram.total_size <= KEEP_RAM:
+        _LAST_SAVED[:] = [key, (m, stream)]
     return m, stream
 
 
+KEEP_RAM = 64 << 20  # the largest guest (all RAM blocks) whose last save is kept
 _LAST_SAVED: list[Any] = []

@@ -32,6 +32,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from .emulator import faults
 from .emulator.errors import SaveCrash
 from .emulator.machine import Machine
 from .emulator.releases import RELEASES
@@ -361,7 +362,7 @@ _INDEX = re.compile(r"\[\d+\]")
 
 @functools.lru_cache(maxsize=256)
 def _cached_facts(release: str, machine: str, ram_size: int, scenario: str,
-                  seed: int, nic: str | None, vga: str) -> dict[str, Any]:
+                  seed: int, nic: str | None, vga: str, bug: str | None) -> dict[str, Any]:
     from .analyze import writer_analysis
     from .scenarios import saved_scenario
 
@@ -389,7 +390,9 @@ def scenario_facts(release: str, machine: str, scenario: str, seed: int = 0,
     """What the source's stream of a scenario holds that matters to a destination: the
     subsections sent (offset, path, name) and parent bytes 0x05 right after an embedded
     struct element (collisions). Computed by saving and analysing the stream (cached)."""
-    return _cached_facts(release, machine, ram_size, scenario, seed, nic, vga)
+    active = faults.active()  # a seeded bug changes what the source saves
+    return _cached_facts(release, machine, ram_size, scenario, seed, nic, vga,
+                         active.name if active else None)
 
 
 def _level_of(schema: dict[str, Any], path: str) -> tuple[dict[str, Any] | None, bool, bool]:

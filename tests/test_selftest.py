@@ -40,6 +40,17 @@ def test_a_seeded_bug_is_caught_by_the_default_matrix(bug: str) -> None:
     assert faults.active() is None  # switched off again
 
 
+@pytest.mark.parametrize("bug", ["swap-fields", "needed-lies"])
+def test_a_save_side_bug_is_caught_on_a_cell_the_baseline_ran_just_before(bug: str) -> None:
+    """The baseline's last cell and the bug's first are the same source and scenario: the
+    save kept for reuse must not be the bug-free one."""
+    cell = {"swap-fields": "0.14/pc->0.14/pc[pit-half-written]",
+            "needed-lies": "new/pc->new/pc[fdc-media-changed]"}[bug]
+    rows = run_selftest(DEFAULT, [bug], patterns=[cell])
+    assert rows[0].cells == rows[1].cells == 1
+    assert rows[1].caught, format_table(rows)
+
+
 def test_the_bug_changes_the_wire_only_while_active() -> None:
     def stream() -> bytes:
         m = Machine("0.14", "pc", "64K")

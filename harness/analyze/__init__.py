@@ -110,24 +110,32 @@ def __getattr__(name: str) -> Any:
 def writer_analysis(stream: bytes, release: str, machine: str) -> Analysis:
     """``analyze(stream, release=, machine=)``: the stream decoded as its writer meant it.
     One source stream serves each of its destinations and its prediction, so the last few
-    are kept (by the stream's digest). Callers only read the result."""
+    of up to :data:`KEEP_STREAM` bytes are kept (by the stream's digest and the seeded bug
+    the core runs with). Callers only read the result."""
     import hashlib
 
+    from ..emulator import faults
+
+    bug = faults.active()
+    where = (release, machine, bug.name if bug else None)
     last = _LAST_WRITER
-    if last and last[0] is stream and last[1] == (release, machine):
+    if last and last[0] is stream and last[1] == where:
         return last[2]  # the same bytes object: no digest needed
-    key = (release, machine, hashlib.sha1(stream).digest())
+    if len(stream) > KEEP_STREAM:
+        return analyze(stream, release=release, machine=machine)
+    key = (*where, hashlib.sha1(stream).digest())
     hit = _WRITERS.get(key)
     if hit is None:
         hit = analyze(stream, release=release, machine=machine)
         if len(_WRITERS) >= 8:
             _WRITERS.pop(next(iter(_WRITERS)))
         _WRITERS[key] = hit
-    _LAST_WRITER[:] = [stream, (release, machine), hit]
+    _LAST_WRITER[:] = [stream, where, hit]
     return hit
 
 
-_WRITERS: dict[tuple[str, str, bytes], Analysis] = {}
+KEEP_STREAM = 64 << 20  # the largest stream whose analysis is kept for reuse
+_WRITERS: dict[tuple[str, str, str | None, bytes], Analysis] = {}
 _LAST_WRITER: list[Any] = []
 
 
