@@ -582,3 +582,21 @@ def test_a_large_report_keeps_routine_details_compressed_and_the_others_inline(
                      r'.*?</section>', page, re.S)
     assert full is not None and "Reproduce" in full.group(0)
     assert 'id="lazy-details"' not in html.render_html({**results, "cells": results["cells"][:1]})
+
+
+def test_a_template_cache_that_cannot_be_written_never_costs_the_report(tmp_path, monkeypatch):
+    import jinja2
+
+    from harness.report import html
+    from harness.report.sample import sample_results
+
+    def refuse(self, bucket):
+        raise PermissionError("read-only cache")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(jinja2.FileSystemBytecodeCache, "dump_bytecode", refuse)
+    monkeypatch.setattr(jinja2.FileSystemBytecodeCache, "load_bytecode", refuse)
+    monkeypatch.setattr(html, "_env", None)  # a fresh environment with that cache
+    page = html.render_html(sample_results())
+    assert page.startswith("<!DOCTYPE html>") and 'id="grid"' in page
+    monkeypatch.setattr(html, "_env", None)

@@ -86,7 +86,24 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
         os.makedirs(directory, exist_ok=True)
     except OSError:
         return None
-    return jinja2.FileSystemBytecodeCache(directory)
+    return _TolerantBytecodeCache(directory)
+
+
+class _TolerantBytecodeCache(jinja2.FileSystemBytecodeCache):
+    """A cache that is only ever an optimisation: a directory that cannot be read or
+    written (a read-only mount, a file of another user) compiles the templates anew."""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except OSError:
+            pass
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
 
 
 def _path_breaks(path: str) -> list[str]:
@@ -250,6 +267,7 @@ def _cell_view(cell: Mapping[str, Any], windows: _Windows) -> dict[str, Any]:
     diff = _diff_rows(d)
     diff_total = d.get("diff_total") or len(d.get("diff") or [])
     cause = _cause_view(d, windows, offset)
+    prediction = _prediction_view(cell)
     symptom = None
     if not (cause and cause["covers_symptom"]):
         symptom = windows.add(d.get("window"), offset)
@@ -279,7 +297,8 @@ def _cell_view(cell: Mapping[str, Any], windows: _Windows) -> dict[str, Any]:
         "plain_pass": cell["verdict"] == "pass" and bool(cell["ok"]) and not ki,
         # As expected, no known issue, nothing unexpectedly passing: in a large report its
         # detail is kept compressed until opened (LAZY_FROM).
-        "routine": bool(cell["ok"]) and not ki and not cell.get("unexpected_pass"),
+        "routine": bool(cell["ok"]) and not ki and not cell.get("unexpected_pass")
+        and (prediction is None or prediction["agrees"]),
         "lazy": False,
         "message": d.get("message") or "",
         "reason": d.get("reason"),
@@ -300,7 +319,7 @@ def _cell_view(cell: Mapping[str, Any], windows: _Windows) -> dict[str, Any]:
         "duration_s": cell.get("duration_s"),
         "commands": [{"name": str(k), "command": str(v)}
                      for k, v in (cell.get("commands") or {}).items()],
-        "prediction": _prediction_view(cell),
+        "prediction": prediction,
         "real": [],  # filled by _model_vs_real for a model cell with real counterparts
     }
 
