@@ -357,3 +357,23 @@ def test_a_large_reports_stubs_are_readable_without_javascript(browser, tmp_path
     assert cell["detail"]["message"] in text and "migmatrix run" in text
     assert "open with the cell" in pg.locator("#details .lazy-note").inner_text()
     context.close()
+
+
+def test_a_stub_says_so_where_the_browser_cannot_open_the_compressed_block(browser, tmp_path,
+                                                                          monkeypatch):
+    from harness.report import html
+
+    monkeypatch.setattr(html, "LAZY_FROM", 2)
+    results = sample_results()
+    write_reports(results, tmp_path / "r")
+    cell = _routine_rejected(results)
+    p = Page(browser, tmp_path / "r")
+    p.page.add_init_script("delete window.DecompressionStream;")  # an older browser
+    p.open(f"#{cell_anchor(cell['id'])}")
+    detail = p.page.locator(f"#{cell_anchor(cell['id'])}")
+    detail.locator(".lazy-failed").wait_for()
+    assert cell["detail"]["message"] in detail.inner_text()
+    p.page.check("input[name=details]")  # the other controls keep working
+    assert "cells shown" in p.page.locator("#filter-count").inner_text()
+    assert p.errors == []
+    p.page.close()

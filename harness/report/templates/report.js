@@ -119,11 +119,15 @@
 
   function openLazy() {
     if (!lazyDetails) {
-      var bin = atob(lazyBlock.textContent.trim());
-      var bytes = new Uint8Array(bin.length);
-      for (var i = 0; i < bin.length; i++) { bytes[i] = bin.charCodeAt(i); }
-      var inflated = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
-      lazyDetails = new Response(inflated).text().then(JSON.parse);
+      try {
+        var bin = atob(lazyBlock.textContent.trim());
+        var bytes = new Uint8Array(bin.length);
+        for (var i = 0; i < bin.length; i++) { bytes[i] = bin.charCodeAt(i); }
+        var inflated = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+        lazyDetails = new Response(inflated).text().then(JSON.parse);
+      } catch (e) {
+        lazyDetails = Promise.reject(e);
+      }
     }
     return lazyDetails;
   }
@@ -139,6 +143,14 @@
         section.className = full.className;
         section.innerHTML = full.innerHTML;
         section.removeAttribute("data-lazy");
+      }
+      return section;
+    }, function () {
+      // A browser without DecompressionStream (or a damaged block): say so in the stub.
+      if (!section.querySelector(".lazy-failed")) {
+        section.appendChild(el("p", "none lazy-failed", "This browser cannot open the " +
+          "compressed detail; migmatrix analyze, or this report in a current browser, " +
+          "shows the cause and the bytes."));
       }
       return section;
     });
