@@ -215,8 +215,10 @@ def test_a_fork_server_child_in_another_pid_namespace_is_killed_through_the_serv
 
 def test_the_cells_of_one_source_and_scenario_save_once_and_list_in_matrix_order(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import scenarios
     from harness.emulator.machine import Machine
 
+    monkeypatch.setattr(scenarios, "_LAST_SAVED", [])  # nothing kept from earlier tests
     saves = []
     real_save = Machine.save
 

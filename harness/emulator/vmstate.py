@@ -748,9 +748,13 @@ class _IntRun:
 
 
 def _plain_int(f: Field) -> bool:
+    """A field whose bytes are its integer and nothing else: an :class:`Int` none of whose
+    reading, writing or presence is specialised. (A description copied with
+    ``copy.copy`` would share its plans: descriptions are made anew, never copied.)"""
     cls = type(f)
     return (isinstance(f, Int) and cls._load is Int._load and cls._save is Int._save
-            and f.exists is None and f.check is None)
+            and cls.load is Field.load and cls.save is Field.save
+            and cls.present is Field.present and f.exists is None and f.check is None)
 
 
 def _plan(desc: Description, version: int) -> tuple[Any, ...]:
