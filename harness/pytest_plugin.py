@@ -161,6 +161,7 @@ def _ensure_matrix(config: pytest.Config, state: dict[str, Any]) -> bool:
             state["driver"] = config.getoption("--migmatrix-driver") or matrix.driver
             state["shard"] = _parse_shard(config.getoption("--migmatrix-shard"))
             state["total"] = len(matrix.cells())
+            state["order"] = {c.id: i for i, c in enumerate(matrix.cells(shard=state["shard"]))}
             return True
     return False
 
