@@ -169,7 +169,8 @@ def test_6_1_dies_loading_6_2s_media_event_after_reading_its_two_flags() -> None
     flags = stream.index(GESN) + len(GESN)
     with pytest.raises(LoadCrash, match="SIGBUS") as info:
         Machine.load("rhel6.1", "rhel6.1.0", stream, ram_size=RAM, media=["cdrom"])
-    assert (info.value.offset, info.value.section) == (flags + 2, "0000:00:01.1/ide")
+    assert (info.value.offset, info.value.section, info.value.field) == (
+        flags + 2, "0000:00:01.1/ide", "bus[1]/ifs[0]/past_end_of_list")
 
 
 def test_a_save_dies_on_exactly_the_scenarios_listed_as_dying() -> None:

@@ -187,17 +187,25 @@ class LoadCrash(EmulatorError):
     """
 
     def __init__(self, detail: str, *, offset: int | None = None,
-                 section: str | None = None) -> None:
+                 section: str | None = None, field: str | None = None) -> None:
         self.detail = detail
         self.offset = offset
         self.section = section
+        self.field = field
         super().__init__(self._format())
 
     def _format(self) -> str:
         where = [f"offset {self.offset}"] if self.offset is not None else []
         if self.section:
             where.append(f"section {self.section}")
+        if self.field:
+            where.append(f"field {self.field}")
         return f"{self.detail} ({', '.join(where)})" if where else self.detail
+
+    def add_path(self, component: str) -> None:
+        """Prepend one level of the field path (a crash inside a description)."""
+        self.field = f"{component}/{self.field}" if self.field else component
+        self.args = (self._format(),)
 
     def set_section(self, section: str) -> None:
         if self.section is None:

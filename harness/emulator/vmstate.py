@@ -241,7 +241,7 @@ class Field:
                 tracer.leave()
                 tracer.mark(self.kind if self.kind == "struct" else "field", start, r.offset,
                             self.path, value)
-        except LoadError as e:
+        except (LoadError, LoadCrash) as e:
             if tracer is not None:
                 tracer.leave()
             if e.offset is None:
@@ -545,7 +545,7 @@ class StructArray(Field):
                 tracer.enter(component)
             try:
                 _load_element(r, self.desc, items[i], rules)
-            except LoadError as e:
+            except (LoadError, LoadCrash) as e:
                 if e.offset is None:
                     e.offset = start
                 e.add_path(component)
@@ -776,7 +776,7 @@ def _plan(desc: Description, version: int) -> tuple[Any, ...]:
         run.clear()
 
     for f in desc.fields:
-        if f.exists is None and f.version_id > version:
+        if f.exists is None and f.version_id > version and type(f).present is Field.present:
             continue  # never on the wire at this version
         if _plain_int(f):
             run.append(f)  # type: ignore[arg-type]
