@@ -10,6 +10,8 @@ import struct
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.emulator.errors import LoadCrash, LoadError, Reason, TruncatedInput
 from harness.emulator.ram import (
@@ -287,6 +289,55 @@ def test_compare_ram_reports_pages_and_counts():
     other = GuestRam([("a", 3 * PAGE_SIZE), ("c", PAGE_SIZE)])
     details = {x.block: x.detail for x in compare_ram(a, other)}
     assert set(details) == {"a", "b", "c"} and "missing" in details["b"]
+
+
+def test_compare_ram_without_memcmp_agrees(monkeypatch):
+    from harness.emulator import ram as ram_module
+
+    a, b = GuestRam([("m", 300 * PAGE_SIZE)]), GuestRam([("m", 300 * PAGE_SIZE)])
+    b["m"].write(299 * PAGE_SIZE + 7, b"!")
+    with_memcmp = compare_ram(a, b)
+    monkeypatch.setattr(ram_module, "_libc_memcmp", lambda: None)
+    assert compare_ram(a, b) == with_memcmp and with_memcmp[0].pages == [299]
+    assert compare_ram(a, a) == []
+
+
+PAGE_KINDS = st.sampled_from(["unsent", "data", "zero", "ff", "11"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(pages=st.lists(PAGE_KINDS, min_size=1, max_size=24),
+       image=st.lists(st.tuples(st.integers(0, 24 * PAGE_SIZE), st.binary(min_size=1,
+                                                                          max_size=9000),
+                                st.integers(0, 255)), max_size=4))
+def test_loading_over_a_pending_image_is_loading_over_the_written_image(pages, image):
+    """A block's image waits until its bytes are used, and a page the stream sends
+    replaces the image's page whole: loading with the image pending, then reading, gives
+    the bytes of writing the image first and loading over it."""
+    n = len(pages)
+    runs = []
+    for start, data, fill in image:
+        start %= n * PAGE_SIZE
+        runs.append((start, (bytes((fill,)) + data)[: n * PAGE_SIZE - start]))
+    records = [Q(n * PAGE_SIZE | MEM_SIZE), name(b"v"), Q(n * PAGE_SIZE)]
+    named = False
+    for i, kind in enumerate(pages):
+        if kind == "unsent":
+            continue
+        head = Q(i * PAGE_SIZE | (PAGE if kind == "data" else COMPRESS)
+                 | (CONTINUE if named else 0)) + (b"" if named else name(b"v"))
+        named = True
+        body = {"data": DATA_PAGE, "zero": b"\x00", "ff": b"\xff", "11": b"\x11"}[kind]
+        records.append(head + body)
+    stream = b"".join(records)
+    pending, written = GuestRam([("v", n * PAGE_SIZE)]), GuestRam([("v", n * PAGE_SIZE)])
+    for ram in (pending, written):
+        ram["v"].load_image(runs)
+    assert len(written["v"].view) == n * PAGE_SIZE  # the image written before the load
+    load_chunk(stream, dst=pending)
+    load_chunk(stream, dst=written)
+    assert bytes(pending["v"].view) == bytes(written["v"].view)
+    assert compare_ram(pending, written) == []
 
 
 # -- what the loader refuses, ignores and dies on (QEMU's ram_load) ------------------

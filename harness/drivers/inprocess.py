@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -249,6 +250,19 @@ def _mark_label(mark: Any) -> str:
     return f"{mark.kind} {mark.path}".strip()
 
 
+_SOURCE_STATE: list[Any] = []  # [weak reference to a source machine, its state]
+
+
+def _source_state(source: Machine) -> dict[str, dict[str, Any]]:
+    """``source.state()``, kept for the next cell: a kept save's machine serves each
+    destination of its source and scenario (:func:`build_source`), and is only read."""
+    if _SOURCE_STATE and _SOURCE_STATE[0]() is source:
+        return _SOURCE_STATE[1]
+    state = source.state()
+    _SOURCE_STATE[:] = [weakref.ref(source), state]
+    return state
+
+
 def _cut_off(source: Machine, report: Any) -> list[str]:
     """The sections the source sent that an early EOF kept the destination from loading."""
     loaded = {(s.idstr, s.instance_id) for s in report.sections}
@@ -315,7 +329,7 @@ class InProcessDriver(Driver):
         outcome.not_loaded = _cut_off(source, report) if report.half_loaded else []
         outcome.extra["sections_loaded"] = report.section_count
         outcome.extra["bytes_consumed"] = report.bytes_consumed
-        states = source.state(), dest.state()
+        states = _source_state(source), dest.state()
         diffs = compare_machines(source, dest, states=states)
         outcome.diff_total = len(diffs)
         outcome.diff = [diff_entry(d.path, d.source, d.destination) for d in diffs[:DIFF_LIMIT]]

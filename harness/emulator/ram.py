@@ -62,6 +62,7 @@ import struct
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import faults as _faults
 from .errors import ConfigError, LoadCrash, LoadError, Reason
@@ -167,6 +168,35 @@ def zero_records(npages: int) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=16)
+def uniform_records(npages: int, fill: int) -> bytes:
+    """:func:`zero_records` with another fill byte (a VGA's pages of 0xff): a run of such
+    pages is loaded with one comparison.
+
+    >>> uniform_records(2, 0xff).hex(" ", 9)
+    '0000000000000022ff 0000000000001022ff'
+    """
+    if not fill:
+        return zero_records(npages)
+    out = bytearray(zero_records(npages))
+    out[8::9] = bytes((fill,)) * npages
+    return bytes(out)
+
+
+@functools.cache
+def _uniform_chunk(fill: int) -> bytes:
+    return bytes((fill,)) * (_CHUNK_PAGES << PAGE_SHIFT)
+
+
+def _fill_pages(view: memoryview, start: int, end: int, fill: int) -> None:
+    """``view[start:end] = fill`` in pieces of at most 1 MiB (no buffer of the run's size)."""
+    chunk = _uniform_chunk(fill)
+    while start < end:
+        stop = min(start + len(chunk), end)
+        view[start:stop] = chunk[: stop - start]
+        start = stop
+
+
 def _be64_offsets(npages: int) -> bytes:
     """Big-endian u64 page offsets ``0, 4096, ..., (npages-1) * 4096`` packed end to end."""
     a = array.array("Q", range(0, npages << PAGE_SHIFT, PAGE_SIZE))
@@ -238,7 +268,8 @@ class RamBlock:
     which only decodes) never pays for its firmware or its VGA's 4 MiB of 0xff.
     """
 
-    __slots__ = ("idstr", "name", "dirty", "npages", "_view", "_mem", "_address", "_image")
+    __slots__ = ("idstr", "name", "dirty", "npages", "_view", "_mem", "_address", "_image",
+                 "_covered")
 
     def __init__(self, idstr: str, length: int) -> None:
         if length <= 0 or length % PAGE_SIZE:
@@ -260,6 +291,9 @@ class RamBlock:
         self._address: int | None = None  # where the mapping starts (for the pagemap)
         self._view = memoryview(mem)
         self._image: list[tuple[int, bytes]] | None = None  # runs not yet written
+        # While an image is pending: a byte per page, 1 where a loaded page replaced the
+        # page's initial contents (the image skips it; see :meth:`load_target`).
+        self._covered: bytearray | None = None
         self.npages = length >> PAGE_SHIFT
         self.dirty = bytearray(self.npages)
 
@@ -278,11 +312,37 @@ class RamBlock:
             self._image = []
         self._image.extend(runs)
 
+    def load_target(self) -> tuple[memoryview, bytearray | None]:
+        """The bytes a stream's pages are loaded into, without writing a pending image
+        first, and while one is pending the page map the loader sets (to 1) for each whole
+        page it writes: the image then skips those pages, and a load that sends every page
+        (as a migration's first pass does) never writes it. ``None``: nothing pending."""
+        if self._image is None:
+            return self._view, None
+        if self._covered is None:
+            self._covered = bytearray(self.npages)
+        return self._view, self._covered
+
     def _write_image(self) -> None:
         runs, self._image = self._image, None
+        covered, self._covered = self._covered, None
         view = self._view
         for start, data in runs or ():
-            view[start : start + len(data)] = data
+            end = start + len(data)
+            if covered is None or end <= start:
+                view[start:end] = data
+                continue
+            src = memoryview(data)
+            p, last = start >> PAGE_SHIFT, ((end - 1) >> PAGE_SHIFT) + 1
+            while p < last:  # the runs of pages no load has written
+                q = covered.find(0, p, last)
+                if q < 0:
+                    break
+                p = covered.find(1, q, last)
+                if p < 0:
+                    p = last
+                a, b = max(start, q << PAGE_SHIFT), min(end, p << PAGE_SHIFT)
+                view[a:b] = src[a - start : b - start]
 
     def __len__(self) -> int:
         return self.npages << PAGE_SHIFT
@@ -319,19 +379,20 @@ class RamBlock:
         not already zero are written."""
         if start >= end:
             return
-        if self._image is not None:
-            self._write_image()  # the image's other pages must survive
+        if self._image is not None:  # these pages are zeros now, whatever the image says
+            self.load_target()[1][start >> PAGE_SHIFT : end >> PAGE_SHIFT] = (
+                b"\x01" * ((end - start) >> PAGE_SHIFT))
         if _DROP_PAGES:
             self._mem.madvise(mmap.MADV_DONTNEED, start, end - start)
         else:
-            _zero_pages(self.view, start, end)
+            _zero_pages(self._view, start, end)
 
     def populate(self, start: int, end: int, *, write: bool = False) -> None:
         """Map the pages ``[start, end)`` (page aligned) at once, for reading (never-written
         pages become the zero page) or for writing; only an optimisation."""
         advice = _MADV_POPULATE.get(write)
-        if self._image is not None:
-            self._write_image()
+        if self._image is not None and not write:
+            self._write_image()  # the pages read are the image's
         if advice is not None and start < end:
             try:
                 self._mem.madvise(advice, start, end - start)
@@ -815,7 +876,10 @@ class RamSection:
                     fill = read_u8()
                     self._check_inside(block, addr, at)
                     if fill:
-                        block.view[addr : addr + size] = _uniform_page(fill)
+                        view, covered = block.load_target()
+                        view[addr : addr + size] = _uniform_page(fill)
+                        if covered is not None:
+                            covered[addr >> PAGE_SHIFT] = 1
                     else:
                         block.zero(addr, addr + size)
                 else:
@@ -824,7 +888,10 @@ class RamSection:
                                         "cannot find: QEMU reads the page through a NULL "
                                         "pointer (segmentation fault)", offset=at)
                     self._check_inside(block, addr, at)
-                    read_into(block.view[addr : addr + size])
+                    view, covered = block.load_target()
+                    read_into(view[addr : addr + size])
+                    if covered is not None:
+                        covered[addr >> PAGE_SHIFT] = 1
             if flags & FLAG_EOS:
                 return
 
@@ -841,7 +908,8 @@ class RamSection:
         if end - pos < 9:
             return
         start = pos
-        view, limit, npages = block.view, len(block.view), block.npages
+        view, covered = block.load_target()
+        limit, npages = len(view), block.npages
         unpack, size, mask = _BE64.unpack_from, PAGE_SIZE, FLAG_MASK
         records = None
         mapped_from = mapped = 0  # pages mapped for writing by this call
@@ -854,13 +922,20 @@ class RamSection:
                     break
                 if flags == _FLAGS_CZ:
                     fill = mv[pos + 8]
-                    if fill:
-                        view[addr : addr + size] = _uniform_page(fill)
-                        pos += 9
+                    page = addr >> PAGE_SHIFT
+                    if fill:  # a run of pages of this fill, compared in one memcmp
+                        n = zero_records_prefix(uniform_records(npages, fill), 9 * page, mv,
+                                                pos, min((end - pos) // 9, npages - page))
+                        stop = addr + (n << PAGE_SHIFT)
+                        if n > 1:
+                            block.populate(addr, stop, write=True)
+                        _fill_pages(view, addr, stop, fill)
+                        if covered is not None:
+                            covered[page : page + n] = b"\x01" * n
+                        pos += 9 * n
                         continue
                     if records is None:
                         records = zero_records(npages)
-                    page = addr >> PAGE_SHIFT
                     n = zero_records_prefix(records, 9 * page, mv, pos, min((end - pos) // 9,
                                                                        npages - page))
                     block.zero(addr, addr + (n << PAGE_SHIFT))
@@ -876,6 +951,8 @@ class RamSection:
                             q, mapped = q + 8 + size, mapped + size
                         block.populate(addr, mapped, write=True)
                     view[addr : addr + size] = mv[pos + 8 : pos + 8 + size]
+                    if covered is not None:
+                        covered[addr >> PAGE_SHIFT] = 1
                     pos += 8 + size
                 else:
                     break
@@ -1068,13 +1145,37 @@ class RamDiff:
 
 
 def _same(a: memoryview, b: memoryview) -> bool:
-    """``a == b`` for equal-length byte views, one memcmp per 1 MiB (a memoryview's own
-    ``==`` compares item by item)."""
+    """``a == b`` for equal-length byte views: the C library's memcmp on the two buffers
+    where it can be called, else one memcmp per 1 MiB of a copy (a memoryview's own ``==``
+    compares item by item)."""
+    memcmp = _libc_memcmp()
+    if memcmp is not None and not (a.readonly or b.readonly) and len(a) == len(b):
+        import ctypes
+
+        ca, cb = ctypes.c_char.from_buffer(a), ctypes.c_char.from_buffer(b)
+        try:
+            return memcmp(ctypes.addressof(ca), ctypes.addressof(cb), len(a)) == 0
+        finally:
+            del ca, cb  # their exports of the views
     step = len(_ZERO_CHUNK)
     for o in range(0, len(a), step):
         if not bytes(a[o : o + step]).startswith(b[o : o + step]):
             return False
     return True
+
+
+@functools.cache
+def _libc_memcmp() -> Any:
+    """The C library's memcmp, or None where ctypes cannot find it."""
+    try:
+        import ctypes
+
+        f = ctypes.CDLL(None).memcmp
+    except (ImportError, OSError, AttributeError):  # pragma: no cover - not Linux/glibc
+        return None
+    f.restype = ctypes.c_int
+    f.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+    return f
 
 
 def compare_ram(a: GuestRam, b: GuestRam, *, limit: int = 16) -> list[RamDiff]:

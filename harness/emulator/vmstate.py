@@ -23,6 +23,7 @@ release is a row of data that selects these; the engine has no release branches.
 from __future__ import annotations
 
 import enum
+import operator
 import re
 import struct
 from collections.abc import Callable, Sequence
@@ -712,13 +713,18 @@ class _IntRun:
     one, which raise the error they always did, at the same offset and field.
     """
 
-    __slots__ = ("fields", "_st", "_set", "_get")
+    __slots__ = ("fields", "_st", "_set", "_get", "_values", "_keys")
 
     def __init__(self, fields: list[Int]) -> None:
         self.fields = fields
         self._st = struct.Struct(">" + "".join(f._st.format.lstrip(">") for f in fields))
         self._set = [f.set for f in fields]
         self._get = [f.get for f in fields]
+        # The fields' values in one call where each is a plain attribute (most are).
+        self._values: Callable[[Any], Sequence[Any]] | None = None
+        if all(f.attr.isidentifier() for f in fields):
+            self._values = operator.attrgetter(*(f.attr for f in fields))
+        self._keys: dict[str, tuple[str, ...]] = {}  # state keys of the fields, by prefix
 
     def load(self, r: StreamReader, obj: Any, rules: WireRules) -> None:
         start = r.offset
@@ -737,6 +743,14 @@ class _IntRun:
                 tracer.mark("field", start, end, f.path, value)
                 start = end
 
+    def dump(self, obj: Any, prefix: str, out: dict[str, Any]) -> None:
+        keys = self._keys.get(prefix)
+        if keys is None:
+            keys = self._keys[prefix] = tuple(prefix + f.path for f in self.fields)
+        values = self._values(obj) if self._values is not None else [
+            get(obj) for get in self._get]
+        out.update(zip(keys, values, strict=True))
+
     def save(self, w: StreamWriter, obj: Any, rules: WireRules) -> None:
         try:
             packed = self._st.pack(*[get(obj) for get in self._get])
@@ -753,7 +767,7 @@ def _plain_int(f: Field) -> bool:
     ``copy.copy`` would share its plans: descriptions are made anew, never copied.)"""
     cls = type(f)
     return (isinstance(f, Int) and cls._load is Int._load and cls._save is Int._save
-            and cls.load is Field.load and cls.save is Field.save
+            and cls.load is Field.load and cls.save is Field.save and cls.dump is Field.dump
             and cls.present is Field.present and f.exists is None and f.check is None)
 
 
@@ -886,8 +900,9 @@ def dump_state(desc: Description, obj: Any) -> dict[str, Any]:
 def _dump(desc: Description, obj: Any, prefix: str, out: dict[str, Any]) -> None:
     if desc.pre_save is not None:
         desc.pre_save(obj)
-    for f in desc.fields:
-        if f.present(obj, desc.version_id):
-            f.dump(obj, prefix, out)
+    version = desc.version_id
+    for step in _plan(desc, version):  # the fields a save at this version writes
+        if step.__class__ is _IntRun or step.present(obj, version):
+            step.dump(obj, prefix, out)
     for sub in desc.subsections:
         _dump(sub.desc, obj, prefix, out)
