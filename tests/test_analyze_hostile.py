@@ -210,6 +210,26 @@ def test_elements_past_the_cap_are_counted_not_kept(monkeypatch: pytest.MonkeyPa
     assert doc["omitted"]["elements"] == a.omitted_elements
 
 
+def test_elements_are_made_when_asked_and_the_cap_counts_before(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decode lists its elements when they are first read (a matrix cell reads the
+    marks only); an error element past the cap is counted at once all the same."""
+    from harness.analyze import modelled
+
+    stream = repeated_subsections(40)[:-300]  # cut: the decode ends in an error
+    whole = analyze(stream, release="0.15", machine="pc")
+    assert whole.error is not None and whole.elements[-1].kind == "error"
+    marks = len(whole.tracer_marks)
+    assert len(whole.elements) == marks + 1
+    monkeypatch.setattr(elements, "ELEMENTS_KEPT", marks)
+    monkeypatch.setattr(modelled, "ELEMENTS_KEPT", marks)
+    capped = analyze(stream, release="0.15", machine="pc")
+    assert capped.omitted_elements == {"error": 1}  # before any element was read
+    assert [e.to_dict() for e in capped.elements] == [e.to_dict() for e in
+                                                     whole.elements[:-1]]
+    assert capped.to_dict()["omitted"]["elements"] == {"error": 1}
+
+
 def test_as_destination_walks_a_writer_reading_longer_than_the_cap(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The writer's marks past the cap are read back from disk: a divergence hundreds of

@@ -11,6 +11,7 @@ from ..emulator.sections import SectionRecord, section_key
 # typing.TYPE_CHECKING without importing typing, which the analyzer's start pays for
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
     from typing import Any
 
 __all__ = ["ANALYSIS_SCHEMA", "ELEMENTS_KEPT", "PARTS_KEPT", "Analysis", "Element",
@@ -106,7 +107,8 @@ class Analysis:
         self.file_version: int | None = None
         self.writer: dict[str, Any] | None = None
         self.qemu: dict[str, Any] | None = None
-        self.elements: list[Element] = []
+        self._elements: list[Element] = []
+        self._pending: tuple[Callable[[], list[Element]], list[Element]] | None = None
         self.sections: list[SectionInfo] = []
         self.ram: dict[str, Any] | None = None
         self.eof_offset: int | None = None
@@ -124,14 +126,46 @@ class Analysis:
         return (f"Analysis({self.input!r}, format={self.format!r}, "
                 f"complete={self.complete}, elements={len(self.elements)})")
 
+    @property
+    def elements(self) -> list[Element]:
+        """What was decoded, in stream order (at most :data:`ELEMENTS_KEPT`)."""
+        if self._pending is not None:
+            build, more = self._pending
+            self._pending = None
+            self._elements = build()
+            self._elements.extend(more)
+        return self._elements
+
+    @elements.setter
+    def elements(self, value: list[Element]) -> None:
+        self._pending = None
+        self._elements = value
+
+    def defer_elements(self, build: Callable[[], list[Element]], count: int,
+                       more: Iterable[Element] = ()) -> None:
+        """The elements are ``build()`` (``count`` of them) and then ``more``, made when
+        first asked for: a matrix cell reads a decode's marks, never its elements. What
+        ``more`` has past :data:`ELEMENTS_KEPT` is counted now, as :meth:`add` counts."""
+        kept = []
+        for element in more:
+            if count < ELEMENTS_KEPT:
+                kept.append(element)
+                count += 1
+            else:
+                self._omit(element)
+        self._pending = (build, kept)
+
     def add(self, element: Element) -> None:
         """List ``element`` while fewer than :data:`ELEMENTS_KEPT` are listed, else count
         it: memory does not grow with the stream."""
-        if len(self.elements) < ELEMENTS_KEPT:
-            self.elements.append(element)
+        elements = self.elements
+        if len(elements) < ELEMENTS_KEPT:
+            elements.append(element)
         else:
-            self.omitted_elements[element.kind] = self.omitted_elements.get(element.kind,
-                                                                            0) + 1
+            self._omit(element)
+
+    def _omit(self, element: Element) -> None:
+        self.omitted_elements[element.kind] = self.omitted_elements.get(element.kind, 0) + 1
 
     def add_section(self, info: SectionInfo) -> None:
         """List ``info``; past :data:`PARTS_KEPT` PART/END records, count them."""

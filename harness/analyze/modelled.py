@@ -328,22 +328,25 @@ def decode_modelled(inp: Input, release: Release, machine: str | None = None,
                    "section": None, "field": None}
         a.bytes_read = r.offset
     a.file_version = file_version
-    a.elements = marks_to_elements(log.marks)
     a.omitted_elements.update(log.omitted)
-    _fill_section_headers(a, a.sections, inp)
+    _fill_section_headers(a.sections, inp)
     a.ram = ram.summary()
+    more = []
     if a.trailing_bytes:
-        a.add(Element("trailing", a.eof_offset + 1, a.trailing_bytes, "", None,  # type: ignore[operator]
-                      "bytes after EOF, never read by this loader"))
+        more.append(Element("trailing", a.eof_offset + 1, a.trailing_bytes, "", None,  # type: ignore[operator]
+                            "bytes after EOF, never read by this loader"))
     if a.error:
-        a.add(Element("error", a.error["offset"] or 0, 0, a.error.get("field") or "", None,
-                      a.error["message"]))
+        more.append(Element("error", a.error["offset"] or 0, 0, a.error.get("field") or "",
+                            None, a.error["message"]))
+    marks, sections = log.marks, list(a.sections)
+    a.defer_elements(lambda: _label_sections(marks_to_elements(marks), sections),
+                     len(marks), more)
     a.tracer_marks = log.marks  # type: ignore[attr-defined]
     a.mark_log = log  # type: ignore[attr-defined]
     return a
 
 
-def _fill_section_headers(a: Analysis, sections: list[SectionInfo], inp: Input) -> None:
+def _fill_section_headers(sections: list[SectionInfo], inp: Input) -> None:
     """Section ids and versions from the header bytes (small random reads)."""
     for s in sections:
         head = inp.read_at(s.offset, 5)
@@ -354,14 +357,19 @@ def _fill_section_headers(a: Analysis, sections: list[SectionInfo], inp: Input) 
             tail = inp.read_at(s.offset + 6 + n, 8)
             if len(tail) == 8:
                 s.instance_id, s.version_id = struct.unpack(">II", tail)
+
+
+def _label_sections(elements: list[Element], sections: list[SectionInfo]) -> list[Element]:
+    """Each section element named and described by its header."""
     by_offset = {s.offset: s for s in sections}
-    for e in a.elements:
+    for e in elements:
         if e.kind == "section" and e.offset in by_offset:
             s = by_offset[e.offset]
             e.path = s.idstr
             e.detail = (f"{s.kind} {s.idstr} id {s.section_id}"
                         + (f" instance {s.instance_id} version {s.version_id}"
                            if s.kind in ("START", "FULL") else ""))
+    return elements
 
 
 def candidates(file_version: int | None) -> list[tuple[Release, str]]:
