@@ -340,6 +340,71 @@ def test_loading_over_a_pending_image_is_loading_over_the_written_image(pages, i
     assert compare_ram(pending, written) == []
 
 
+IMAGE_RUNS = st.lists(st.tuples(st.integers(1, 5), st.sampled_from(["z", "r", "xff", "x11",
+                                                                      "x00"])),
+                      min_size=1, max_size=6)
+
+
+def imaged(runs: list[tuple[int, str]], extra: int, loaded: bytes = b"",
+           materialized: bool = False) -> GuestRam:
+    """A two-block RAM: "v" with the image ``runs`` (and ``extra`` pages past it), "w" a
+    plain block; ``loaded`` (v4 records) is loaded into it; ``materialized``: its image
+    is written before anything else happens."""
+    from harness.emulator.ram import BlockImage
+
+    pages = sum(n for n, _ in runs) + extra
+    ram = GuestRam([("v", pages * PAGE_SIZE), ("w", 2 * PAGE_SIZE)])
+    ram.load_images([BlockImage("v", " ".join(f"{n}{k}" for n, k in runs))], "seed")
+    if materialized:
+        assert len(ram["v"].view) == pages * PAGE_SIZE
+    if loaded:
+        load_chunk(loaded, dst=ram)
+    return ram
+
+
+@settings(max_examples=80, deadline=None)
+@given(runs=IMAGE_RUNS, extra=st.integers(0, 3), version=st.sampled_from([3, 4]),
+       overwrite=st.lists(st.tuples(st.integers(0, 40), st.sampled_from(["data", "zero",
+                                                                            "ff"])),
+                          max_size=3))
+def test_a_block_still_holding_its_image_saves_loads_and_compares_as_its_bytes(
+        runs, extra, version, overwrite):
+    """Pages that still hold a uniform image are saved from what the block knows of
+    them, a load of the same byte leaves them unwritten, and two blocks holding one image
+    compare equal unread: every stream, every loaded byte and every comparison is the one
+    of the block whose image was written first."""
+    pages = sum(n for n, _ in runs) + extra
+    loaded = b"".join(
+        Q((p % pages) * PAGE_SIZE | (PAGE if kind == "data" else COMPRESS)) + name(b"v")
+        + {"data": DATA_PAGE, "zero": b"\x00", "ff": b"\xff"}[kind]
+        for p, kind in overwrite)
+    lazy, eager = imaged(runs, extra, loaded), imaged(runs, extra, loaded, materialized=True)
+    lazy_stream = save(lazy, LiveStage.START, section=RamSection(lazy, version_id=version))
+    eager_stream = save(eager, LiveStage.START, section=RamSection(eager, version_id=version))
+    assert lazy_stream == eager_stream
+    # Loaded into machines with the image, pending or written, and compared both ways.
+    into_lazy, into_eager = imaged(runs, extra), imaged(runs, extra, materialized=True)
+    for dst in (into_lazy, into_eager):
+        r = StreamReader(lazy_stream)
+        RamSection(dst, version_id=version).load(r, version, None)
+        assert r.offset == len(lazy_stream)
+    assert compare_ram(lazy, into_lazy) == [] and compare_ram(into_lazy, into_eager) == []
+    assert bytes(into_lazy["v"].view) == bytes(into_eager["v"].view) == bytes(eager["v"].view)
+
+
+def test_blocks_holding_different_images_compare_unequal():
+    from harness.emulator.ram import BlockImage
+
+    a, b = GuestRam([("v", 4 * PAGE_SIZE)]), GuestRam([("v", 4 * PAGE_SIZE)])
+    a.load_images([BlockImage("v", "2xff 2z")])
+    b.load_images([BlockImage("v", "2xff 1z 1x11")])
+    assert a["v"].image_fills(0, 4) == [(0, 2, 0xFF), (2, 4, 0)]
+    assert b["v"].image_fills(1, 4) == [(1, 2, 0xFF), (2, 3, 0), (3, 4, 0x11)]
+    assert not a["v"].same_image(b["v"])
+    (d,) = compare_ram(a, b)
+    assert (d.block, d.pages) == ("v", [3])
+
+
 # -- what the loader refuses, ignores and dies on (QEMU's ram_load) ------------------
 
 SIZES = Q(4 * PAGE_SIZE | MEM_SIZE) + name(b"a") + Q(3 * PAGE_SIZE) + name(b"b") + Q(PAGE_SIZE)

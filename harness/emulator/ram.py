@@ -150,7 +150,6 @@ def _uniform_page(fill: int) -> bytes:
     return bytes((fill,)) * PAGE_SIZE
 
 
-@functools.lru_cache(maxsize=16)
 def zero_records(npages: int) -> bytes:
     """The v4 records ``CONTINUE|COMPRESS`` + fill 0 for pages ``0 .. npages-1`` of a block.
 
@@ -160,25 +159,26 @@ def zero_records(npages: int) -> bytes:
     >>> zero_records(2).hex(" ", 9)
     '000000000000002200 000000000000102200'
     """
-    offsets = memoryview(_be64_offsets(npages)).cast("B")
-    out = bytearray(9 * npages)
-    for k in range(8):
-        out[k::9] = offsets[k::8]
-    out[7::9] = bytes((_FLAGS_CZ,)) * npages  # offsets are page aligned: the low byte is 0
-    return bytes(out)
+    return uniform_records(npages, 0)
 
 
 @functools.lru_cache(maxsize=16)
-def uniform_records(npages: int, fill: int) -> bytes:
-    """:func:`zero_records` with another fill byte (a VGA's pages of 0xff): a run of such
-    pages is loaded with one comparison.
+def uniform_records(npages: int, fill: int, base: int = 0, flags: int = _FLAGS_CZ) -> bytes:
+    """The uniform-page records (be64 ``(base + offset) | flags``, then ``fill``) of pages
+    ``0 .. npages-1`` of a block: v4's ``CONTINUE|COMPRESS`` by default, v3's ``COMPRESS``
+    at the block's ``base`` address. A run of such pages (zeros, a VGA's 0xff) is a slice
+    of this: written at once, and compared with the stream in one memcmp.
 
     >>> uniform_records(2, 0xff).hex(" ", 9)
     '0000000000000022ff 0000000000001022ff'
+    >>> uniform_records(1, 0, base=0x8000, flags=0x02).hex()
+    '000000000000800200'
     """
-    if not fill:
-        return zero_records(npages)
-    out = bytearray(zero_records(npages))
+    offsets = memoryview(_be64_offsets(npages, base)).cast("B")
+    out = bytearray(9 * npages)
+    for k in range(8):
+        out[k::9] = offsets[k::8]
+    out[7::9] = bytes((flags,)) * npages  # offsets are page aligned: the low byte is 0
     out[8::9] = bytes((fill,)) * npages
     return bytes(out)
 
@@ -197,11 +197,12 @@ def _fill_pages(view: memoryview, start: int, end: int, fill: int) -> None:
         start = stop
 
 
-def _be64_offsets(npages: int) -> bytes:
-    """Big-endian u64 page offsets ``0, 4096, ..., (npages-1) * 4096`` packed end to end."""
-    a = array.array("Q", range(0, npages << PAGE_SHIFT, PAGE_SIZE))
+def _be64_offsets(npages: int, base: int = 0) -> bytes:
+    """Big-endian u64 page offsets ``base, base + 4096, ...`` (``npages`` of them) packed
+    end to end."""
+    a = array.array("Q", range(base, base + (npages << PAGE_SHIFT), PAGE_SIZE))
     if a.itemsize != 8:  # pragma: no cover - every supported platform has 8-byte Q
-        return b"".join(_BE64.pack(i << PAGE_SHIFT) for i in range(npages))
+        return b"".join(_BE64.pack(base + (i << PAGE_SHIFT)) for i in range(npages))
     if sys.byteorder == "little":
         a.byteswap()
     return a.tobytes()
@@ -265,11 +266,14 @@ class RamBlock:
     no memory until its pages are written, however large. ``data`` and ``view`` are the
     same writable ``memoryview`` of them. An image given to :meth:`load_image` is written
     when the bytes are first used: a machine that never touches its RAM (the analyzer's,
-    which only decodes) never pays for its firmware or its VGA's 4 MiB of 0xff.
+    which only decodes) never pays for its firmware or its VGA's 8 MiB of 0xff. Until
+    then the block knows which pages still hold the image and what a uniform image holds
+    there: a save sends those pages, a load of the same byte leaves them, and two blocks
+    holding one image compare equal, without a byte written or read.
     """
 
     __slots__ = ("idstr", "name", "dirty", "npages", "_view", "_mem", "_address", "_image",
-                 "_covered")
+                 "_covered", "_image_pages")
 
     def __init__(self, idstr: str, length: int) -> None:
         if length <= 0 or length % PAGE_SIZE:
@@ -290,10 +294,12 @@ class RamBlock:
         self._mem = mem
         self._address: int | None = None  # where the mapping starts (for the pagemap)
         self._view = memoryview(mem)
-        self._image: list[tuple[int, bytes]] | None = None  # runs not yet written
+        # (offset, bytes, fill byte or None) runs not yet written
+        self._image: list[tuple[int, bytes, int | None]] | None = None
         # While an image is pending: a byte per page, 1 where a loaded page replaced the
         # page's initial contents (the image skips it; see :meth:`load_target`).
         self._covered: bytearray | None = None
+        self._image_pages: tuple[bytearray, bytearray] | None = None  # see _image_map
         self.npages = length >> PAGE_SHIFT
         self.dirty = bytearray(self.npages)
 
@@ -305,12 +311,83 @@ class RamBlock:
 
     data = view
 
-    def load_image(self, runs: Iterable[tuple[int, bytes]]) -> None:
-        """Give the block its initial contents, ``(offset, bytes)`` runs over zeros;
-        written before the bytes are first read, written or asked about."""
+    def load_image(self, runs: Iterable[tuple[int, bytes] | tuple[int, bytes, int | None]]
+                   ) -> None:
+        """Give the block its initial contents, ``(offset, bytes)`` runs over zeros, or
+        ``(offset, bytes, fill)`` for a run of whole pages that are all the byte ``fill``;
+        written before the bytes are first read or written."""
         if self._image is None:
             self._image = []
-        self._image.extend(runs)
+        for run in runs:
+            self._image.append(run if len(run) == 3 else (*run, None))  # type: ignore[arg-type]
+        self._image_pages = None
+
+    def _image_map(self) -> tuple[bytearray, bytearray]:
+        """Per page of the pending image: the byte it is filled with, and 1 where it is not
+        known to be uniform (code, a run that covers part of the page)."""
+        if self._image_pages is None:
+            fills, raw = bytearray(self.npages), bytearray(self.npages)
+            for start, data, fill in self._image or ():
+                if not data:
+                    continue
+                first = start >> PAGE_SHIFT
+                end = (start + len(data) + PAGE_SIZE - 1) >> PAGE_SHIFT
+                if fill is not None and not (start | len(data)) & (PAGE_SIZE - 1):
+                    fills[first:end] = bytes((fill,)) * (end - first)
+                    raw[first:end] = bytes(end - first)
+                else:
+                    raw[first:end] = b"\x01" * (end - first)
+            self._image_pages = (fills, raw)
+        return self._image_pages
+
+    def image_fills(self, first: int, end: int) -> list[tuple[int, int, int]] | None:
+        """``(first, end, fill)`` runs of pages covering ``[first, end)``, when each page
+        still holds the pending image and the image fills it with one byte; else None (the
+        bytes must be read). Pages outside the image's runs hold zeros."""
+        if self._image is None or first >= end:
+            return None
+        covered = self._covered
+        if covered is not None and covered.find(1, first, end) >= 0:
+            return None
+        fills, raw = self._image_map()
+        if raw.find(1, first, end) >= 0:
+            return None
+        out = []
+        while first < end:
+            fill = fills[first]
+            rest = fills[first:end]
+            stop = first + len(rest) - len(rest.lstrip(bytes((fill,))))
+            out.append((first, stop, fill))
+            first = stop
+        return out
+
+    def image_fill(self, first: int, end: int) -> int | None:
+        """The one byte :meth:`image_fills` finds over ``[first, end)``, or None."""
+        runs = self.image_fills(first, end)
+        return runs[0][2] if runs is not None and len(runs) == 1 else None
+
+    def load_uniform(self, first: int, end: int, fill: int) -> None:
+        """Pages ``[first, end)`` loaded as uniform pages of ``fill``: not written where
+        they still hold an image of that byte (a VGA's 0xff sent to a VGA of 0xff)."""
+        if self.image_fill(first, end) == fill:
+            return
+        start, stop = first << PAGE_SHIFT, end << PAGE_SHIFT
+        if not fill:
+            self.zero(start, stop)
+            return
+        view, covered = self.load_target()
+        if end - first > 1:
+            self.populate(start, stop, write=True)
+        _fill_pages(view, start, stop, fill)
+        if covered is not None:
+            covered[first:end] = b"\x01" * (end - first)
+
+    def same_image(self, other: RamBlock) -> bool:
+        """Both blocks hold nothing but the same pending image: equal, unread."""
+        return (self._image is not None and other._image is not None
+                and (self._covered is None or self._covered.find(1) < 0)
+                and (other._covered is None or other._covered.find(1) < 0)
+                and len(self) == len(other) and self._image == other._image)
 
     def load_target(self) -> tuple[memoryview, bytearray | None]:
         """The bytes a stream's pages are loaded into, without writing a pending image
@@ -326,8 +403,9 @@ class RamBlock:
     def _write_image(self) -> None:
         runs, self._image = self._image, None
         covered, self._covered = self._covered, None
+        self._image_pages = None
         view = self._view
-        for start, data in runs or ():
+        for start, data, _ in runs or ():
             end = start + len(data)
             if covered is None or end <= start:
                 view[start:end] = data
@@ -595,14 +673,16 @@ class BlockImage:
 
     def contents(self, length: int, seed: str = "") -> bytes:
         out = bytearray(length)
-        for start, data in _image_runs(self, length, seed):
+        for start, data, _ in _image_runs(self, length, seed):
             out[start : start + len(data)] = data
         return bytes(out)
 
 
 @functools.lru_cache(maxsize=64)
-def _image_runs(image: BlockImage, length: int, seed: str) -> tuple[tuple[int, bytes], ...]:
-    """(offset, bytes) of the image's non-zero runs in a block of ``length``."""
+def _image_runs(image: BlockImage, length: int, seed: str
+                ) -> tuple[tuple[int, bytes, int | None], ...]:
+    """(offset, bytes, fill) of the image's non-zero runs in a block of ``length``: fill
+    is the byte of a run of uniform pages, None for code."""
     out = []
     page = 0
     code = hashlib.shake_128(f"migmatrix {seed} {image.idstr}".encode())
@@ -612,9 +692,10 @@ def _image_runs(image: BlockImage, length: int, seed: str) -> tuple[tuple[int, b
             raise ConfigError(f"RAM image {image.idstr!r} ({image.runs}) is larger than "
                               f"its block ({length} bytes)")
         if kind == "r":
-            out.append((start, code.digest(end)[start:end]))
+            out.append((start, code.digest(end)[start:end], None))
         elif kind != "z":
-            out.append((start, bytes((int(kind[1:], 16),)) * (end - start)))
+            fill = int(kind[1:], 16)
+            out.append((start, bytes((fill,)) * (end - start), fill))
         page += count
     return tuple(out)
 
@@ -762,8 +843,15 @@ class RamSection:
         The hot loop: one index pair screens out random pages, a memcmp against zeros
         confirms zero pages, records are packed with one struct call and joined per 1 MiB.
         In v4 a run of zero pages is found with a few memcmps and sent as one slice of
-        :func:`zero_records` (the same bytes the record loop would pack).
+        :func:`zero_records` (the same bytes the record loop would pack). Pages that
+        still hold an image of uniform pages (a VGA's 0xff, then zeros) are sent from what
+        the block knows of them, unread (:meth:`_save_image_fill`).
         """
+        runs = block.image_fills(first, end)
+        if runs is not None:
+            for run in runs:
+                self._save_image_fill(w, block, *run)
+            return
         block.dirty[first:end] = bytes(end - first)
         v4 = self.version_id >= 4
         base = 0 if v4 else self.ram.offsets[block.idstr]
@@ -838,6 +926,28 @@ class RamSection:
         self.stats.pages += end - first
         self.stats.uniform_pages += uniform
 
+    def _save_image_fill(self, w: StreamWriter, block: RamBlock, first: int, end: int,
+                         fill: int) -> None:
+        """Pages ``[first, end)`` that all hold ``fill``: the records :meth:`_save_run`'s
+        loop would pack for them, as slices of :func:`uniform_records`."""
+        block.dirty[first:end] = bytes(end - first)
+        if self.version_id >= 4:
+            if self._save_last is not block:  # the block's first record carries its name
+                w.raw(b"".join((_BE64.pack((first << PAGE_SHIFT) | FLAG_COMPRESS),
+                                bytes((len(block.name),)), block.name, bytes((fill,)))))
+                self._save_last = block
+                first += 1
+                self.stats.pages += 1
+                self.stats.uniform_pages += 1
+            records = uniform_records(block.npages, fill)
+        else:
+            records = uniform_records(block.npages, fill, self.ram.offsets[block.idstr],
+                                      FLAG_COMPRESS)
+        self._save_last = block
+        w.raw(records[9 * first : 9 * end])
+        self.stats.pages += end - first
+        self.stats.uniform_pages += end - first
+
     # -- load ---------------------------------------------------------------------
 
     def load(self, r: StreamReader, version: int, rules: WireRules | None = None) -> None:
@@ -875,13 +985,8 @@ class RamSection:
                         self._fill_unknown(at)
                     fill = read_u8()
                     self._check_inside(block, addr, at)
-                    if fill:
-                        view, covered = block.load_target()
-                        view[addr : addr + size] = _uniform_page(fill)
-                        if covered is not None:
-                            covered[addr >> PAGE_SHIFT] = 1
-                    else:
-                        block.zero(addr, addr + size)
+                    page = addr >> PAGE_SHIFT
+                    block.load_uniform(page, page + 1, fill)
                 else:
                     if block is None:
                         raise LoadCrash("a PAGE record for a RAM block the destination "
@@ -901,8 +1006,8 @@ class RamSection:
 
         It stops before the first other record (a named block, EOS, MEM_SIZE, bad flags,
         an offset beyond the block, a record cut by the buffer's end), which the general
-        loop then reads, so errors and their offsets are the general loop's. A run of zero
-        pages is compared with :func:`zero_records` in one memcmp.
+        loop then reads, so errors and their offsets are the general loop's. A run of
+        uniform pages is compared with :func:`uniform_records` in one memcmp.
         """
         buf, pos, end = r.buffered()
         if end - pos < 9:
@@ -911,7 +1016,6 @@ class RamSection:
         view, covered = block.load_target()
         limit, npages = len(view), block.npages
         unpack, size, mask = _BE64.unpack_from, PAGE_SIZE, FLAG_MASK
-        records = None
         mapped_from = mapped = 0  # pages mapped for writing by this call
         with memoryview(buf) as mv:
             while end - pos >= 9:
@@ -922,23 +1026,11 @@ class RamSection:
                     break
                 if flags == _FLAGS_CZ:
                     fill = mv[pos + 8]
+                    # A run of pages of this fill, compared in one memcmp.
                     page = addr >> PAGE_SHIFT
-                    if fill:  # a run of pages of this fill, compared in one memcmp
-                        n = zero_records_prefix(uniform_records(npages, fill), 9 * page, mv,
-                                                pos, min((end - pos) // 9, npages - page))
-                        stop = addr + (n << PAGE_SHIFT)
-                        if n > 1:
-                            block.populate(addr, stop, write=True)
-                        _fill_pages(view, addr, stop, fill)
-                        if covered is not None:
-                            covered[page : page + n] = b"\x01" * n
-                        pos += 9 * n
-                        continue
-                    if records is None:
-                        records = zero_records(npages)
-                    n = zero_records_prefix(records, 9 * page, mv, pos, min((end - pos) // 9,
-                                                                       npages - page))
-                    block.zero(addr, addr + (n << PAGE_SHIFT))
+                    n = zero_records_prefix(uniform_records(npages, fill), 9 * page, mv, pos,
+                                            min((end - pos) // 9, npages - page))
+                    block.load_uniform(page, page + n, fill)
                     pos += 9 * n
                 elif flags == _FLAGS_CP:
                     if end - pos < 8 + size:
@@ -1190,9 +1282,11 @@ def compare_ram(a: GuestRam, b: GuestRam, *, limit: int = 16) -> list[RamDiff]:
         if bb is None:
             diffs.append(RamDiff(name, ba.npages, [], "missing on the second machine"))
             continue
-        if len(ba.data) != len(bb.data):
+        if len(ba) != len(bb):
             diffs.append(RamDiff(name, max(ba.npages, bb.npages), [],
-                                 f"length {len(ba.data)} != {len(bb.data)}"))
+                                 f"length {len(ba)} != {len(bb)}"))
+            continue
+        if ba.same_image(bb):
             continue
         da, db = ba.view, bb.view
         if _same(da, db):
