@@ -749,3 +749,44 @@ def test_state_dump_through_plans_is_the_field_by_field_dump(release: str) -> No
             _dump_field_by_field(section.desc, section.obj, "", expected)
             got = vmstate.dump_state(section.desc, section.obj)
             assert list(got.items()) == list(expected.items()), section.idstr
+
+
+class _PlainState:
+    pass
+
+
+class _WithProperty:
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    @property
+    def b(self) -> int:
+        return self.seen[-1]
+
+    @b.setter
+    def b(self, value: int) -> None:
+        self.seen.append(value)
+
+
+class _Slotted:
+    __slots__ = ("a", "b", "c")
+
+
+class _Watching:
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value * 2 if name == "b" else value)
+
+
+@pytest.mark.parametrize("cls", [NS, _PlainState, _WithProperty, _Slotted, _Watching])
+def test_a_run_of_integers_stores_as_each_field_would(cls: type) -> None:
+    """Three plain integers load with one struct call and, where the object allows it,
+    one dictionary update; a property, a slot or an object's own ``__setattr__`` still
+    sees each value."""
+    desc = Description("run", 1, [u8("a"), u16("b"), u8("c")])
+    obj = load(desc, bytes.fromhex("01 0203 04"), cls())
+    assert (obj.a, obj.c) == (1, 4)
+    expected_b = {_Watching: 0x0406}.get(cls, 0x0203)
+    assert obj.b == expected_b
+    if cls is _WithProperty:
+        assert obj.seen == [0x0203] and "b" not in vars(obj)
+    assert dump_state(desc, obj) == {"a": 1, "b": expected_b, "c": 4}

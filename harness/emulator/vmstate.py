@@ -713,7 +713,7 @@ class _IntRun:
     one, which raise the error they always did, at the same offset and field.
     """
 
-    __slots__ = ("fields", "_st", "_set", "_get", "_values", "_keys")
+    __slots__ = ("fields", "_st", "_set", "_get", "_values", "_keys", "_names", "_direct")
 
     def __init__(self, fields: list[Int]) -> None:
         self.fields = fields
@@ -722,9 +722,25 @@ class _IntRun:
         self._get = [f.get for f in fields]
         # The fields' values in one call where each is a plain attribute (most are).
         self._values: Callable[[Any], Sequence[Any]] | None = None
+        self._names: tuple[str, ...] | None = None
         if all(f.attr.isidentifier() for f in fields):
-            self._values = operator.attrgetter(*(f.attr for f in fields))
+            self._names = tuple(f.attr for f in fields)
+            self._values = operator.attrgetter(*self._names)
         self._keys: dict[str, tuple[str, ...]] = {}  # state keys of the fields, by prefix
+        self._direct: dict[type, bool] = {}  # see _stores_directly
+
+    def _stores_directly(self, cls: type) -> bool:
+        """Whether setting the fields on a ``cls`` is updating its instance dictionary:
+        plain attribute names, no ``__setattr__`` of its own, none of them a property or
+        a slot (then one ``dict.update`` stores the whole run)."""
+        direct = self._direct.get(cls)
+        if direct is None:
+            direct = self._direct[cls] = (
+                self._names is not None and cls.__setattr__ is object.__setattr__
+                and "__dict__" in dir(cls)
+                and not any(hasattr(type(getattr(cls, n, None)), "__set__")
+                            for n in self._names))
+        return direct
 
     def load(self, r: StreamReader, obj: Any, rules: WireRules) -> None:
         start = r.offset
@@ -734,8 +750,11 @@ class _IntRun:
             for f in self.fields:
                 f.load(r, obj, rules)
             return
-        for set_, value in zip(self._set, values, strict=True):
-            set_(obj, value)
+        if self._stores_directly(obj.__class__):
+            obj.__dict__.update(zip(self._names, values))  # type: ignore[arg-type]
+        else:
+            for set_, value in zip(self._set, values, strict=True):
+                set_(obj, value)
         tracer = rules.tracer
         if tracer is not None:
             for f, value in zip(self.fields, values, strict=True):
