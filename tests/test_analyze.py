@@ -312,3 +312,24 @@ def test_ram_runs_of_every_length_are_counted_exactly(tmp_path, window):
     block = ram.summary()["blocks"][0]
     assert {k: block[k] for k in expected} == expected
     assert ram.last_chunk["records"] == sum(expected.values()) + 1
+
+
+@pytest.mark.parametrize("release", ["0.14", "new", "1.0"])
+def test_a_decode_asked_to_stop_reads_what_the_whole_decode_reads_up_to_there(release):
+    """``until`` (a cell's byte window near the start): every mark before the first
+    section at or past the offset is the whole decode's, and nothing after it is read."""
+    from harness.analyze import decode_modelled
+    from harness.analyze.modelled import release_named
+
+    m = Machine(release, "pc", 1 << 20)
+    stream = m.save()
+    whole = analyze(stream, release=release, machine="pc")
+    sections = [x.offset for x in whole.tracer_marks if x.kind == "section"]
+    for until in (9, sections[3] + 1, sections[-2]):
+        part = decode_modelled(Input(stream), release_named(release), "pc", nic=m.nic,
+                               vga=m.vga, until=until)
+        stop = min(o for o in sections if o >= until)
+        assert part.error is None and not part.complete
+        assert part.tracer_marks == [x for x in whole.tracer_marks if x.offset < stop]
+        assert max(x.end for x in part.tracer_marks) <= stop
+        assert f"decoded up to offset {stop} only" in part.notes[-1]

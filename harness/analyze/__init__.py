@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from typing import Any, BinaryIO
 
 __all__ = [
+    "kept_writer_analysis",
     "writer_analysis",
     "ANALYSIS_SCHEMA",
     "F_COMPRESS_PAGE",
@@ -107,11 +108,32 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def kept_writer_analysis(stream: bytes, release: str, machine: str) -> Analysis | None:
+    """:func:`writer_analysis` when it is kept already, else None (nothing decoded)."""
+    return _kept_writer(stream, release, machine)[0]
+
+
 def writer_analysis(stream: bytes, release: str, machine: str) -> Analysis:
     """``analyze(stream, release=, machine=)``: the stream decoded as its writer meant it.
     One source stream serves each of its destinations and its prediction, so the last few
     of up to :data:`KEEP_STREAM` bytes are kept (by the stream's digest and the seeded bug
     the core runs with). Callers only read the result."""
+    hit, where, key = _kept_writer(stream, release, machine)
+    if hit is None:
+        hit = analyze(stream, release=release, machine=machine)
+        if key is None:
+            return hit  # too large to keep
+        if len(_WRITERS) >= 8:
+            _WRITERS.pop(next(iter(_WRITERS)))
+        _WRITERS[key] = hit
+    _LAST_WRITER[:] = [stream, where, hit]
+    return hit
+
+
+def _kept_writer(stream: bytes, release: str, machine: str
+                 ) -> tuple[Analysis | None, tuple[Any, ...], tuple[Any, ...] | None]:
+    """The kept analysis of ``stream`` (or None), where it was written (release, machine,
+    seeded bug) and its key among those kept (None: too large to keep)."""
     import hashlib
 
     from ..emulator import faults
@@ -120,18 +142,11 @@ def writer_analysis(stream: bytes, release: str, machine: str) -> Analysis:
     where = (release, machine, bug.name if bug else None)
     last = _LAST_WRITER
     if last and last[0] is stream and last[1] == where:
-        return last[2]  # the same bytes object: no digest needed
+        return last[2], where, None  # the same bytes object: no digest needed
     if len(stream) > KEEP_STREAM:
-        return analyze(stream, release=release, machine=machine)
+        return None, where, None
     key = (*where, hashlib.sha1(stream).digest())
-    hit = _WRITERS.get(key)
-    if hit is None:
-        hit = analyze(stream, release=release, machine=machine)
-        if len(_WRITERS) >= 8:
-            _WRITERS.pop(next(iter(_WRITERS)))
-        _WRITERS[key] = hit
-    _LAST_WRITER[:] = [stream, where, hit]
-    return hit
+    return _WRITERS.get(key), where, key
 
 
 KEEP_STREAM = 64 << 20  # the largest stream whose analysis is kept for reuse

@@ -248,14 +248,17 @@ class _WriterTrace(Tracer):
     """The writer's tracer: marks go to a :class:`MarkLog`, and the fields of the section
     being loaded are collected as they are read (whatever the log keeps)."""
 
-    def __init__(self, log: MarkLog) -> None:
+    def __init__(self, log: MarkLog, until: int | None = None) -> None:
         super().__init__()
         self.log = log
         self.last: TraceMark | None = None
         self.section: SectionInfo | None = None
+        self.until = until
 
     def mark(self, kind: str, offset: int, end: int, component: str = "",
              value: Any = None) -> None:
+        if kind == "section" and self.until is not None and offset >= self.until:
+            raise _PastEnd(offset)
         m = TraceMark(kind, offset, end, self.path(component), value)
         self.last = m
         section = self.section
@@ -266,13 +269,23 @@ class _WriterTrace(Tracer):
         self.log.append(m)
 
 
+class _PastEnd(Exception):
+    """The decode reached a section that starts at or after its ``until``."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(offset)
+        self.offset = offset
+
+
 def decode_modelled(inp: Input, release: Release, machine: str | None = None,
                     *, nic: str | None = None, vga: str | None = None,
                     analysis: Analysis | None = None,
-                    spill: bool = False) -> Analysis:
+                    spill: bool = False, until: int | None = None) -> Analysis:
     """Decode with ``release``'s descriptions (the writer's reading of the bytes), with
     the NIC ``nic`` and display ``vga`` (None: those whose sections the stream holds).
-    ``spill``: keep every trace mark (on disk past the cap) for a replay."""
+    ``spill``: keep every trace mark (on disk past the cap) for a replay. ``until``: stop
+    at the first section that starts at or after that offset (every element before it
+    is read as the whole decode reads it; the analysis is not complete)."""
     a = analysis or Analysis(inp.name)
     a.format = "modelled"
     r = inp.reader()
@@ -285,7 +298,7 @@ def decode_modelled(inp: Input, release: Release, machine: str | None = None,
                 "endpoint": f"{release.name}/{machine}", "nic": nic, "vga": vga,
                 "peek": release.peek.value, "read_with": peek.value}
     log = MarkLog(spill=spill)
-    tracer = _WriterTrace(log)
+    tracer = _WriterTrace(log, until)
     loaded: set[tuple[str, int]] = set()
 
     def on_load(handler: Any, offset: int) -> None:
@@ -317,6 +330,10 @@ def decode_modelled(inp: Input, release: Release, machine: str | None = None,
         (a.writer["nic"], a.writer["vga"]), missing = options.found(loaded)
         if missing:
             a.notes.append("never sent: " + ", ".join(missing))
+    except _PastEnd as e:
+        close_section(e.offset)
+        a.bytes_read = e.offset
+        a.notes.append(f"decoded up to offset {e.offset} only (asked to stop at {until})")
     except LoadError as e:
         close_section(e.offset or r.offset)
         a.error = error_dict(e)

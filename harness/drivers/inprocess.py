@@ -72,7 +72,7 @@ def stream_window(cell: Cell, stream: bytes, offset: int, label: str) -> dict[st
     """
     start = max(0, offset - WINDOW)
     end = min(len(stream), offset + WINDOW)
-    found = _writer_marks(cell, stream)
+    found = _writer_marks(cell, stream, end)
     if found is None:
         tracer = _WindowTracer(end)
         try:
@@ -92,20 +92,27 @@ def stream_window(cell: Cell, stream: bytes, offset: int, label: str) -> dict[st
     return {"start": start, "hex": stream[start:end].hex(), "marks": marks}
 
 
-def _writer_marks(cell: Cell, stream: bytes) -> list[Any] | None:
-    """The marks of the writer's decode (:func:`writer_analysis`, kept for the cell's
-    cause and its prediction) when it read a model source's whole stream, found the
-    source's NIC and VGA, and kept every mark. None otherwise (the caller decodes with
-    the source's own machine). The decode reads a drive's state from the stream whatever
-    drives its own machine has, so the source's media need not be given (the windows of
-    the default and history matrices are the same either way)."""
+def _writer_marks(cell: Cell, stream: bytes, end: int) -> list[Any] | None:
+    """The marks of the writer's decode up to ``end`` at least: those of the whole
+    decode (:func:`writer_analysis`) when the cell's cause or an earlier cell kept it, and
+    it read a model source's whole stream, found the source's NIC and VGA, and kept every
+    mark; else a decode of the same kind with the source's NIC and VGA that stops at the
+    first section past ``end`` (a refusal in the header reads the header, not the whole
+    stream). None where neither reads it (the caller decodes with the source's own
+    machine). The decode reads a drive's state from the stream whatever drives its own
+    machine has, so the source's media need not be given (the windows of the default and
+    history matrices are the same either way)."""
     src = cell.source
     if src.kind != "emulator" or src.historic:
         return None
-    from ..analyze import writer_analysis
+    from ..analyze import Input, decode_modelled, kept_writer_analysis
+    from ..analyze.modelled import release_named
 
     try:
-        writer = writer_analysis(stream, src.release, src.machine)
+        writer = kept_writer_analysis(stream, src.release, src.machine)
+        if writer is None:
+            writer = decode_modelled(Input(stream), release_named(src.release), src.machine,
+                                     nic=src.nic, vga=src.vga, until=end)
     except Exception:  # the window must never cost a cell its verdict
         return None
     found = writer.writer or {}
@@ -316,9 +323,10 @@ class InProcessDriver(Driver):
         except LoadError as e:
             outcome.load_error = e.to_dict()
             outcome.message = str(e)
+            # The cause first: its decode of the whole stream, kept, serves the window.
+            outcome.extra["cause"] = cell_cause(cell, stream, stopped_at=e.offset)
             if e.offset is not None:
                 outcome.window = stream_window(cell, stream, e.offset, e.reason.text)
-            outcome.extra["cause"] = cell_cause(cell, stream, stopped_at=e.offset)
             return
         except Exception as e:  # not a migration error: the destination crashed
             outcome.crash = f"{type(e).__name__}: {e}"

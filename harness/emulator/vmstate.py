@@ -751,7 +751,7 @@ class _IntRun:
                 f.load(r, obj, rules)
             return
         if self._stores_directly(obj.__class__):
-            obj.__dict__.update(zip(self._names, values))  # type: ignore[arg-type]
+            obj.__dict__.update(zip(self._names, values, strict=True))  # type: ignore[arg-type]
         else:
             for set_, value in zip(self._set, values, strict=True):
                 set_(obj, value)
