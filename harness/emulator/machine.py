@@ -15,6 +15,7 @@ plain data for comparison across releases.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import random
 from collections.abc import Callable, Iterable
@@ -98,6 +99,7 @@ BIOS_SIZE = ROM_SIZE = 128 << 10
 Workload = Callable[["Machine", int], None]
 
 
+@functools.cache
 def _device_class(key: str) -> type[Device]:
     try:
         module, cls = DEVICE_MODULES[key]

@@ -180,6 +180,19 @@ def build_config_space(
     ``extra`` sets device-specific bytes (offset -> value).
     """
     bars = tuple(bars)
+    spaces = _config_spaces(vendor_id, device_id, class_code, prog_if, revision, header_type,
+                            subsystem_vendor_id, subsystem_id, interrupt_pin, bars, command,
+                            status, capability_pointer, tuple(sorted((extra or {}).items())))
+    return PCIState(*spaces, bars)
+
+
+@functools.lru_cache(maxsize=256)
+def _config_spaces(vendor_id: int, device_id: int, class_code: int, prog_if: int,
+                   revision: int, header_type: int, subsystem_vendor_id: int,
+                   subsystem_id: int, interrupt_pin: int, bars: tuple[Bar, ...], command: int,
+                   status: int, capability_pointer: int, extra: tuple[tuple[int, int], ...]
+                   ) -> tuple[bytes, bytes, bytes, bytes]:
+    """The config space and its three masks (immutable: made once per function kind)."""
     cfg, cmask, wmask, w1c = (bytearray(CONFIG_SIZE) for _ in range(4))
 
     def put(buf: bytearray, addr: int, value: int, width: int) -> None:
@@ -197,7 +210,7 @@ def build_config_space(
     put(cfg, COMMAND, command, 2)
     put(cfg, STATUS, status, 2)
     cfg[CAPABILITY_LIST] = capability_pointer
-    for addr, value in (extra or {}).items():
+    for addr, value in extra:
         cfg[addr] = value
 
     put(cmask, VENDOR_ID, 0xFFFF, 2)
@@ -218,7 +231,7 @@ def build_config_space(
         put(cfg, addr, BAR_SPACE_IO if bar.io else 0, 4)
         put(wmask, addr, ~(bar.size - 1) & 0xFFFFFFFF, 4)
         put(cmask, addr, 0xFFFFFFFF, 4)
-    return PCIState(bytes(cfg), bytes(cmask), bytes(wmask), bytes(w1c), bars)
+    return bytes(cfg), bytes(cmask), bytes(wmask), bytes(w1c)
 
 
 class PCIConfig(Buffer):
