@@ -44,9 +44,10 @@ def main() -> None:
     args = p.parse_args()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="mm-pycache-")
-    tree = Path(__file__).resolve().parent.parent
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "harness")],
-                   env=env, check=True)
+    package = subprocess.run(  # the tree the command imports (PYTHONPATH may name another)
+        [sys.executable, "-c", "import harness, os; print(os.path.dirname(harness.__file__))"],
+        env=env, check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", package], env=env, check=True)
     runs = [run_once(args, env) for _ in range(args.repeat)]
     if len(runs) > 1:
         walls = [w for w, _ in runs]
