@@ -29,7 +29,7 @@ from .releases import MachineType, RamOrder, Release, get_release
 from .savevm import HeaderPolicy, LoadReport, Saver, load_stream
 from .sections import section_key
 from .stream import StreamReader, StreamWriter
-from .vmstate import Tracer, dump_state
+from .vmstate import Tracer, dump_state, same_state
 
 if TYPE_CHECKING:
     from .stream import Sink
@@ -390,13 +390,34 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def same_device_state(a: Machine, b: Machine) -> bool:
+    """``a.state() == b.state()`` for machines of one release and machine type whose
+    sections are alike, found without building either state (a device's guest view is a
+    function of its section's fields and its release). False when they differ or are not
+    alike: compare their states then."""
+    if a.release is not b.release or a.machine_type is not b.machine_type:
+        return False
+    sections_a, sections_b = a.device_sections(), b.device_sections()
+    if len(sections_a) != len(sections_b):
+        return False
+    for (device_a, x), (device_b, y) in zip(sections_a, sections_b, strict=True):
+        if type(device_a) is not type(device_b) or x.desc is not y.desc \
+                or state_key(x) != state_key(y) or not same_state(x.desc, x.obj, y.obj):
+            return False
+    return True
+
+
 def compare_machines(source: Machine, dest: Machine, *, ram_limit: int = 20,
                      states: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]
                      | None = None) -> list[Difference]:
     """Every field both machines define whose values differ, then RAM by block and page.
-    ``states``: the two machines' :meth:`Machine.state`, when the caller has them."""
+    ``states``: the two machines' :meth:`Machine.state`, when the caller has them (two
+    empty ones: compare RAM only)."""
     diffs: list[Difference] = []
-    src_state, dst_state = states if states is not None else (source.state(), dest.state())
+    if states is None:
+        states = ({}, {}) if same_device_state(source, dest) else (source.state(),
+                                                                   dest.state())
+    src_state, dst_state = states
     for section, fields in src_state.items():
         other = dst_state.get(section)
         if other is None:

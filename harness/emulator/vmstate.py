@@ -57,6 +57,7 @@ __all__ = [
     "VBuffer",
     "WireRules",
     "dump_state",
+    "same_state",
     "invalid",
     "load_state",
     "save_state",
@@ -914,6 +915,48 @@ def dump_state(desc: Description, obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     _dump(desc, obj, "", out)
     return out
+
+
+def same_state(desc: Description, a: Any, b: Any) -> bool:
+    """``dump_state(desc, a) == dump_state(desc, b)``, found by walking both objects field
+    by field (no dictionary built, the first difference ends the walk)."""
+    if desc.pre_save is not None:
+        desc.pre_save(a)
+        desc.pre_save(b)
+    version = desc.version_id
+    for step in _plan(desc, version):
+        if step.__class__ is _IntRun:
+            if step._values is not None:
+                if step._values(a) != step._values(b):
+                    return False
+            elif [get(a) for get in step._get] != [get(b) for get in step._get]:
+                return False
+            continue
+        present = step.present(a, version)
+        if present != step.present(b, version):
+            return False
+        if not present:
+            continue
+        kind = step.__class__
+        if kind is StructArray:
+            items_a, items_b = step.get(a), step.get(b)
+            for i in range(step.count):
+                if not same_state(step.desc, items_a[i], items_b[i]):
+                    return False
+        elif kind is Struct:
+            if not same_state(step.desc, step.get(a), step.get(b)):
+                return False
+        elif kind.dump is Field.dump:
+            if step.get(a) != step.get(b):
+                return False
+        else:  # a field that dumps itself its own way: compare what it dumps
+            da: dict[str, Any] = {}
+            db: dict[str, Any] = {}
+            step.dump(a, "", da)
+            step.dump(b, "", db)
+            if da != db:
+                return False
+    return all(same_state(sub.desc, a, b) for sub in desc.subsections)
 
 
 def _dump(desc: Description, obj: Any, prefix: str, out: dict[str, Any]) -> None:

@@ -117,6 +117,8 @@ class Device:
         ``fields`` is the section's saved state by field path. A device whose releases keep
         the same guest state in different fields (a flag moved to another register, a
         wire-only mirror) rewrites it here into one form, so that states compare across
-        releases by meaning rather than by layout.
+        releases by meaning rather than by layout. The view depends on the fields (and the
+        release) only: two devices of one release with equal fields have equal views
+        (:func:`~harness.emulator.machine.same_device_state` relies on it).
         """
         return fields
