@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .emulator import faults
+from .emulator.devices.pci import PCIConfig, read_only_difference
 from .emulator.errors import SaveCrash
-from .emulator.machine import Machine
+from .emulator.machine import NICS, VGAS, Machine
 from .emulator.releases import RELEASES
 from .emulator.vmstate import Description, Struct, StructArray
 
@@ -89,9 +90,11 @@ def _fixed_size(tree: dict[str, Any]) -> int | None:
     return total
 
 
-def dump(release: str, machine: str = "pc") -> dict[str, Any]:
-    """The schema of ``release``/``machine`` as plain JSON-able data."""
-    m = Machine(release, machine, 4096 * 4)
+def dump(release: str, machine: str = "pc", nic: str | None = None,
+         vga: str = "cirrus") -> dict[str, Any]:
+    """The schema of ``release``/``machine`` started with the NIC ``nic`` (None: the
+    release's) and the display ``vga``, as plain JSON-able data."""
+    m = Machine(release, machine, 4096 * 4, nic=nic, vga=vga)
     rel = m.release
     sections = []
     for h in m.handlers():
@@ -103,6 +106,9 @@ def dump(release: str, machine: str = "pc") -> dict[str, Any]:
             entry["compat"] = list(h.compat)
         if getattr(h, "desc", None) is not None:
             entry["description"] = describe_tree(h.desc)
+            pci = _pci_function(h.desc, h.obj)
+            if pci is not None:
+                entry["pci"] = pci
         sections.append(entry)
     return {
         "schema": SCHEMA_DUMP,
@@ -114,12 +120,32 @@ def dump(release: str, machine: str = "pc") -> dict[str, Any]:
         "accepted_versions": sorted(rel.accepted_versions),
         "format_per_machine": rel.format_per_machine,
         "variants": dict(rel.variants),
+        "nic": m.nic,
+        "vga": m.vga,
+        # RAM blocks by name and length (pc.ram's is the endpoint's RAM size: left out)
+        "ram": {"version": m.ram.handler.version_id,
+                "blocks": [{"name": b.idstr, "length": None if b.idstr == "pc.ram"
+                            else len(b)} for b in m.ram]},
         "sections": sections,
     }
 
 
-def load_schema(spec: str) -> dict[str, Any]:
-    """A schema from an endpoint ``R/M`` (or ``R``) or from a dump file."""
+def _pci_function(desc: Description, obj: Any) -> dict[str, Any] | None:
+    """The power-on config space of a section's PCI function and the masks its load
+    compares with (hex): the bytes a guest cannot change, which a destination whose own
+    differ refuses, whatever the scenario."""
+    for f in desc.fields:
+        if isinstance(f, Struct) and any(isinstance(x, PCIConfig) for x in f.desc.fields):
+            dev = f.get(obj)
+            return {"path": f.path, "config": bytes(dev.config).hex(),
+                    "cmask": bytes(dev.cmask).hex(), "wmask": bytes(dev.wmask).hex(),
+                    "w1cmask": bytes(dev.w1cmask).hex()}
+    return None
+
+
+def load_schema(spec: str, nic: str | None = None, vga: str = "cirrus") -> dict[str, Any]:
+    """A schema from an endpoint ``R/M`` (or ``R``, started with ``nic`` and ``vga``) or
+    from a dump file."""
     if os.path.exists(spec) or spec.endswith(".json"):
         try:
             with open(spec, encoding="utf-8") as f:
@@ -130,7 +156,7 @@ def load_schema(spec: str) -> dict[str, Any]:
             raise ValueError(f"{spec}: not a schema dump ({SCHEMA_DUMP})")
         return data
     release, _, machine = spec.partition("/")
-    return dump(release, machine or "pc")
+    return dump(release, machine or "pc", nic, vga)
 
 
 # ---------------------------------------------------------------------------- diff
@@ -259,12 +285,39 @@ class _Differ:
                          f"stream version {s['version_id']} < {dt['minimum_version_id']}: "
                          "loaded by the old-version hook")
             self.level(where, st, dt, s["version_id"], s["version_id"], embedded=False)
+            self.pci(where, s.get("pci"), d.get("pci"))
+        self.ram_blocks(src.get("ram"), dst.get("ram"))
         for d in dst["sections"]:
             if id(d) not in matched:
                 where = d["idstr"] if not d["instance_id"] else f"{d['idstr']}@{d['instance_id']:#x}"
                 self.add("info", "section-not-sent", where,
                          "the source never sends it: the destination keeps its reset state")
         return self.problems
+
+    def ram_blocks(self, sr: dict[str, Any] | None, dr: dict[str, Any] | None) -> None:
+        """Version 4 lists the source's blocks by name and length: a destination without
+        one of them, or with another length, refuses the stream (it may have more)."""
+        if sr is None or dr is None or sr["version"] < 4 or dr["version"] < 4:
+            return
+        mine = {b["name"]: b["length"] for b in dr["blocks"]}
+        for b in sr["blocks"]:
+            if b["name"] not in mine:
+                self.add("error", "ram-block-missing", f"ram/{b['name']}",
+                         "the destination has no such RAM block (unknown RAM block)")
+            elif b["length"] != mine[b["name"]]:
+                self.add("error", "ram-block-size", f"ram/{b['name']}",
+                         f"block of {b['length']} bytes, the destination's "
+                         f"{mine[b['name']]} (RAM size mismatch)")
+
+    def pci(self, where: str, sp: dict[str, Any] | None, dp: dict[str, Any] | None) -> None:
+        """A PCI function whose read-only config bits differ is refused on every load."""
+        if sp is None or dp is None:
+            return
+        problem = read_only_difference(*(bytes.fromhex(x) for x in (
+            sp["config"], dp["config"], dp["cmask"], dp["wmask"], dp["w1cmask"])))
+        if problem:
+            self.add("error", "pci-read-only", f"{where}/{dp['path']}/config",
+                     f"{problem} (invalid value)")
 
     def level(self, where: str, st: dict[str, Any], dt: dict[str, Any], sv: int, dv: int,
               *, embedded: bool, in_subsection: bool = False) -> None:
@@ -447,7 +500,8 @@ def predict(src: dict[str, Any] | str, dst: dict[str, Any] | str,
             and "when the subsection" not in p.message]
     if ram_sizes and ram_sizes[0] != ram_sizes[1]:
         return Prediction(frozenset({"rejected"}), "RAM sizes differ: RAM size mismatch")
-    refusing = ("stream-format", "section-missing", "version-too-new", "version-too-old")
+    refusing = ("stream-format", "section-missing", "version-too-new", "version-too-old",
+                "pci-read-only", "ram-block-missing", "ram-block-size")
     if any(p.kind in refusing for p in hard):
         p = next(p for p in hard if p.kind in refusing)
         return Prediction(frozenset({"rejected"}), f"{p.where}: {p.message}")
@@ -500,6 +554,9 @@ def predict(src: dict[str, Any] | str, dst: dict[str, Any] | str,
                    if re.search(suffix, p) and test(v)]
             if hit:
                 events.append((1 << 62, "meaning", f"{hit[0]}: {why}"))
+    for (key, value), why in _LOAD_HAZARDS.items():
+        if dst.get("variants", {}).get(key) == value:
+            events.append((1 << 62, "meaning", f"{key}: {why}"))
     if not events:
         notes = [p for p in problems if p.severity == "warning"]
         extra = f" ({len(notes)} warning(s) do not apply to this state)" if notes else ""
@@ -512,6 +569,16 @@ def predict(src: dict[str, Any] | str, dst: dict[str, Any] | str,
     if fate == "refused":
         return Prediction(frozenset({"rejected"}), f"at offset {offset}: {why}")
     return Prediction(frozenset(_MISPARSE), f"at offset {offset}: {why}")
+
+
+# Release variants whose load changes guest state whatever the stream says:
+# (variant, destination value) -> why.
+_LOAD_HAZARDS: dict[tuple[str, str], str] = {
+    ("cirrus_vga.outer_post_load", "inner-on-wrapper"): (
+        "every load into this release sets palette bytes 232-235 to 0xff (the inner "
+        "post_load runs on the PCI wrapper): corrupted unless the source's palette holds "
+        "0xff there"),
+}
 
 
 # Release variants whose meaning of the same bytes differs, and the source values that
@@ -556,12 +623,13 @@ def _endpoint_parts(ep: Any) -> tuple[str, str, int, str | None, str]:
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_dump(release: str, machine: str) -> dict[str, Any]:
-    return dump(release, machine)
+def _cached_dump(release: str, machine: str, nic: str | None, vga: str) -> dict[str, Any]:
+    return dump(release, machine, nic, vga)
 
 
 @functools.lru_cache(maxsize=256)
-def _cached_diff(src: tuple[str, str], dst: tuple[str, str]) -> list[Problem]:
+def _cached_diff(src: tuple[str, str, str | None, str], dst: tuple[str, str, str | None, str]
+                 ) -> list[Problem]:
     return diff(_cached_dump(*src), _cached_dump(*dst))
 
 
@@ -569,12 +637,13 @@ def predict_cell(cell: Any) -> dict[str, Any]:
     """``{"verdicts": [...], "reason": str}`` for a matrix cell (or a results cell)."""
     get = (lambda k: cell[k]) if isinstance(cell, dict) else (lambda k: getattr(cell, k))
     sr, sm, ss, snic, svga = _endpoint_parts(get("source"))
-    dr, dm, ds, _, _ = _endpoint_parts(get("destination"))
+    dr, dm, ds, dnic, dvga = _endpoint_parts(get("destination"))
     try:
         seed = get("seed") or 0
         facts = scenario_facts(sr, sm, get("scenario"), int(seed), ss, nic=snic, vga=svga)
-        p = predict(_cached_dump(sr, sm), _cached_dump(dr, dm), facts, ram_sizes=(ss, ds),
-                    problems=_cached_diff((sr, sm), (dr, dm)))
+        src, dst = (sr, sm, snic, svga), (dr, dm, dnic, dvga)
+        p = predict(_cached_dump(*src), _cached_dump(*dst), facts, ram_sizes=(ss, ds),
+                    problems=_cached_diff(src, dst))
     except SaveCrash as e:  # the source's release dies saving the state: no stream
         return {"verdicts": ["crashed"], "reason": f"the source dies saving it: {e}"}
     except Exception as e:  # a prediction must never break a run
@@ -586,7 +655,7 @@ def predict_cell(cell: Any) -> dict[str, Any]:
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
-    data = dump(args.release, args.machine)
+    data = dump(args.release, args.machine, args.nic, args.vga)
     text = json.dumps(data, indent=1)
     if args.output and args.output != "-":
         with open(args.output, "w", encoding="utf-8") as f:
@@ -598,7 +667,8 @@ def _cmd_dump(args: argparse.Namespace) -> int:
 
 def _cmd_diff(args: argparse.Namespace) -> int:
     try:
-        src, dst = load_schema(args.src), load_schema(args.dst)
+        src = load_schema(args.src, args.nic, args.vga)
+        dst = load_schema(args.dst, args.nic, args.vga)
     except (OSError, ValueError) as e:
         print(f"migmatrix schema diff: {e}", file=sys.stderr)
         return 2
@@ -616,6 +686,13 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return 1 if any(p.severity == "error" for p in problems) else 0
 
 
+def _device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nic", choices=sorted(NICS),
+                   help="the endpoints' -net nic model (default: the release's own)")
+    p.add_argument("--vga", choices=sorted(VGAS), default="cirrus",
+                   help="the endpoints' -vga (default cirrus)")
+
+
 def configure_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``schema dump`` and ``schema diff`` to the ``migmatrix`` subcommands."""
     s = subparsers.add_parser("schema", help="dump or diff the device descriptions")
@@ -623,11 +700,13 @@ def configure_parser(subparsers: Any) -> argparse.ArgumentParser:
     d = sub.add_parser("dump", help="JSON of every description of an endpoint")
     d.add_argument("--release", required=True, choices=list(RELEASES))
     d.add_argument("--machine", default="pc")
+    _device_options(d)
     d.add_argument("-o", "--output", help="file (default: stdout)")
     d.set_defaults(func=_cmd_dump)
     f = sub.add_parser("diff", help="problems of migrating SRC -> DST; exit 1 if any is an error")
     f.add_argument("src", help="endpoint R/M or a dump file")
     f.add_argument("dst", help="endpoint R/M or a dump file")
+    _device_options(f)
     f.add_argument("--json", action="store_true")
     f.add_argument("--all", action="store_true", help="also show info lines")
     f.set_defaults(func=_cmd_diff)

@@ -121,9 +121,14 @@ def test_predictions_from_facts():
     assert predict("0.14/pc", "0.13/pc", collide).verdicts == {"rejected"}
     own = predict("0.14/pc", "0.14/pc", collide)
     assert own.verdicts == {"rejected"} and "peeks" in own.reason
-    # A GPE block saved as two u16 and read as two arrays: desynchronised.
-    assert predict("0.14/pc", "1.0/pc", collide).verdicts == {"corrupted", "truncated",
-                                                              "rejected"}
+    # 1.0's e1000 has no capability list: its load refuses 0.14's config space.
+    e1000 = predict("0.14/pc", "1.0/pc", collide)
+    assert e1000.verdicts == {"rejected"} and "read-only bits of status" in e1000.reason
+    # Without it (an RTL8139 on both): a GPE block saved as two u16 and read as two
+    # arrays, desynchronised.
+    rtl = scenario_facts("0.14", "pc", "collide-0x05", nic="rtl8139")
+    assert predict(dump("0.14", "pc", "rtl8139"), dump("1.0", "pc", "rtl8139"),
+                   rtl).verdicts == {"corrupted", "truncated", "rejected"}
     sentinel = scenario_facts("new", "pc", "collide-0x05")
     assert predict("new/pc", "new/pc", sentinel).verdicts == {"pass"}
     assert predict("new/pc", "0.15/pc", None).verdicts == {"rejected"}
@@ -161,3 +166,33 @@ def test_every_release_is_dumpable():
     for r in RELEASES.values():
         for m in r.machines:
             assert dump(r.name, m.name)["sections"]
+
+
+def test_fixed_hardware_differences_refuse_whatever_the_guest_did():
+    """What no guest changes and a destination compares: the read-only bits of a PCI
+    function's config space (QEMU's pci_device_load), and the RAM blocks a version-4
+    stream lists by name and length (the destination may have more)."""
+    problems = diff(dump("0.15", "pc"), dump("1.0", "pc"))
+    (pci,) = [p for p in problems if p.kind == "pci-read-only"]
+    assert pci.where == "0000:00:03.0/e1000/dev/config"
+    assert "status (config 0x06) differ: stream 0x10, destination 0x00" in pci.message
+    assert not [p for p in diff(dump("1.0", "pc"), dump("1.0", "pc-0.14"))
+                if p.kind == "pci-read-only"]
+    blocks = diff(dump("rhel6.2", "rhel6.2.0"), dump("rhel6.2", "rhel5.4.0"))
+    assert {p.where for p in blocks if p.kind == "ram-block-missing"} == {
+        "ram/0000:00:03.0/rtl8139.rom", "ram/0000:00:02.0/cirrus_vga.rom"}
+    assert not [p for p in diff(dump("rhel6.2", "rhel5.4.0"), dump("rhel6.2", "rhel6.2.0"))
+                if p.kind.startswith("ram-block")]  # more blocks than the stream: fine
+    no_vga = diff(dump("0.14", "pc"), dump("0.14", "pc", vga="none"))
+    assert "ram/vga.vram" in {p.where for p in no_vga if p.kind == "ram-block-missing"}
+    assert predict("0.15/pc", "1.0/pc").verdicts == {"rejected"}
+
+
+def test_a_release_whose_load_corrupts_is_predicted_so():
+    """RHEL 6 sets palette bytes 232-235 on every load (the inner post_load on the
+    wrapper): a load into it may pass only if the source's palette holds 0xff there."""
+    into_rhel = predict(dump("rhel6.2", "rhel6.2.0"), dump("rhel6.2", "rhel6.2.0"),
+                        scenario_facts("rhel6.2", "rhel6.2.0", "idle"))
+    assert into_rhel.verdicts == {"pass", "corrupted"} and "palette" in into_rhel.reason
+    from_rhel = predict(dump("rhel6.2", "rhel6.2.0", "e1000"), dump("0.13", "pc"), None)
+    assert "palette" not in from_rhel.reason

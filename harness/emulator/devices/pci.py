@@ -34,6 +34,7 @@ __all__ = [
     "PCIConfig",
     "PCIState",
     "build_config_space",
+    "read_only_difference",
     "pci_device_description",
     "pci_device_field",
 ]
@@ -135,22 +136,30 @@ class PCIState:
 
     def read_only_change(self, new: bytes) -> str | None:
         """Why ``new`` cannot replace this config space, or None if it can."""
-        ro = (int.from_bytes(self.cmask, "big") & ~int.from_bytes(self.wmask, "big")
-              & ~int.from_bytes(self.w1cmask, "big"))
-        if not (int.from_bytes(new, "big") ^ int.from_bytes(self.config, "big")) & ro:
-            return None  # the common case, in one big-integer operation
-        for a in range(CONFIG_SIZE):
-            ro = self.cmask[a] & ~self.wmask[a] & ~self.w1cmask[a]
-            if (new[a] ^ self.config[a]) & ro:
-                base = max((r for r in _REGISTERS if r <= a), default=a)
-                name, width = _REGISTERS.get(base, (None, 1))
-                if name is None or a >= base + width:
-                    name = f"byte 0x{a:02x}"
-                return (
-                    f"read-only bits of {name} (config 0x{a:02x}) differ: stream 0x{new[a]:02x},"
-                    f" destination 0x{self.config[a]:02x}"
-                )
-        return None
+        return read_only_difference(new, self.config, self.cmask, self.wmask, self.w1cmask)
+
+
+def read_only_difference(new: bytes, config: bytes, cmask: bytes, wmask: bytes,
+                         w1cmask: bytes) -> str | None:
+    """Why a loaded config space ``new`` cannot replace ``config`` (QEMU's
+    ``pci_device_load``: a compared byte differs outside the writable and write-1-to-clear
+    bits), naming the first register where it does; None if it can."""
+    ro = (int.from_bytes(cmask, "big") & ~int.from_bytes(wmask, "big")
+          & ~int.from_bytes(w1cmask, "big"))
+    if not (int.from_bytes(new, "big") ^ int.from_bytes(config, "big")) & ro:
+        return None  # the common case, in one big-integer operation
+    for a in range(CONFIG_SIZE):
+        ro = cmask[a] & ~wmask[a] & ~w1cmask[a]
+        if (new[a] ^ config[a]) & ro:
+            base = max((r for r in _REGISTERS if r <= a), default=a)
+            name, width = _REGISTERS.get(base, (None, 1))
+            if name is None or a >= base + width:
+                name = f"byte 0x{a:02x}"
+            return (
+                f"read-only bits of {name} (config 0x{a:02x}) differ: stream 0x{new[a]:02x},"
+                f" destination 0x{config[a]:02x}"
+            )
+    return None
 
 
 def build_config_space(
