@@ -247,6 +247,22 @@ def find_handler(handlers: Iterable[Any], idstr: str, instance_id: int) -> Any |
     registration order, whose idstr is ``idstr`` and whose instance or alias id is
     ``instance_id``; or whose idstr contains ``idstr`` and whose ``compat`` name is it,
     with the compat instance or the alias id."""
+    return _find(handlers, idstr, instance_id)
+
+
+def _by_name(handlers: list[Any]) -> dict[str, list[Any]]:
+    """The handlers a header naming each idstr may mean (:func:`find_handler`'s
+    candidates: its own idstr, or its ``compat`` name), in registration order."""
+    index: dict[str, list[Any]] = {}
+    for h in handlers:
+        index.setdefault(h.idstr, []).append(h)
+        compat = getattr(h, "compat", None)
+        if compat is not None and compat[0] != h.idstr:
+            index.setdefault(compat[0], []).append(h)
+    return index
+
+
+def _find(handlers: Iterable[Any], idstr: str, instance_id: int) -> Any | None:
     for h in handlers:
         alias = getattr(h, "alias_id", None)
         if h.idstr == idstr and instance_id in (h.instance_id, alias):
@@ -274,6 +290,7 @@ def load_stream(
     them only when this returns, so a refused stream leaves nothing half-applied.
     """
     handlers = list(handlers)
+    by_name = _by_name(handlers)
     offset = r.offset
     magic = r.read_u32()
     if magic != FILE_MAGIC:
@@ -301,7 +318,7 @@ def load_stream(
             idstr = r.read_bytes(r.read_u8()).decode("latin-1")
             instance_id = r.read_u32()
             version_id = r.read_u32()
-            handler = find_handler(handlers, idstr, instance_id)
+            handler = _find(by_name.get(idstr, ()), idstr, instance_id)
             if (idstr, instance_id) in seen or section_id in started:
                 # No writer sends a section twice or reuses an id; a stream that does is
                 # hostile (it could make one handler load over and over).

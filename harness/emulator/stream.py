@@ -482,6 +482,12 @@ class StreamReader:
             raise ValueError(f"advance({n}) beyond the {self._end - self._pos} buffered bytes")
         self._pos += n
 
+    def peek_u8(self) -> int:
+        """The next byte without consuming it, or -1 at the end of input."""
+        if self._end == self._pos and not self._fill(1):
+            return -1
+        return self._buf[self._pos]
+
     def peek(self, n: int) -> bytes:
         """Up to ``n`` upcoming bytes without consuming them (fewer at end of input)."""
         if self._end - self._pos < n:

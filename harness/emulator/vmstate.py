@@ -838,10 +838,10 @@ def _load_subsections(r: StreamReader, desc: Description, obj: Any, rules: WireR
         return  # eb60260: a description without subsections never looks
     prefix = desc.name.encode("latin-1")
     while True:
-        head = r.peek(2)
-        if not head or head[0] != SUBSECTION:
+        if r.peek_u8() != SUBSECTION:
             return
         if policy is PeekPolicy.PREFIX_MATCH:
+            head = r.peek(2)
             # 1.0's heuristic: only a plausible "<name>..." is taken as a subsection.
             if len(head) < 2 or head[1] < len(prefix) + 1:
                 return
