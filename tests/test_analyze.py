@@ -325,11 +325,14 @@ def test_a_decode_asked_to_stop_reads_what_the_whole_decode_reads_up_to_there(re
     stream = m.save()
     whole = analyze(stream, release=release, machine="pc")
     sections = [x.offset for x in whole.tracer_marks if x.kind == "section"]
-    for until in (9, sections[3] + 1, sections[-2]):
+    for until in (9, 52, sections[3] + 1, sections[-2]):
         part = decode_modelled(Input(stream), release_named(release), "pc", nic=m.nic,
                                vga=m.vga, until=until)
-        stop = min(o for o in sections if o >= until)
+        stop = part.bytes_read  # a section, or a section's payload, at or past ``until``
+        assert until <= stop <= min(o for o in sections if o >= until)
         assert part.error is None and not part.complete
         assert part.tracer_marks == [x for x in whole.tracer_marks if x.offset < stop]
         assert max(x.end for x in part.tracer_marks) <= stop
         assert f"decoded up to offset {stop} only" in part.notes[-1]
+        if until == 52:  # the RAM section's header ends there: its pages are not read
+            assert stop == 52 and part.tracer_marks[-1].kind == "section"

@@ -284,8 +284,9 @@ def decode_modelled(inp: Input, release: Release, machine: str | None = None,
     """Decode with ``release``'s descriptions (the writer's reading of the bytes), with
     the NIC ``nic`` and display ``vga`` (None: those whose sections the stream holds).
     ``spill``: keep every trace mark (on disk past the cap) for a replay. ``until``: stop
-    at the first section that starts at or after that offset (every element before it
-    is read as the whole decode reads it; the analysis is not complete)."""
+    at the first section, or section payload, that starts at or after that offset (every
+    element before it is read as the whole decode reads it; the analysis is not
+    complete, ``bytes_read`` is where it stopped)."""
     a = analysis or Analysis(inp.name)
     a.format = "modelled"
     r = inp.reader()
@@ -311,6 +312,8 @@ def decode_modelled(inp: Input, release: Release, machine: str | None = None,
                                      sec_mark.offset)
         if handler.idstr != "ram":
             tracer.section.key = state_key(handler)
+        if until is not None and offset >= until:
+            raise _PastEnd(offset)  # nothing of the payload is wanted
 
     def close_section(end: int) -> None:
         info = tracer.section
