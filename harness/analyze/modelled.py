@@ -254,18 +254,22 @@ class _WriterTrace(Tracer):
         self.last: TraceMark | None = None
         self.section: SectionInfo | None = None
         self.until = until
+        self._prefix_of: SectionInfo | None = None
+        self._prefix = ""
 
     def mark(self, kind: str, offset: int, end: int, component: str = "",
              value: Any = None) -> None:
         if kind == "section" and self.until is not None and offset >= self.until:
             raise _PastEnd(offset)
-        m = TraceMark(kind, offset, end, self.path(component), value)
+        path = self.path(component)
+        m = TraceMark(kind, offset, end, path, value)
         self.last = m
         section = self.section
         if kind == "field" and section is not None and value is not None:
-            prefix = section.idstr + "/"
-            if m.path.startswith(prefix):
-                section.fields[m.path[len(prefix):]] = value
+            if section is not self._prefix_of:  # the section's fields are keyed after it
+                self._prefix_of, self._prefix = section, section.idstr + "/"
+            if path.startswith(self._prefix):
+                section.fields[path[len(self._prefix):]] = value
         self.log.append(m)
 
 

@@ -96,7 +96,7 @@ class WireRules:
     tracer: Tracer | None = field(default=None, compare=False)
 
 
-@dataclass
+@dataclass(slots=True)
 class TraceMark:
     kind: str  # section | field | struct | subsection | sentinel
     offset: int
@@ -110,17 +110,21 @@ class Tracer:
 
     def __init__(self) -> None:
         self.marks: list[TraceMark] = []
-        self._prefix: list[str] = []
+        # The path of each level entered, joined once: a mark's path is one concatenation.
+        self._paths: list[str] = [""]
 
     def enter(self, component: str) -> None:
-        self._prefix.append(component)
+        here = self._paths[-1]
+        self._paths.append(f"{here}/{component}" if here else component)
 
     def leave(self) -> None:
-        self._prefix.pop()
+        self._paths.pop()
 
     def path(self, component: str = "") -> str:
-        parts = [*self._prefix, component] if component else self._prefix
-        return "/".join(parts)
+        here = self._paths[-1]
+        if not component:
+            return here
+        return f"{here}/{component}" if here else component
 
     def mark(self, kind: str, offset: int, end: int, component: str = "", value: Any = None):
         self.marks.append(TraceMark(kind, offset, end, self.path(component), value))
