@@ -249,12 +249,13 @@ def why_excluded(src: Endpoint, dst: Endpoint, scenario: str) -> str | None:
     """Why the pair cannot run ``scenario``, or ``None``. Model endpoints talk to each
     other and to real builds of the releases they model; today's QEMU only to itself."""
     from .emulator.releases import get_release
-    from .qemu.historic_scenarios import why_not_historic
 
     cats = {src.catalogue, dst.catalogue}
     if "qemu" in cats and cats != {"qemu"}:
         return f"a {src.catalogue} endpoint cannot migrate to a {dst.catalogue} endpoint"
     if "historic" in cats:
+        from .qemu.historic_scenarios import why_not_historic  # (and asyncio: only here)
+
         why = why_not_historic(scenario)
         if why:
             return f"no real guest reaches it: {why}"

@@ -199,12 +199,14 @@ def all_scenarios() -> dict[str, Any]:
 
 
 def lookup(name: str) -> Any:
-    """A scenario of any catalogue (``Scenario`` or ``QemuScenario``)."""
-    try:
-        return all_scenarios()[name]
-    except KeyError:
-        raise KeyError(f"unknown scenario {name!r} (known: {', '.join(all_scenarios())})"
-                       ) from None
+    """A scenario of any catalogue (``Scenario`` or ``QemuScenario``), as
+    :func:`all_scenarios` has it; the model's own are found without importing the
+    others."""
+    for kind in ("emulator", "qemu", "historic"):  # all_scenarios' precedence
+        entry = SCENARIOS.get(name) if kind == "emulator" else catalogue(kind).get(name)
+        if entry is not None:
+            return entry
+    raise KeyError(f"unknown scenario {name!r} (known: {', '.join(all_scenarios())})")
 
 
 def media_of(name: str, *, historic: bool = False) -> frozenset[str]:
