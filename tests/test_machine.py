@@ -373,3 +373,31 @@ def test_alike_machines_compare_by_walking_as_by_their_states(release: str) -> N
     assert not same_device_state(src, rtl)
     assert compare_machines(src, rtl) == compare_machines(src, rtl, states=(src.state(),
                                                                             rtl.state()))
+
+
+def test_a_save_copies_the_guests_pages_before_the_guest_runs_again() -> None:
+    """Machine.save keeps the pages it sends as views until the workload runs between
+    passes: the stream is byte for byte the one a writer that copies every piece makes."""
+    from harness.emulator.savevm import Saver
+    from harness.emulator.stream import StreamWriter
+
+    def workload(m: Machine, i: int) -> None:  # rewrites pages the first pass sent
+        m.ram["pc.ram"].fill(0, 64 * 4096, 0x11 + i)
+        m.ram["pc.ram"].write(70 * 4096 + 5, bytes(range(200)))
+
+    def machine() -> Machine:
+        m = Machine("0.14", "pc", RAM, "e1000", PROGRAMS["random"].media)
+        run_program(m, "random", 5)
+        m.ram["pc.ram"].write(0, random.Random(5).randbytes(80 * 4096))  # sent as they are
+        return m
+
+    kept = machine().save(passes=3, workload=workload)
+    m, w = machine(), StreamWriter()
+    saver = Saver(w, m.handlers(), m.stream_format, m.release.peek)
+    saver.begin()
+    for i in range(3):
+        workload(m, i)
+        saver.iterate()
+    m.running = False
+    saver.complete()
+    assert kept == w.getvalue()

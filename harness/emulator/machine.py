@@ -308,11 +308,14 @@ class Machine:
         one, as in QEMU, whose migration and savevm always iterate once), with
         ``workload(machine, pass_index)`` dirtying memory before each.
         """
-        w = StreamWriter(sink)
+        # The guest's pages go into the stream as views, copied once by getvalue; they are
+        # copied before the workload changes them.
+        w = StreamWriter(sink, keep_views=True)
         saver = Saver(w, self.handlers(), self.stream_format, self.release.peek)
         saver.begin()
         for i in range(max(1, passes)):
             if workload is not None:
+                w.settle()
                 workload(self, i)
             saver.iterate()
         self.running = False

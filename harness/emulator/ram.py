@@ -922,7 +922,7 @@ class RamSection:
                 ap(pack((p + base) | fpage))
                 ap(view[p : p + size])
                 p += size
-            w.raw(b"".join(parts))
+            w.raw_parts(parts)
         self.stats.pages += end - first
         self.stats.uniform_pages += uniform
 

@@ -57,18 +57,27 @@ class StreamWriter:
     Without a sink, small values collect in a buffer and large ``raw`` pieces are kept as
     they are (bytes are immutable, other buffers are copied once), so :meth:`getvalue`
     joins the stream with one copy instead of growing one buffer by reallocation.
+
+    ``keep_views``: :meth:`raw_parts` keeps the views it is given (a guest's pages) as
+    views, so that their bytes are copied once, into the stream :meth:`getvalue` joins,
+    not first into a piece of it; the writer's owner calls :meth:`settle` before the
+    memory they show changes (a guest running between live passes).
     """
 
-    __slots__ = ("_buf", "_sink", "_flushed", "_threshold", "_chunks")
+    __slots__ = ("_buf", "_sink", "_flushed", "_threshold", "_chunks", "_keep_views",
+                 "_settled")
 
     _KEEP = 1 << 16  # a raw piece at least this large is kept whole (no sink)
 
-    def __init__(self, sink: Sink | None = None, *, flush_threshold: int = 1 << 20) -> None:
+    def __init__(self, sink: Sink | None = None, *, flush_threshold: int = 1 << 20,
+                 keep_views: bool = False) -> None:
         self._buf = bytearray()
         self._sink = sink
         self._flushed = 0  # bytes handed to the sink or kept in ``_chunks``
         self._threshold = flush_threshold
-        self._chunks: list[bytes | bytearray] = []
+        self._chunks: list[bytes | bytearray | memoryview] = []
+        self._keep_views = keep_views and sink is None
+        self._settled = 0  # ``_chunks`` before this index hold no view
 
     @property
     def offset(self) -> int:
@@ -119,6 +128,26 @@ class StreamWriter:
         self._buf += data
         if len(self._buf) >= self._threshold:
             self.flush()
+
+    def raw_parts(self, parts: list[bytes | memoryview]) -> None:
+        """``raw`` of the parts in order: views are kept as they are with ``keep_views``
+        (see the class), else joined into one piece."""
+        if not self._keep_views:
+            self.raw(b"".join(parts))
+            return
+        if self._buf:
+            self._chunks.append(self._buf)
+            self._flushed += len(self._buf)
+            self._buf = bytearray()
+        self._chunks.extend(parts)
+        self._flushed += sum(map(len, parts))
+
+    def settle(self) -> None:
+        """Copy the views :meth:`raw_parts` kept: the memory they show may change now."""
+        chunks, start = self._chunks, self._settled
+        if any(type(c) is memoryview for c in chunks[start:]):
+            chunks[start:] = [b"".join(chunks[start:])]
+        self._settled = len(chunks)
 
     def flush(self) -> None:
         """Hand buffered bytes to the sink (no-op without one)."""
