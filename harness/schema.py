@@ -169,10 +169,11 @@ class Problem:
     where: str
     message: str
     subsection: str | None = None
+    order: int = -1  # where the stream reaches it: its section's place in sending order
 
     def to_dict(self) -> dict[str, Any]:
         return {"severity": self.severity, "kind": self.kind, "where": self.where,
-                "message": self.message, "subsection": self.subsection}
+                "message": self.message, "subsection": self.subsection, "order": self.order}
 
     def line(self) -> str:
         return f"{self.severity:<7} {self.kind:<22} {self.where}: {self.message}"
@@ -238,10 +239,14 @@ class _Differ:
     def __init__(self, src: dict[str, Any], dst: dict[str, Any]) -> None:
         self.src, self.dst = src, dst
         self.problems: list[Problem] = []
+        # Sending order: the live sections' first passes, then every device in turn.
+        sent = sorted(src["sections"], key=lambda s: not s["live"])
+        self.place = {id(s): k for k, s in enumerate(sent)}
+        self.order = -1  # the header's
 
     def add(self, severity: str, kind: str, where: str, message: str,
             subsection: str | None = None) -> None:
-        self.problems.append(Problem(severity, kind, where, message, subsection))
+        self.problems.append(Problem(severity, kind, where, message, subsection, self.order))
 
     def run(self) -> list[Problem]:
         src, dst = self.src, self.dst
@@ -260,6 +265,7 @@ class _Differ:
                 self.add("info", "variant", key, f"{a} -> {b}")
         matched: set[int] = set()
         for s in src["sections"]:
+            self.order = self.place[id(s)]
             where = s["idstr"] if not s["instance_id"] else f"{s['idstr']}@{s['instance_id']:#x}"
             d = _find_section(dst["sections"], s["idstr"], s["instance_id"])
             if d is not None:
@@ -286,7 +292,10 @@ class _Differ:
                          "loaded by the old-version hook")
             self.level(where, st, dt, s["version_id"], s["version_id"], embedded=False)
             self.pci(where, s.get("pci"), d.get("pci"))
+        self.order = next((self.place[id(s)] for s in src["sections"] if s["idstr"] == "ram"),
+                          -1)
         self.ram_blocks(src.get("ram"), dst.get("ram"))
+        self.order = len(self.place)
         for d in dst["sections"]:
             if id(d) not in matched:
                 where = d["idstr"] if not d["instance_id"] else f"{d['idstr']}@{d['instance_id']:#x}"
@@ -502,11 +511,15 @@ def predict(src: dict[str, Any] | str, dst: dict[str, Any] | str,
         return Prediction(frozenset({"rejected"}), "RAM sizes differ: RAM size mismatch")
     refusing = ("stream-format", "section-missing", "version-too-new", "version-too-old",
                 "pci-read-only", "ram-block-missing", "ram-block-size")
-    if any(p.kind in refusing for p in hard):
-        p = next(p for p in hard if p.kind in refusing)
-        return Prediction(frozenset({"rejected"}), f"{p.where}: {p.message}")
     if hard:
-        p = hard[0]
+        # The first the stream reaches decides: a refusal there, or a misreading after
+        # which the destination may never reach a later one (a 0x00 read as EOF).
+        first = min(p.order for p in hard)
+        there = [p for p in hard if p.order == first]
+        p = next((p for p in there if p.kind in refusing), None)
+        if p is not None:
+            return Prediction(frozenset({"rejected"}), f"{p.where}: {p.message}")
+        p = there[0]
         return Prediction(frozenset(_MISPARSE), f"{p.where}: {p.message} (desynchronised)")
     events: list[tuple[int, str, str]] = []  # (offset, outcome, why)
     if facts is None:

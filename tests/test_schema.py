@@ -196,3 +196,20 @@ def test_a_release_whose_load_corrupts_is_predicted_so():
     assert into_rhel.verdicts == {"pass", "corrupted"} and "palette" in into_rhel.reason
     from_rhel = predict(dump("rhel6.2", "rhel6.2.0", "e1000"), dump("0.13", "pc"), None)
     assert "palette" not in from_rhel.reason
+
+
+def test_the_first_problem_the_stream_reaches_decides():
+    """RHEL 6.2 -> 0.13 with the RAM blocks matched: 0.13 refuses RHEL's ioapic v2, but
+    the cpu section before it is laid out otherwise and the real 0.13 reads a 0x00 there
+    as the end of the stream (a half-load): a refusal further on is not the prediction."""
+    src = dump("rhel6.2", "rhel6.2.0", "rtl8139", "none")
+    dst = dump("0.13", "pc", "rtl8139", "none")
+    problems = diff(src, dst)
+    ioapic = next(p for p in problems if p.kind == "version-too-new" and p.where == "ioapic")
+    first = min((p for p in problems if p.severity == "error"), key=lambda p: p.order)
+    assert first.order < ioapic.order and first.where.startswith("cpu")
+    p = predict(src, dst, scenario_facts("rhel6.2", "rhel6.2.0", "idle", nic="rtl8139",
+                                         vga="none"))
+    assert "truncated" in p.verdicts and "desynchronised" in p.reason
+    # the header comes before every section
+    assert predict("new/pc", "0.14/pc").reason.startswith("header")
