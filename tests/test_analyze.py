@@ -336,3 +336,17 @@ def test_a_decode_asked_to_stop_reads_what_the_whole_decode_reads_up_to_there(re
         assert f"decoded up to offset {stop} only" in part.notes[-1]
         if until == 52:  # the RAM section's header ends there: its pages are not read
             assert stop == 52 and part.tracer_marks[-1].kind == "section"
+
+
+def test_inference_names_every_machine_that_writes_the_stream_alike():
+    """Without a writer given: the newest machine whose sections and RAM blocks are the
+    stream's, and the others that decode it exactly as well (the stream cannot tell
+    them apart); a machine without the stream's ROM blocks is not among them."""
+    a = analyze(Machine("1.0", "pc-0.14", 1 << 20).save())
+    assert a.writer["endpoint"] == "1.0/pc" and "1.0/pc-0.14" in a.writer["also"]
+    assert "does not say which of them wrote it" in a.notes[-1]
+    rhel5 = analyze(Machine("rhel6.2", "rhel5.4.0", 1 << 20).save())
+    named = [rhel5.writer["endpoint"], *rhel5.writer["also"]]
+    assert "rhel6.2/rhel5.4.0" in named and all("/rhel5." in n for n in named), named
+    new = analyze(Machine("new", "pc", 1 << 20).save())
+    assert new.writer["endpoint"] == "new/pc" and "also" not in new.writer

@@ -206,7 +206,20 @@ def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = Non
                     not _decodes(best) and attempt.bytes_read > best.bytes_read):
                 best = attempt
             if ok and unsent is None:
-                best, exact = attempt, True
+                # Its sections fit; the machines whose sections and RAM blocks both do are
+                # the writers (the newest shown), where there is one.
+                fits = _fitting(inp, attempt, candidates(file_version, every_machine=True))
+                best, exact = (fits[0][1] if fits else attempt), True
+                alike = [endpoint for endpoint, _ in fits[1:]]
+                if alike:
+                    best.writer["also"] = alike  # type: ignore[index]
+                    best.notes.append(
+                        f"it decodes exactly as {', '.join(alike)} too: those write such "
+                        "a stream alike, so it does not say which of them wrote it (shown "
+                        f"as {best.writer['endpoint']}, the newest)")  # type: ignore[index]
+                elif not fits:
+                    best.notes.append("no modelled machine has this stream's RAM blocks; "
+                                      f"shown as {best.writer['endpoint']} reads it")  # type: ignore[index]
                 break
         decoded = best is not None and _decodes(best)
         if not decoded and file_version == 3 and find_trailer(inp) is not None:
@@ -234,6 +247,40 @@ def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = Non
         else:
             a.divergence = replay_as_destination(inp, a, as_destination, nic=nic, vga=vga)
     return a
+
+
+def _fitting(inp: Input, found: Analysis, machines: list[Any]) -> list[tuple[str, Analysis]]:
+    """The machines (release, machine), newest first, with the NIC and VGA ``found``
+    read, that have exactly the stream's sections (idstr, instance, version) and RAM
+    blocks, each with its own decode of the whole stream (all of them decode it alike)."""
+    from collections import Counter
+
+    from .modelled import _option_sections, decode_modelled, option_blocks
+
+    writer = found.writer or {}
+    nic, vga = writer.get("nic"), writer.get("vga")
+    sent = Counter((s.idstr, s.instance_id, s.version_id) for s in found.sections
+                   if s.kind in ("START", "FULL"))
+    blocks = frozenset((b["name"], b["length"]) for b in (found.ram or {}).get("blocks", [])
+                       if b.get("listed") and b["name"] != "pc.ram")
+    out = []
+    for rel, mach in machines:
+        try:
+            theirs = Counter((i, n, v) for i, n, v, _ in _option_sections(rel.name, mach, nic,
+                                                                           vga))
+            if theirs != sent or option_blocks(rel.name, mach, nic, vga) != blocks:
+                continue
+        except Exception:  # an option that machine does not have
+            continue
+        if (rel.name, mach) == (writer.get("release"), writer.get("machine")):
+            attempt = found
+        else:
+            attempt = decode_modelled(inp, rel, mach, nic=nic, vga=vga,
+                                      analysis=Analysis(inp.name))
+            attempt.writer["nic"], attempt.writer["vga"] = nic, vga  # type: ignore[index]
+        if _decodes(attempt) and not any(n.startswith("never sent") for n in attempt.notes):
+            out.append((f"{rel.name}/{mach}", attempt))
+    return out
 
 
 def _decodes(a: Analysis) -> bool:

@@ -99,13 +99,25 @@ def summary_handlers(release: Release, machine: str, nic: str | None = None,
     return list(handlers.values()), header, ram, DeviceOptions(machines)
 
 
-@functools.lru_cache(maxsize=256)
 def _option_sections(release: str, machine: str, nic: str, vga: str
                      ) -> tuple[tuple[str, int, int, bool], ...]:
     """(idstr, instance id, version, live) of each section of a machine with these
     options, in sending order."""
+    return _option_facts(release, machine, nic, vga)[0]
+
+
+def option_blocks(release: str, machine: str, nic: str, vga: str
+                  ) -> frozenset[tuple[str, int]]:
+    """The RAM blocks (name, length) of a machine with these options, pc.ram apart (its
+    length is the guest's RAM size)."""
+    return _option_facts(release, machine, nic, vga)[1]
+
+
+@functools.lru_cache(maxsize=256)
+def _option_facts(release: str, machine: str, nic: str, vga: str) -> tuple[Any, Any]:
     m = Machine(release, machine, PAGE_SIZE * 4, nic=nic, vga=vga)
-    return tuple((h.idstr, h.instance_id, h.version_id, h.live) for h in m.handlers())
+    return (tuple((h.idstr, h.instance_id, h.version_id, h.live) for h in m.handlers()),
+            frozenset((b.idstr, len(b)) for b in m.ram if b.idstr != "pc.ram"))
 
 
 class _OptionHandler:
@@ -396,8 +408,10 @@ def _label_sections(elements: list[Element], sections: list[SectionInfo]) -> lis
     return elements
 
 
-def candidates(file_version: int | None) -> list[tuple[Release, str]]:
-    """Releases accepting ``file_version``, newest first, with a matching machine."""
+def candidates(file_version: int | None, *, every_machine: bool = False
+               ) -> list[tuple[Release, str]]:
+    """Releases accepting ``file_version``, newest first, with a matching machine (the
+    first; ``every_machine``: each of them)."""
     out = []
     for release in reversed(list(RELEASES.values())):
         if file_version is not None and file_version not in release.accepted_versions:
@@ -407,7 +421,7 @@ def candidates(file_version: int | None) -> list[tuple[Release, str]]:
             if release.format_per_machine:
                 continue
             machines = [release.machines[0].name]
-        out.append((release, machines[0]))
+        out.extend((release, m) for m in (machines if every_machine else machines[:1]))
     return out
 
 def release_named(name: str) -> Release:
