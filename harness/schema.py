@@ -52,7 +52,8 @@ __all__ = [
     "scenario_facts",
 ]
 
-SCHEMA_DUMP = "migmatrix/schema/1"
+SCHEMA_DUMP = "migmatrix/schema/2"  # 2: RAM blocks, PCI config spaces, NIC and VGA
+_OLDER_DUMPS = ("migmatrix/schema/1",)  # read; the checks of what they lack are skipped
 SEVERITIES = ("error", "warning", "info")
 _MISPARSE = ("corrupted", "truncated", "rejected")
 
@@ -152,8 +153,12 @@ def load_schema(spec: str, nic: str | None = None, vga: str = "cirrus") -> dict[
                 data = json.load(f)
         except ValueError as e:  # not UTF-8, not JSON
             raise ValueError(f"{spec}: not a schema dump ({SCHEMA_DUMP}): {e}") from None
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA_DUMP:
+        if not isinstance(data, dict) or data.get("schema") not in (SCHEMA_DUMP,
+                                                                     *_OLDER_DUMPS):
             raise ValueError(f"{spec}: not a schema dump ({SCHEMA_DUMP})")
+        if data["schema"] != SCHEMA_DUMP:
+            print(f"migmatrix: {spec} is a {data['schema']} dump: it has no RAM blocks or "
+                  "PCI config spaces, so those are not compared", file=sys.stderr)
         return data
     release, _, machine = spec.partition("/")
     return dump(release, machine or "pc", nic, vga)
@@ -567,8 +572,10 @@ def predict(src: dict[str, Any] | str, dst: dict[str, Any] | str,
                    if re.search(suffix, p) and test(v)]
             if hit:
                 events.append((1 << 62, "meaning", f"{hit[0]}: {why}"))
-    for (key, value), why in _LOAD_HAZARDS.items():
-        if dst.get("variants", {}).get(key) == value:
+    for (key, value), (section, why) in _LOAD_HAZARDS.items():
+        if dst.get("variants", {}).get(key) == value and all(
+                any(s["idstr"].endswith(section) for s in side["sections"])
+                for side in (src, dst)):
             events.append((1 << 62, "meaning", f"{key}: {why}"))
     if not events:
         notes = [p for p in problems if p.severity == "warning"]
@@ -584,13 +591,14 @@ def predict(src: dict[str, Any] | str, dst: dict[str, Any] | str,
     return Prediction(frozenset(_MISPARSE), f"at offset {offset}: {why}")
 
 
-# Release variants whose load changes guest state whatever the stream says:
-# (variant, destination value) -> why.
-_LOAD_HAZARDS: dict[tuple[str, str], str] = {
-    ("cirrus_vga.outer_post_load", "inner-on-wrapper"): (
-        "every load into this release sets palette bytes 232-235 to 0xff (the inner "
-        "post_load runs on the PCI wrapper): corrupted unless the source's palette holds "
-        "0xff there"),
+# Release variants whose load of a section changes guest state whatever the stream says,
+# when the source sends that section: (variant, destination value) -> (section idstr
+# ending, why).
+_LOAD_HAZARDS: dict[tuple[str, str], tuple[str, str]] = {
+    ("cirrus_vga.outer_post_load", "inner-on-wrapper"): ("/cirrus_vga", (
+        "every load of the VGA into this release sets palette bytes 232-235 to 0xff (the "
+        "inner post_load runs on the PCI wrapper): corrupted unless the source's palette "
+        "holds 0xff there")),
 }
 
 

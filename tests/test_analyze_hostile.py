@@ -303,3 +303,21 @@ def test_a_replay_of_a_cut_writer_reading_claims_no_divergence_past_the_cut(
     d = replay_as_destination(Input(stream), writer, "0.15/pc")
     assert d["diverges"] is False and "first 500 elements" in d["note"]
     assert d["outcome"]["status"] == "loaded"
+
+
+def test_an_inferred_writer_found_among_alike_machines_keeps_every_mark_for_a_replay(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --as-destination the writer's reading is replayed whole, past the elements
+    listed: also when inference settles on another machine than the first it decoded
+    with (a rhel5.x machine type, named after the ROM blocks)."""
+    from harness.analyze import modelled
+    from harness.emulator.machine import Machine
+
+    monkeypatch.setattr(elements, "ELEMENTS_KEPT", 300)
+    monkeypatch.setattr(modelled, "ELEMENTS_KEPT", 300)
+    stream = Machine("rhel6.2", "rhel5.4.0", 1 << 20).save()
+    a = analyze(stream, as_destination="rhel6.2/rhel5.4.0")
+    assert a.writer["endpoint"].startswith("rhel6.2/rhel5."), a.writer
+    assert a.mark_log.spilled and len(a.tracer_marks) == 300
+    assert "compared up to" not in a.divergence.get("note", ""), a.divergence
+    assert a.divergence["diverges"] is False

@@ -208,7 +208,8 @@ def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = Non
             if ok and unsent is None:
                 # Its sections fit; the machines whose sections and RAM blocks both do are
                 # the writers (the newest shown), where there is one.
-                fits = _fitting(inp, attempt, candidates(file_version, every_machine=True))
+                fits = _fitting(inp, attempt, candidates(file_version, every_machine=True),
+                                spill=bool(as_destination))
                 best, exact = (fits[0][1] if fits else attempt), True
                 alike = [endpoint for endpoint, _ in fits[1:]]
                 if alike:
@@ -249,10 +250,12 @@ def analyze(source: str | bytes | BinaryIO | Input, *, release: str | None = Non
     return a
 
 
-def _fitting(inp: Input, found: Analysis, machines: list[Any]) -> list[tuple[str, Analysis]]:
+def _fitting(inp: Input, found: Analysis, machines: list[Any], *, spill: bool = False
+             ) -> list[tuple[str, Analysis]]:
     """The machines (release, machine), newest first, with the NIC and VGA ``found``
     read, that have exactly the stream's sections (idstr, instance, version) and RAM
-    blocks, each with its own decode of the whole stream (all of them decode it alike)."""
+    blocks, each with its own decode of the whole stream (all of them decode it alike;
+    ``spill``: as ``found`` was, every mark kept for a replay)."""
     from collections import Counter
 
     from .modelled import _option_sections, decode_modelled, option_blocks
@@ -276,7 +279,7 @@ def _fitting(inp: Input, found: Analysis, machines: list[Any]) -> list[tuple[str
             attempt = found
         else:
             attempt = decode_modelled(inp, rel, mach, nic=nic, vga=vga,
-                                      analysis=Analysis(inp.name))
+                                      analysis=Analysis(inp.name), spill=spill)
             attempt.writer["nic"], attempt.writer["vga"] = nic, vga  # type: ignore[index]
         if _decodes(attempt) and not any(n.startswith("never sent") for n in attempt.notes):
             out.append((f"{rel.name}/{mach}", attempt))
