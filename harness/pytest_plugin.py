@@ -202,6 +202,7 @@ def _add_result(result: dict[str, Any]) -> None:
             header(state["matrix"], state["driver"], state["shard"], state["total"],
                    selection=selection),
         )
+        state["results"].order = state.get("order") or None
     state["results"].add(result)
 
 

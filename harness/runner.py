@@ -14,6 +14,7 @@ caller writes what finished.
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
 import contextlib
 import datetime as _dt
@@ -233,9 +234,16 @@ class ResultsFile:
         self._last = 0.0
         self._cost = 0.0  # seconds the last rewrite took
         self.kept = 0  # cells in the last results.json written successfully
+        # The matrix's order by cell id: cells run grouped (:func:`execution_order`) are
+        # listed in it all the same, while the run goes on too. None: as they come.
+        self.order: dict[str, int] | None = None
 
     def add(self, cell: dict[str, Any]) -> None:
-        self.cells.append(cell)
+        order = self.order
+        if order is None:
+            self.cells.append(cell)
+        else:
+            bisect.insort(self.cells, cell, key=lambda r: order.get(r["id"], len(order)))
         if self.path is not None and time.monotonic() - self._last >= self._wait:
             self.write()
 
@@ -345,16 +353,14 @@ def run_cells(
     """Run ``cells`` (in parallel with ``jobs`` > 1, capped by :func:`worker_count`),
     adding each result as it finishes."""
     jobs = worker_count(jobs, len(cells))
-    order = {c.id: i for i, c in enumerate(cells)}
+    if results.order is None:
+        results.order = {c.id: i for i, c in enumerate(cells)}
     if jobs <= 1:
-        try:
-            for cell in execution_order(cells):
-                result = _run_one(driver, cell, matrix_path)
-                results.add(result)
-                if on_result:
-                    on_result(result)
-        finally:
-            results.cells.sort(key=lambda r: order.get(r["id"], 0))
+        for cell in execution_order(cells):
+            result = _run_one(driver, cell, matrix_path)
+            results.add(result)
+            if on_result:
+                on_result(result)
         return
     pool = concurrent.futures.ProcessPoolExecutor(jobs, initializer=_worker_init)
     try:
@@ -374,10 +380,8 @@ def run_cells(
         # Interrupted, or results.json cannot be written: start nothing more and do not
         # wait for the whole queue; the cells already finished stay in ``results``.
         pool.shutdown(wait=False, cancel_futures=True)
-        results.cells.sort(key=lambda r: order.get(r["id"], 0))
         raise
     pool.shutdown(wait=True)
-    results.cells.sort(key=lambda r: order.get(r["id"], 0))
 
 
 def execution_order(cells: list[Cell]) -> list[Cell]:

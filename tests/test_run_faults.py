@@ -180,3 +180,24 @@ def test_sigint_during_migmatrix_run_stops_cleanly(tmp_path: Path, jobs: int) ->
     assert all(c["verdict"] != "error" for c in doc["cells"])
     assert main(["report", str(tmp_path / f"out{jobs}" / "results.json"),
                  "--out", str(tmp_path / f"report{jobs}")]) == 0
+
+
+def test_results_json_lists_cells_in_the_matrixs_order_while_the_run_goes_on(
+        tmp_path: Path) -> None:
+    """Cells run grouped by source and scenario (one save each), yet every rewrite of
+    results.json lists those finished so far in the matrix's order."""
+    from harness.runner import execution_order
+
+    m, cells = _cells("0.14/pc->")
+    assert [c.id for c in execution_order(cells)] != [c.id for c in cells]
+    path = tmp_path / "results.json"
+    results = ResultsFile(path, header(m, "inprocess", None, len(cells)), every=0)
+    index = {c.id: i for i, c in enumerate(cells)}
+    seen: list[list[int]] = []
+
+    def check(_: dict[str, Any]) -> None:
+        seen.append([index[c["id"]] for c in json.loads(path.read_text())["cells"]])
+
+    run_cells(cells, results, driver="inprocess", matrix_path=m.path, on_result=check)
+    assert len(seen) == len(cells) and all(s == sorted(s) for s in seen), seen
+    assert [c["id"] for c in results.cells] == [c.id for c in cells]
