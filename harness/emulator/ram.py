@@ -96,7 +96,7 @@ __all__ = [
     "option_rom_image",
     "pc_layout",
     "zero_records",
-    "zero_records_prefix",
+    "records_prefix",
 ]
 
 PAGE_SIZE = 4096
@@ -208,7 +208,7 @@ def _be64_offsets(npages: int, base: int = 0) -> bytes:
     return a.tobytes()
 
 
-def zero_records_prefix(pattern: bytes, at: int, buf: memoryview, pos: int, most: int) -> int:
+def records_prefix(pattern: bytes, at: int, buf: memoryview, pos: int, most: int) -> int:
     """How many of the ``most`` records at ``buf[pos:]`` equal ``pattern[at:]`` (9 bytes
     each); the caller has checked the first. One memcmp per halving step."""
     if pattern.startswith(buf[pos : pos + 9 * most], at):
@@ -1028,7 +1028,7 @@ class RamSection:
                     fill = mv[pos + 8]
                     # A run of pages of this fill, compared in one memcmp.
                     page = addr >> PAGE_SHIFT
-                    n = zero_records_prefix(uniform_records(npages, fill), 9 * page, mv, pos,
+                    n = records_prefix(uniform_records(npages, fill), 9 * page, mv, pos,
                                             min((end - pos) // 9, npages - page))
                     block.load_uniform(page, page + n, fill)
                     pos += 9 * n
