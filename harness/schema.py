@@ -420,7 +420,7 @@ class Prediction:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        order = ("pass", "rejected", "corrupted", "truncated")
+        order = ("pass", "rejected", "corrupted", "truncated", "crashed")
         return {"verdicts": [v for v in order if v in self.verdicts], "reason": self.reason}
 
 
@@ -550,6 +550,13 @@ def predict(src: dict[str, Any] | str, dst: dict[str, Any] | str,
                 "subsections", [])}.get(s["name"])
             if srcv and srcv["version_id"] > known[s["name"]]["version_id"]:
                 events.append((s["offset"], "refused", f"{path}: {s['name']!r} too new"))
+                continue
+            dies = next((f for f in known[s["name"]]["fields"] if f.get("load_dies")), None)
+            if dies is not None:  # a field list without its end (RHEL 6.1's gesn_state)
+                events.append((s["offset"], "crashed",
+                               f"{path}: {s['name']!r}: the destination's field list has no "
+                               f"end marker and its load takes {dies['what']} as a field: "
+                               f"{dies['load_dies']}"))
     if dst["stream_format"] != 4:
         for c in facts["collisions"]:
             level, _, _ = _level_of(dst, c["path"])
@@ -588,6 +595,8 @@ def predict(src: dict[str, Any] | str, dst: dict[str, Any] | str,
         return Prediction(frozenset({"pass", "corrupted"}), why)
     if fate == "refused":
         return Prediction(frozenset({"rejected"}), f"at offset {offset}: {why}")
+    if fate == "crashed":
+        return Prediction(frozenset({"crashed"}), f"at offset {offset}: {why}")
     return Prediction(frozenset(_MISPARSE), f"at offset {offset}: {why}")
 
 

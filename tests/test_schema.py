@@ -231,3 +231,14 @@ def test_a_load_hazard_needs_the_section_on_both_sides_and_old_dumps_still_read(
     assert not [p for p in diff(load_schema(str(path)), dump("1.0", "pc"))
                 if p.kind == "pci-read-only"]
     assert "not compared" in capsys.readouterr().err
+
+
+def test_a_destination_whose_field_list_runs_past_its_end_is_predicted_to_crash():
+    """RHEL 6.1's gesn_state has no end marker: loading the subsection takes the
+    ide-drive device info as a field and dies (the real 6.1 build: SIGBUS in about half
+    the runs, the next save in the others)."""
+    facts = scenario_facts("rhel6.2", "rhel6.2.0", "atapi-media-event")
+    p = predict(dump("rhel6.2", "rhel6.2.0"), dump("rhel6.1", "rhel6.1.0"), facts)
+    assert p.verdicts == {"crashed"} and "no end marker" in p.reason
+    assert "crashed" not in predict(dump("rhel6.2", "rhel6.2.0"), dump("rhel6.2", "rhel6.2.0"),
+                                    facts).verdicts
