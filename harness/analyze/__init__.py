@@ -273,7 +273,7 @@ def _fitting(inp: Input, found: Analysis, machines: list[Any], *, spill: bool = 
                                                                            vga))
             if theirs != sent or option_blocks(rel.name, mach, nic, vga) != blocks:
                 continue
-        except Exception:  # an option that machine does not have
+        except ConfigError:  # an option that machine does not have
             continue
         if (rel.name, mach) == (writer.get("release"), writer.get("machine")):
             attempt = found

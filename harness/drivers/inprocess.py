@@ -97,8 +97,8 @@ def _writer_marks(cell: Cell, stream: bytes, end: int) -> list[Any] | None:
     decode (:func:`writer_analysis`) when the cell's cause or an earlier cell kept it, and
     it read a model source's whole stream, found the source's NIC and VGA, and kept every
     mark; else a decode of the same kind with the source's NIC and VGA that stops at the
-    first section past ``end`` (a refusal in the header reads the header, not the whole
-    stream). None where neither reads it (the caller decodes with the source's own
+    first section, or section payload, past ``end`` (a refusal in the header reads the
+    header, not the whole stream). None where neither reads it (the caller decodes with the source's own
     machine). The decode reads a drive's state from the stream whatever drives its own
     machine has, so the source's media need not be given (the windows of the default and
     history matrices are the same either way)."""

@@ -266,7 +266,7 @@ class RamBlock:
     no memory until its pages are written, however large. ``data`` and ``view`` are the
     same writable ``memoryview`` of them. An image given to :meth:`load_image` is written
     when the bytes are first used: a machine that never touches its RAM (the analyzer's,
-    which only decodes) never pays for its firmware or its VGA's 8 MiB of 0xff. Until
+    which only decodes) never pays for its firmware or its VGA's 4 MiB of 0xff. Until
     then the block knows which pages still hold the image and what a uniform image holds
     there: a save sends those pages, a load of the same byte leaves them, and two blocks
     holding one image compare equal, without a byte written or read.
@@ -935,7 +935,6 @@ class RamSection:
             if self._save_last is not block:  # the block's first record carries its name
                 w.raw(b"".join((_BE64.pack((first << PAGE_SHIFT) | FLAG_COMPRESS),
                                 bytes((len(block.name),)), block.name, bytes((fill,)))))
-                self._save_last = block
                 first += 1
                 self.stats.pages += 1
                 self.stats.uniform_pages += 1

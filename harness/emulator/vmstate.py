@@ -726,11 +726,14 @@ class _IntRun:
         self._set = [f.set for f in fields]
         self._get = [f.get for f in fields]
         # The fields' values in one call where each is a plain attribute (most are).
-        self._values: Callable[[Any], Sequence[Any]] | None = None
+        self._values: Callable[[Any], Sequence[Any]]
         self._names: tuple[str, ...] | None = None
         if all(f.attr.isidentifier() for f in fields):
             self._names = tuple(f.attr for f in fields)
             self._values = operator.attrgetter(*self._names)
+        else:
+            getters = self._get
+            self._values = lambda obj: [get(obj) for get in getters]
         self._keys: dict[str, tuple[str, ...]] = {}  # state keys of the fields, by prefix
         self._direct: dict[type, bool] = {}  # see _stores_directly
 
@@ -771,13 +774,11 @@ class _IntRun:
         keys = self._keys.get(prefix)
         if keys is None:
             keys = self._keys[prefix] = tuple(prefix + f.path for f in self.fields)
-        values = self._values(obj) if self._values is not None else [
-            get(obj) for get in self._get]
-        out.update(zip(keys, values, strict=True))
+        out.update(zip(keys, self._values(obj), strict=True))
 
     def save(self, w: StreamWriter, obj: Any, rules: WireRules) -> None:
         try:
-            packed = self._st.pack(*[get(obj) for get in self._get])
+            packed = self._st.pack(*self._values(obj))
         except (struct.error, TypeError, ValueError, OverflowError, AttributeError):
             for f in self.fields:  # the field that cannot be written says why
                 f.save(w, obj, rules)
@@ -930,10 +931,7 @@ def same_state(desc: Description, a: Any, b: Any) -> bool:
     version = desc.version_id
     for step in _plan(desc, version):
         if step.__class__ is _IntRun:
-            if step._values is not None:
-                if step._values(a) != step._values(b):
-                    return False
-            elif [get(a) for get in step._get] != [get(b) for get in step._get]:
+            if step._values(a) != step._values(b):
                 return False
             continue
         present = step.present(a, version)
